@@ -1,1 +1,23 @@
-//! placeholder
+//! The NoKV Rust client SDK.
+//!
+//! # Layout
+//! - [`coordinator`]: [`CoordinatorClient`], leader discovery and failover
+//!   over the coordinator members, with typed header errors.
+//! - [`region_cache`]: [`RegionCache`], key → region + leader, refreshed on
+//!   region errors.
+//! - [`raw`]: [`RawClient`], the raw KV API routed by region with retries
+//!   under one overall deadline per call.
+//! - [`backoff`]: jittered exponential backoff.
+//! - [`error`]: the client's error type.
+#![deny(missing_docs)]
+
+pub mod backoff;
+pub mod coordinator;
+pub mod error;
+pub mod raw;
+pub mod region_cache;
+
+pub use coordinator::CoordinatorClient;
+pub use error::{Error, Result};
+pub use raw::{RawClient, ScanOptions};
+pub use region_cache::{RegionCache, RegionRoute};

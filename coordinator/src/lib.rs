@@ -1,1 +1,31 @@
-//! placeholder
+//! The NoKV coordinator: the cluster's control plane, replicated by one raft
+//! group of 1, 3 or 5 members.
+//!
+//! # Layout
+//! - [`config`]: the member's YAML configuration and its defaults.
+//! - [`state`]: the replicated state machine (stores, regions, id and TSO
+//!   high-water marks) and how each command applies to it.
+//! - [`raft_loop`]: the thread that drives the raft group and applies.
+//! - [`tso`]: the timestamp oracle (leader only).
+//! - [`id_alloc`]: the ID allocator (leader only).
+//! - [`checker`]: the replica checker run on region heartbeats.
+//! - [`service`]: the `Coordinator` gRPC service.
+//! - [`server`]: wiring: open storage, start raft, serve gRPC and HTTP.
+//! - [`metrics`]: coordinator-specific metrics.
+//! - [`error`]: the crate's error type.
+#![deny(missing_docs)]
+
+pub mod checker;
+pub mod config;
+pub mod error;
+pub mod id_alloc;
+pub mod metrics;
+pub mod raft_loop;
+pub mod server;
+pub mod service;
+pub mod state;
+pub mod tso;
+
+pub use config::CoordinatorConfig;
+pub use error::{Error, Result};
+pub use server::run;

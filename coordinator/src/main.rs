@@ -1,1 +1,86 @@
-fn main() {}
+//! `nokv-coordinator`: runs one member of the coordinator group.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use nokv_coordinator::CoordinatorConfig;
+
+/// One member of NoKV's control plane.
+#[derive(Parser, Debug)]
+#[command(name = "nokv-coordinator", version, about)]
+struct Args {
+    /// YAML configuration file; flags override its values.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Member id (must be in the member list).
+    #[arg(long)]
+    id: Option<u64>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address.
+    #[arg(long)]
+    listen: Option<String>,
+    /// HTTP status listen address.
+    #[arg(long)]
+    status_listen: Option<String>,
+    /// Log filter, e.g. `info` or `nokv_coordinator=debug`.
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_yaml::from_str::<CoordinatorConfig>(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => CoordinatorConfig::default(),
+    };
+    if let Some(v) = args.id {
+        config.id = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.status_listen {
+        config.status_listen = v;
+    }
+    if let Some(v) = args.log_level {
+        config.log_level = v;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        nokv_coordinator::run(config, shutdown_signal())
+            .await
+            .context("coordinator failed")
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,1 +1,49 @@
-//! placeholder
+//! The NoKV store node: many region replicas (multi-Raft) over one RocksDB,
+//! serving the raw and transactional KV API, the per-store admin API and
+//! raft traffic over gRPC.
+//!
+//! One write's path, hop by hop:
+//! [`service::kv`] (decode, validate) → [`raftstore::Router`] (region id
+//! to the raftstore thread) → [`raftstore`] (epoch check, propose) →
+//! Ready (persist with one synced write per round, send) →
+//! [`apply`] (data plus `ApplyState` in one batch) → callback → response.
+//!
+//! # Layout
+//! - [`config`]: the node's YAML configuration, limits and defaults.
+//! - [`engine`]: the node's column families.
+//! - [`keys`]: data key encodings (raw and memcomparable MVCC keys).
+//! - [`raw_value`]: raw values with optional TTL.
+//! - [`region`]: epoch and key-range checks, typed region errors.
+//! - [`msg`]: messages into the raftstore thread.
+//! - [`peer`]: one region replica: raft driver plus region and apply state.
+//! - [`apply`]: applying committed commands to RocksDB.
+//! - [`snapshot`]: building and installing region snapshots.
+//! - [`raftstore`]: the thread that drives every peer.
+//! - [`bootstrap`]: store identity and first-region bootstrap.
+//! - [`heartbeat`]: store and region heartbeats to the coordinator.
+//! - [`service`]: the `Kv` and `Admin` gRPC services.
+//! - [`server`]: wiring everything together.
+//! - [`metrics`]: node-specific metrics.
+//! - [`error`]: the crate's error type.
+#![deny(missing_docs)]
+
+pub mod apply;
+pub mod bootstrap;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod heartbeat;
+pub mod keys;
+pub mod metrics;
+pub mod msg;
+pub mod peer;
+pub mod raftstore;
+pub mod raw_value;
+pub mod region;
+pub mod server;
+pub mod service;
+pub mod snapshot;
+
+pub use config::NodeConfig;
+pub use error::{Error, Result};
+pub use server::run;

@@ -1,1 +1,92 @@
-fn main() {}
+//! `nokv-node`: runs one NoKV store node.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use nokv_node::NodeConfig;
+
+/// A NoKV store node.
+#[derive(Parser, Debug)]
+#[command(name = "nokv-node", version, about)]
+struct Args {
+    /// YAML configuration file; flags override its values.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Coordinator addresses, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    coordinators: Option<Vec<String>>,
+    /// Address advertised to other processes (defaults to --listen).
+    #[arg(long)]
+    advertise_address: Option<String>,
+    /// Data directory.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address.
+    #[arg(long)]
+    listen: Option<String>,
+    /// HTTP status listen address.
+    #[arg(long)]
+    status_listen: Option<String>,
+    /// Log filter, e.g. `info` or `nokv_coordinator=debug`.
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_yaml::from_str::<NodeConfig>(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => NodeConfig::default(),
+    };
+    if let Some(v) = args.coordinators {
+        config.coordinators = v;
+    }
+    if let Some(v) = args.advertise_address {
+        config.advertise_address = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.status_listen {
+        config.status_listen = v;
+    }
+    if let Some(v) = args.log_level {
+        config.log_level = v;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        nokv_node::run(config, shutdown_signal())
+            .await
+            .context("node failed")
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

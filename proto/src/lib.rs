@@ -1,1 +1,43 @@
-//! placeholder
+//! NoKV's one protocol contract, generated from `proto/*.proto`.
+//!
+//! # Layout
+//! - [`metapb`]: stores, regions, peers, epochs, coordinator members.
+//! - [`errorpb`]: the typed `RegionError` every region-addressed call can return.
+//! - [`kvrpcpb`]: the `Kv` service: raw and transactional data API.
+//! - [`raft_serverpb`]: raft transport envelope and persisted raft/apply state.
+//! - [`raft_cmdpb`]: commands carried in a region's raft log.
+//! - [`adminpb`]: the per-store `Admin` service (status, diagnostics, manual control).
+//! - [`coordinatorpb`]: the `Coordinator` service and its replicated commands.
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+/// Cluster metadata.
+pub mod metapb {
+    tonic::include_proto!("metapb");
+}
+/// Typed region errors.
+pub mod errorpb {
+    tonic::include_proto!("errorpb");
+}
+/// Data API.
+pub mod kvrpcpb {
+    tonic::include_proto!("kvrpcpb");
+}
+/// Raft transport and persisted raft state.
+pub mod raft_serverpb {
+    tonic::include_proto!("raft_serverpb");
+}
+/// Raft log commands.
+pub mod raft_cmdpb {
+    tonic::include_proto!("raft_cmdpb");
+}
+/// Per-store admin service.
+pub mod adminpb {
+    tonic::include_proto!("adminpb");
+}
+/// Coordinator service.
+pub mod coordinatorpb {
+    tonic::include_proto!("coordinatorpb");
+}
+
+pub use prost;
+pub use tonic;

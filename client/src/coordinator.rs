@@ -1,0 +1,401 @@
+//! [`CoordinatorClient`]: talks to the coordinator leader, finding it
+//! through any member and following NOT_LEADER answers, with one overall
+//! deadline per call.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nokv_proto::coordinatorpb::coordinator_client::CoordinatorClient as Grpc;
+use nokv_proto::coordinatorpb::*;
+use nokv_proto::metapb::{Member, Region, Store};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::backoff::Backoff;
+use crate::{Error, Result};
+
+/// Responses that carry a coordinator `ResponseHeader`.
+pub trait HasHeader {
+    /// The header, if present.
+    fn header(&self) -> Option<&ResponseHeader>;
+}
+
+macro_rules! has_header {
+    ($($t:ty),* $(,)?) => {
+        $(impl HasHeader for $t {
+            fn header(&self) -> Option<&ResponseHeader> {
+                self.header.as_ref()
+            }
+        })*
+    };
+}
+
+has_header!(
+    GetMembersResponse,
+    BootstrapResponse,
+    IsBootstrappedResponse,
+    AllocIdResponse,
+    TsoResponse,
+    PutStoreResponse,
+    GetStoreResponse,
+    GetAllStoresResponse,
+    StoreHeartbeatResponse,
+    RegionHeartbeatResponse,
+    GetRegionResponse,
+    ScanRegionsResponse,
+    AskBatchSplitResponse,
+    ReportBatchSplitResponse,
+);
+
+/// Builds a lazily connecting channel to `addr` (`host:port` or a URL).
+pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel> {
+    let url = if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(url)
+        .map_err(|_| Error::InvalidEndpoint(addr.to_string()))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+#[derive(Default)]
+struct LeaderCache {
+    address: Option<String>,
+    channel: Option<Channel>,
+}
+
+/// Client of the coordinator group. Cheap to clone; clones share the
+/// leader cache.
+#[derive(Clone)]
+pub struct CoordinatorClient {
+    endpoints: Arc<Vec<String>>,
+    leader: Arc<Mutex<LeaderCache>>,
+    timeout: Duration,
+}
+
+impl CoordinatorClient {
+    /// Creates a client for the given member addresses. No connection is
+    /// made until the first call.
+    ///
+    /// # Errors
+    /// `InvalidArgument` when `endpoints` is empty.
+    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Result<Self> {
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(Error::InvalidArgument(
+                "at least one coordinator endpoint is required".into(),
+            ));
+        }
+        for e in &endpoints {
+            channel(e, timeout)?;
+        }
+        Ok(CoordinatorClient {
+            endpoints: Arc::new(endpoints),
+            leader: Arc::new(Mutex::new(LeaderCache::default())),
+            timeout,
+        })
+    }
+
+    /// The overall deadline applied to each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The configured member endpoints.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    fn cached_leader(&self) -> Option<Channel> {
+        self.leader.lock().unwrap_or_else(|p| p.into_inner()).channel.clone()
+    }
+
+    fn set_leader(&self, addr: Option<String>) {
+        let mut l = self.leader.lock().unwrap_or_else(|p| p.into_inner());
+        l.channel = addr.as_deref().and_then(|a| channel(a, self.timeout).ok());
+        l.address = addr;
+    }
+
+    /// Asks members in turn who leads. Returns the leader's address.
+    async fn discover(&self, backoff: &Backoff) -> Result<String> {
+        let mut last = String::from("no member answered");
+        for ep in self.endpoints.iter() {
+            let per_call = backoff.remaining().min(Duration::from_secs(2));
+            if per_call.is_zero() {
+                break;
+            }
+            let ch = channel(ep, per_call)?;
+            let mut grpc = Grpc::new(ch);
+            let mut req = tonic::Request::new(GetMembersRequest::default());
+            req.set_timeout(per_call);
+            match grpc.get_members(req).await {
+                Ok(resp) => match resp.into_inner().leader {
+                    Some(Member { address, .. }) if !address.is_empty() => return Ok(address),
+                    _ => last = format!("{ep}: no leader elected yet"),
+                },
+                Err(s) => last = format!("{ep}: {}", s.message()),
+            }
+        }
+        Err(Error::CoordinatorUnavailable(last))
+    }
+
+    /// Runs `f` against the leader, rediscovering it on NOT_LEADER or a
+    /// transport failure, until the client's deadline.
+    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T>
+    where
+        T: HasHeader,
+        F: FnMut(Grpc<Channel>, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut backoff = Backoff::new(
+            Duration::from_millis(20),
+            Duration::from_millis(500),
+            Instant::now() + self.timeout,
+        );
+        let mut last = String::from("not attempted");
+        loop {
+            let ch = match self.cached_leader() {
+                Some(ch) => Some(ch),
+                None => match self.discover(&backoff).await {
+                    Ok(addr) => {
+                        self.set_leader(Some(addr));
+                        self.cached_leader()
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        None
+                    }
+                },
+            };
+            if let Some(ch) = ch {
+                let per_call = backoff.remaining();
+                if per_call.is_zero() {
+                    break;
+                }
+                match f(Grpc::new(ch), per_call).await {
+                    Ok(resp) => {
+                        let resp = resp.into_inner();
+                        match resp.header().and_then(|h| h.error.as_ref()) {
+                            None => return Ok(resp),
+                            Some(e) if e.r#type() == ErrorType::NotLeader => {
+                                last = format!("not leader: {}", e.message);
+                                let hint = e.leader.as_ref().map(|m| m.address.clone());
+                                self.set_leader(hint.filter(|a| !a.is_empty()));
+                            }
+                            Some(e) => {
+                                return Err(Error::Coordinator {
+                                    kind: e.r#type().as_str_name().to_string(),
+                                    message: e.message.clone(),
+                                })
+                            }
+                        }
+                    }
+                    Err(s) if s.code() == tonic::Code::Unimplemented
+                        || s.code() == tonic::Code::InvalidArgument =>
+                    {
+                        return Err(Error::Rpc(s))
+                    }
+                    Err(s) => {
+                        last = format!("{:?}: {}", s.code(), s.message());
+                        self.set_leader(None);
+                    }
+                }
+            }
+            if !backoff.wait().await {
+                break;
+            }
+        }
+        Err(Error::DeadlineExceeded {
+            attempts: backoff.attempts,
+            last,
+        })
+    }
+
+    /// The members and the current leader, from any reachable member.
+    pub async fn members(&self) -> Result<GetMembersResponse> {
+        let mut last = String::new();
+        for ep in self.endpoints.iter() {
+            let mut grpc = Grpc::new(channel(ep, self.timeout)?);
+            let mut req = tonic::Request::new(GetMembersRequest::default());
+            req.set_timeout(self.timeout);
+            match grpc.get_members(req).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) => last = format!("{ep}: {}", s.message()),
+            }
+        }
+        Err(Error::CoordinatorUnavailable(last))
+    }
+
+    /// Allocates `count` consecutive ids; returns the first.
+    pub async fn alloc_id(&self, count: u32) -> Result<u64> {
+        let r = self
+            .call(|mut c, t| async move {
+                let mut req = tonic::Request::new(AllocIdRequest { header: None, count });
+                req.set_timeout(t);
+                c.alloc_id(req).await
+            })
+            .await?;
+        Ok(r.id)
+    }
+
+    /// Fetches `count` timestamps; returns the first (they are consecutive).
+    pub async fn get_timestamp(&self, count: u32) -> Result<u64> {
+        let r = self
+            .call(|mut c, t| async move {
+                let mut req = tonic::Request::new(TsoRequest { header: None, count });
+                req.set_timeout(t);
+                c.get_timestamp(req).await
+            })
+            .await?;
+        Ok(r.first)
+    }
+
+    /// Whether the cluster is bootstrapped.
+    pub async fn is_bootstrapped(&self) -> Result<bool> {
+        let r = self
+            .call(|mut c, t| async move {
+                let mut req = tonic::Request::new(IsBootstrappedRequest::default());
+                req.set_timeout(t);
+                c.is_bootstrapped(req).await
+            })
+            .await?;
+        Ok(r.bootstrapped)
+    }
+
+    /// Bootstraps the cluster with its first store and region.
+    pub async fn bootstrap(&self, store: Store, region: Region) -> Result<()> {
+        self.call(|mut c, t| {
+            let req = BootstrapRequest {
+                header: None,
+                store: Some(store.clone()),
+                region: Some(region.clone()),
+            };
+            async move {
+                let mut req = tonic::Request::new(req);
+                req.set_timeout(t);
+                c.bootstrap(req).await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Registers or updates a store.
+    pub async fn put_store(&self, store: Store) -> Result<()> {
+        self.call(|mut c, t| {
+            let req = PutStoreRequest {
+                header: None,
+                store: Some(store.clone()),
+            };
+            async move {
+                let mut req = tonic::Request::new(req);
+                req.set_timeout(t);
+                c.put_store(req).await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// One store with its last reported stats.
+    pub async fn get_store(&self, store_id: u64) -> Result<GetStoreResponse> {
+        self.call(|mut c, t| async move {
+            let mut req = tonic::Request::new(GetStoreRequest { header: None, store_id });
+            req.set_timeout(t);
+            c.get_store(req).await
+        })
+        .await
+    }
+
+    /// Every store.
+    pub async fn get_all_stores(&self) -> Result<Vec<StoreInfo>> {
+        let r = self
+            .call(|mut c, t| async move {
+                let mut req = tonic::Request::new(GetAllStoresRequest::default());
+                req.set_timeout(t);
+                c.get_all_stores(req).await
+            })
+            .await?;
+        Ok(r.stores)
+    }
+
+    /// Reports store liveness and load.
+    pub async fn store_heartbeat(&self, stats: StoreStats) -> Result<()> {
+        self.call(|mut c, t| {
+            let req = StoreHeartbeatRequest {
+                header: None,
+                stats: Some(stats.clone()),
+            };
+            async move {
+                let mut req = tonic::Request::new(req);
+                req.set_timeout(t);
+                c.store_heartbeat(req).await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Reports a region from its leader; the answer may carry an order.
+    pub async fn region_heartbeat(&self, hb: RegionHeartbeatRequest) -> Result<RegionHeartbeatResponse> {
+        self.call(|mut c, t| {
+            let req = hb.clone();
+            async move {
+                let mut req = tonic::Request::new(req);
+                req.set_timeout(t);
+                c.region_heartbeat(req).await
+            }
+        })
+        .await
+    }
+
+    /// The region containing `key` and its leader.
+    pub async fn get_region(&self, key: &[u8]) -> Result<GetRegionResponse> {
+        self.call(|mut c, t| {
+            let key = key.to_vec();
+            async move {
+                let mut req = tonic::Request::new(GetRegionRequest { header: None, key });
+                req.set_timeout(t);
+                c.get_region(req).await
+            }
+        })
+        .await
+    }
+
+    /// A region by id and its leader.
+    pub async fn get_region_by_id(&self, region_id: u64) -> Result<GetRegionResponse> {
+        self.call(|mut c, t| async move {
+            let mut req = tonic::Request::new(GetRegionByIdRequest { header: None, region_id });
+            req.set_timeout(t);
+            c.get_region_by_id(req).await
+        })
+        .await
+    }
+
+    /// Regions overlapping `[start, end)` in key order (`limit` 0 = all).
+    pub async fn scan_regions(&self, start: &[u8], end: &[u8], limit: u32) -> Result<Vec<RegionInfo>> {
+        let r = self
+            .call(|mut c, t| {
+                let req = ScanRegionsRequest {
+                    header: None,
+                    start_key: start.to_vec(),
+                    end_key: end.to_vec(),
+                    limit,
+                };
+                async move {
+                    let mut req = tonic::Request::new(req);
+                    req.set_timeout(t);
+                    c.scan_regions(req).await
+                }
+            })
+            .await?;
+        Ok(r.regions)
+    }
+}

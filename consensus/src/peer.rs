@@ -1,0 +1,455 @@
+//! [`RaftPeer`]: one raft group's driver around `RawNode`.
+//!
+//! It tracks who asked for what: proposals wait for their entry to apply,
+//! ReadIndex requests wait for their read index to apply. It never touches
+//! the owner's state machine; the owner applies committed entries and hands
+//! each applied entry back through [`RaftPeer::take_proposal`].
+
+use std::collections::VecDeque;
+
+use raft::prelude::{ConfChange, Entry, Message, Snapshot};
+use raft::{RawNode, Ready, StateRole};
+use rocksdb::WriteBatch;
+use tokio::sync::oneshot;
+
+use crate::metrics;
+use crate::storage::RocksRaftLog;
+use crate::Result;
+
+/// Why a proposal or read did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This peer is not the leader; `leader_id` is 0 when unknown.
+    #[error("not leader (leader hint: {leader_id})")]
+    NotLeader {
+        /// The leader this peer knows of, 0 if none.
+        leader_id: u64,
+    },
+    /// raft-rs refused the proposal (for example a conf change while
+    /// another is pending, or a leader transfer in progress).
+    #[error("proposal dropped: {0}")]
+    Dropped(String),
+    /// The proposal's log position was taken by another entry (leader
+    /// change); it did not apply.
+    #[error("stale command: superseded by a newer leader")]
+    Stale,
+    /// No outcome within the deadline; the command may still apply later.
+    #[error("timed out")]
+    TimedOut,
+}
+
+/// Completion of a proposal: the owner's apply result. Called exactly once.
+pub type ProposalCallback<R> = Box<dyn FnOnce(std::result::Result<R, ProposeError>) + Send>;
+/// Completion of a ReadIndex: the applied index at which reading is
+/// linearizable. Called exactly once.
+pub type ReadCallback = Box<dyn FnOnce(std::result::Result<u64, ProposeError>) + Send>;
+
+/// Adapts a oneshot sender into a callback (a dropped receiver is fine).
+pub fn oneshot_callback<T: Send + 'static>(
+    tx: oneshot::Sender<std::result::Result<T, ProposeError>>,
+) -> Box<dyn FnOnce(std::result::Result<T, ProposeError>) + Send> {
+    Box::new(move |r| {
+        let _ = tx.send(r);
+    })
+}
+
+/// Timing and flow-control knobs of one group, in logical ticks.
+#[derive(Debug, Clone)]
+pub struct RaftPeerConfig {
+    /// This peer's raft id.
+    pub id: u64,
+    /// Index of the last applied entry, so raft-rs does not hand it back.
+    pub applied: u64,
+    /// Ticks without a leader before an election.
+    pub election_tick: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_tick: usize,
+    /// Largest append message in bytes.
+    pub max_size_per_msg: u64,
+    /// In-flight append messages per follower.
+    pub max_inflight_msgs: usize,
+    /// Re-issue a ReadIndex that got no answer after this many ticks.
+    pub read_retry_ticks: u64,
+    /// Fail a ReadIndex or proposal with `TimedOut` after this many ticks.
+    pub request_timeout_ticks: u64,
+}
+
+impl RaftPeerConfig {
+    /// Defaults from DESIGN §5: election after 10 ticks, heartbeat every 2.
+    pub fn new(id: u64, applied: u64) -> Self {
+        RaftPeerConfig {
+            id,
+            applied,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            read_retry_ticks: 5,
+            request_timeout_ticks: 100,
+        }
+    }
+}
+
+struct Proposal<R> {
+    index: u64,
+    term: u64,
+    proposed_at_tick: u64,
+    cb: ProposalCallback<R>,
+}
+
+struct ReadWaiter {
+    id: u64,
+    read_index: Option<u64>,
+    issued_at_tick: u64,
+    last_try_tick: u64,
+    cb: Option<ReadCallback>,
+}
+
+/// A Ready taken from raft-rs whose persistence is in the caller's batch.
+pub struct PendingReady {
+    ready: Ready,
+    /// A snapshot to install: the owner writes its data (and apply state)
+    /// into the same batch before syncing it.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// What to do once a Ready is durable.
+pub struct ReadyOutput {
+    /// Messages to send now.
+    pub messages: Vec<Message>,
+    /// Committed entries to apply, in order.
+    pub committed: Vec<Entry>,
+}
+
+/// Driver of one raft group. `R` is the owner's apply result type.
+pub struct RaftPeer<R> {
+    raw: RawNode<RocksRaftLog>,
+    cfg: RaftPeerConfig,
+    proposals: VecDeque<Proposal<R>>,
+    reads: VecDeque<ReadWaiter>,
+    next_read_id: u64,
+    ticks: u64,
+}
+
+impl<R> RaftPeer<R> {
+    /// Creates the driver over an opened log.
+    pub fn new(cfg: RaftPeerConfig, log: RocksRaftLog, logger: &slog::Logger) -> Result<Self> {
+        let raft_cfg = raft::Config {
+            id: cfg.id,
+            applied: cfg.applied,
+            election_tick: cfg.election_tick,
+            heartbeat_tick: cfg.heartbeat_tick,
+            max_size_per_msg: cfg.max_size_per_msg,
+            max_inflight_msgs: cfg.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            ..Default::default()
+        };
+        raft_cfg.validate()?;
+        let raw = RawNode::new(&raft_cfg, log, logger)?;
+        Ok(RaftPeer {
+            raw,
+            cfg,
+            proposals: VecDeque::new(),
+            reads: VecDeque::new(),
+            next_read_id: 1,
+            ticks: 0,
+        })
+    }
+
+    /// The underlying `RawNode`, for status and membership queries.
+    pub fn raw(&self) -> &RawNode<RocksRaftLog> {
+        &self.raw
+    }
+
+    /// Mutable `RawNode`, for conf change application, campaign and leader
+    /// transfer. Do not call `ready`/`advance` through it.
+    pub fn raw_mut(&mut self) -> &mut RawNode<RocksRaftLog> {
+        &mut self.raw
+    }
+
+    /// This peer's raft id.
+    pub fn id(&self) -> u64 {
+        self.cfg.id
+    }
+
+    /// Whether this peer currently leads its group.
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The leader this peer knows of (0 when none).
+    pub fn leader_id(&self) -> u64 {
+        self.raw.raft.leader_id
+    }
+
+    /// Current term.
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    /// Number of proposals and reads waiting for an outcome.
+    pub fn pending_requests(&self) -> usize {
+        self.proposals.len() + self.reads.len()
+    }
+
+    /// Advances the logical clock by one tick. Retries reads raft-rs dropped
+    /// and times out requests past their deadline.
+    pub fn tick(&mut self) -> bool {
+        self.ticks += 1;
+        let ticked = self.raw.tick();
+        let now = self.ticks;
+        let leader = self.is_leader();
+        let leader_id = self.leader_id();
+        let mut retry = Vec::new();
+        let timeout = self.cfg.request_timeout_ticks;
+        let retry_after = self.cfg.read_retry_ticks;
+        self.reads.retain_mut(|w| {
+            if w.read_index.is_some() {
+                return true;
+            }
+            if now - w.issued_at_tick >= timeout {
+                return !send_read(&mut w.cb, Err(ProposeError::TimedOut));
+            }
+            if !leader {
+                return !send_read(&mut w.cb, Err(ProposeError::NotLeader { leader_id }));
+            }
+            if now - w.last_try_tick >= retry_after {
+                w.last_try_tick = now;
+                retry.push(w.id);
+            }
+            true
+        });
+        for id in retry {
+            self.raw.read_index(id.to_be_bytes().to_vec());
+        }
+        while self
+            .proposals
+            .front()
+            .is_some_and(|p| now - p.proposed_at_tick >= timeout)
+        {
+            if let Some(p) = self.proposals.pop_front() {
+                (p.cb)(Err(ProposeError::TimedOut));
+            }
+        }
+        ticked
+    }
+
+    /// Feeds a message from another peer.
+    pub fn step(&mut self, msg: Message) -> Result<()> {
+        match self.raw.step(msg) {
+            // Messages from peers unknown to this configuration and stale
+            // responses are expected during membership changes.
+            Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Proposes a normal entry; `cb` gets the owner's result once it applies.
+    pub fn propose(&mut self, data: Vec<u8>, cb: ProposalCallback<R>) {
+        metrics::RAFT_PROPOSALS.with_label_values(&["normal"]).inc();
+        if !self.is_leader() {
+            cb(Err(ProposeError::NotLeader {
+                leader_id: self.leader_id(),
+            }));
+            return;
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        let res = self.raw.propose(vec![], data);
+        self.track(before, res, cb);
+    }
+
+    /// Proposes a membership change; `context` travels with the entry.
+    pub fn propose_conf_change(
+        &mut self,
+        context: Vec<u8>,
+        cc: ConfChange,
+        cb: ProposalCallback<R>,
+    ) {
+        metrics::RAFT_PROPOSALS
+            .with_label_values(&["conf_change"])
+            .inc();
+        if !self.is_leader() {
+            cb(Err(ProposeError::NotLeader {
+                leader_id: self.leader_id(),
+            }));
+            return;
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        let res = self.raw.propose_conf_change(context, cc);
+        self.track(before, res, cb);
+    }
+
+    fn track(&mut self, before: u64, res: raft::Result<()>, cb: ProposalCallback<R>) {
+        let index = self.raw.raft.raft_log.last_index();
+        match res {
+            Err(e) => {
+                cb(Err(ProposeError::Dropped(e.to_string())));
+            }
+            Ok(()) if index == before => {
+                cb(Err(ProposeError::Dropped(
+                    "raft-rs did not append the proposal".into(),
+                )));
+            }
+            Ok(()) => self.proposals.push_back(Proposal {
+                index,
+                term: self.raw.raft.term,
+                proposed_at_tick: self.ticks,
+                cb,
+            }),
+        }
+    }
+
+    /// Asks for a linearizable read point. `cb` receives the applied index
+    /// at which reading the state machine is linearizable.
+    pub fn read_index(&mut self, cb: ReadCallback) {
+        metrics::RAFT_PROPOSALS
+            .with_label_values(&["read_index"])
+            .inc();
+        if !self.is_leader() {
+            cb(Err(ProposeError::NotLeader {
+                leader_id: self.leader_id(),
+            }));
+            return;
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        self.reads.push_back(ReadWaiter {
+            id,
+            read_index: None,
+            issued_at_tick: self.ticks,
+            last_try_tick: self.ticks,
+            cb: Some(cb),
+        });
+        self.raw.read_index(id.to_be_bytes().to_vec());
+    }
+
+    /// Whether raft-rs has a Ready to handle.
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
+    /// Takes the Ready, puts its persistence (snapshot metadata, entries,
+    /// hard state) into `wb`, and returns the messages that may be sent
+    /// before `wb` is synced. Returns `None` when there is no Ready.
+    pub fn collect_ready(
+        &mut self,
+        wb: &mut WriteBatch,
+    ) -> Result<Option<(PendingReady, Vec<Message>)>> {
+        if !self.raw.has_ready() {
+            return Ok(None);
+        }
+        let mut rd = self.raw.ready();
+        if let Some(ss) = rd.ss() {
+            metrics::RAFT_LEADER_CHANGES.inc();
+            if ss.raft_state != StateRole::Leader {
+                let leader_id = ss.leader_id;
+                for mut w in self.reads.drain(..) {
+                    send_read(&mut w.cb, Err(ProposeError::NotLeader { leader_id }));
+                }
+            }
+        }
+        for rs in rd.take_read_states() {
+            if rs.request_ctx.len() == 8 {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&rs.request_ctx);
+                let id = u64::from_be_bytes(b);
+                if let Some(w) = self.reads.iter_mut().find(|w| w.id == id) {
+                    w.read_index = Some(rs.index);
+                }
+            }
+        }
+        let messages = rd.take_messages();
+        let snapshot = if rd.snapshot().is_empty() {
+            None
+        } else {
+            let snap = rd.snapshot().clone();
+            self.raw
+                .mut_store()
+                .apply_snapshot_meta(snap.get_metadata(), wb)?;
+            Some(snap)
+        };
+        self.raw.mut_store().append(rd.entries(), wb)?;
+        if let Some(hs) = rd.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone(), wb)?;
+        }
+        metrics::RAFT_READY_TOTAL.inc();
+        Ok(Some((
+            PendingReady {
+                ready: rd,
+                snapshot,
+            },
+            messages,
+        )))
+    }
+
+    /// Completes a Ready after its batch was synced: returns the messages
+    /// to send and the committed entries to apply. A commit index advanced
+    /// by this step goes into `apply_wb`, which must be written with (or
+    /// before) the apply state of those entries.
+    pub fn finish_ready(
+        &mut self,
+        pending: PendingReady,
+        apply_wb: &mut WriteBatch,
+    ) -> Result<ReadyOutput> {
+        let mut rd = pending.ready;
+        let mut messages = rd.take_persisted_messages();
+        let mut committed = rd.take_committed_entries();
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit, apply_wb)?;
+        }
+        messages.extend(light.take_messages());
+        committed.extend(light.take_committed_entries());
+        Ok(ReadyOutput {
+            messages,
+            committed,
+        })
+    }
+
+    /// Called for every applied entry in order: answers proposals superseded
+    /// by it with `Stale` and returns the callback of the proposal it
+    /// carries, if this peer proposed it.
+    pub fn take_proposal(&mut self, index: u64, term: u64) -> Option<ProposalCallback<R>> {
+        while let Some(p) = self.proposals.front() {
+            if p.index > index {
+                return None;
+            }
+            let p = self.proposals.pop_front()?;
+            if p.index == index && p.term == term {
+                return Some(p.cb);
+            }
+            (p.cb)(Err(ProposeError::Stale));
+        }
+        None
+    }
+
+    /// Tells raft-rs that entries up to `applied` are applied, and releases
+    /// the reads whose read index is now applied.
+    pub fn advance_apply(&mut self, applied: u64) {
+        self.raw.advance_apply_to(applied);
+        self.reads.retain_mut(|w| match w.read_index {
+            Some(i) if i <= applied => !send_read(&mut w.cb, Ok(applied)),
+            _ => true,
+        });
+    }
+
+    /// Fails every waiting request (the peer is being destroyed or the
+    /// process is stopping).
+    pub fn fail_all(&mut self, err: ProposeError) {
+        for p in self.proposals.drain(..) {
+            (p.cb)(Err(err.clone()));
+        }
+        for mut w in self.reads.drain(..) {
+            send_read(&mut w.cb, Err(err.clone()));
+        }
+    }
+}
+
+/// Fires a waiter's callback (once); returns true so `retain` drops it.
+fn send_read(cb: &mut Option<ReadCallback>, v: std::result::Result<u64, ProposeError>) -> bool {
+    if let Some(cb) = cb.take() {
+        cb(v);
+    }
+    true
+}

@@ -1,0 +1,160 @@
+//! Configuration of one coordinator member. Every key has a default so a
+//! single member runs with no file at all.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One member of the coordinator group as every member knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Raft id of the member (non-zero, unique).
+    pub id: u64,
+    /// Human name.
+    #[serde(default)]
+    pub name: String,
+    /// gRPC address (clients and raft peers).
+    pub address: String,
+    /// HTTP status address.
+    #[serde(default)]
+    pub status_address: String,
+}
+
+/// A coordinator member's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// This member's id; must appear in `members`.
+    pub id: u64,
+    /// Directory for the member's RocksDB.
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    pub listen: String,
+    /// HTTP status listen address.
+    pub status_listen: String,
+    /// Every member of the group, this one included. Empty means a
+    /// single-member group made of this member.
+    pub members: Vec<MemberConfig>,
+    /// Replicas per region the replica checker aims for.
+    pub max_replicas: usize,
+    /// Length of one raft tick in milliseconds.
+    pub tick_interval_ms: u64,
+    /// Ticks without a leader before an election.
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: usize,
+    /// IDs reserved per persisted window.
+    pub id_window: u64,
+    /// How far ahead of the clock the persisted TSO high-water mark runs.
+    pub tso_save_window_ms: u64,
+    /// A store with no heartbeat for this long is Disconnected.
+    pub store_disconnect_ms: u64,
+    /// A store with no heartbeat for this long is Down.
+    pub max_store_down_time_ms: u64,
+    /// Log filter (tracing-subscriber syntax).
+    pub log_level: String,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            id: 1,
+            data_dir: PathBuf::from("nokv-coordinator-data"),
+            listen: "127.0.0.1:2379".into(),
+            status_listen: "127.0.0.1:2378".into(),
+            members: Vec::new(),
+            max_replicas: 3,
+            tick_interval_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            id_window: 1000,
+            tso_save_window_ms: 3000,
+            store_disconnect_ms: 20_000,
+            max_store_down_time_ms: 30 * 60 * 1000,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// The member list with a single-member default filled in, after
+    /// checking ids are unique and include this member.
+    pub fn resolved_members(&self) -> Result<Vec<MemberConfig>, String> {
+        let members = if self.members.is_empty() {
+            vec![MemberConfig {
+                id: self.id,
+                name: format!("coordinator-{}", self.id),
+                address: self.listen.clone(),
+                status_address: self.status_listen.clone(),
+            }]
+        } else {
+            self.members.clone()
+        };
+        if self.id == 0 {
+            return Err("id must be non-zero".into());
+        }
+        let mut ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != members.len() || ids.contains(&0) {
+            return Err("member ids must be unique and non-zero".into());
+        }
+        if !ids.contains(&self.id) {
+            return Err(format!("id {} is not in the member list", self.id));
+        }
+        Ok(members
+            .into_iter()
+            .map(|mut m| {
+                if m.name.is_empty() {
+                    m.name = format!("coordinator-{}", m.id);
+                }
+                m
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_member_default() {
+        let c = CoordinatorConfig::default();
+        let m = c.resolved_members().expect("valid");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].address, c.listen);
+    }
+
+    #[test]
+    fn rejects_self_missing_and_duplicates() {
+        let mut c = CoordinatorConfig {
+            id: 4,
+            ..Default::default()
+        };
+        c.members = vec![
+            MemberConfig {
+                id: 1,
+                name: String::new(),
+                address: "a".into(),
+                status_address: String::new(),
+            },
+            MemberConfig {
+                id: 1,
+                name: String::new(),
+                address: "b".into(),
+                status_address: String::new(),
+            },
+        ];
+        assert!(c.resolved_members().is_err());
+        c.members[1].id = 2;
+        assert!(c.resolved_members().unwrap_err().contains("not in the member list"));
+    }
+
+    #[test]
+    fn yaml_rejects_unknown_keys() {
+        let err = serde_yaml::from_str::<CoordinatorConfig>("id: 1\nbogus: 2\n");
+        assert!(err.is_err());
+    }
+}

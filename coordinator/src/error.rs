@@ -1,0 +1,44 @@
+//! Errors of the coordinator.
+
+use thiserror::Error;
+
+/// What can fail inside the coordinator.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Raft machinery or storage failed.
+    #[error(transparent)]
+    Consensus(#[from] nokv_consensus::Error),
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Engine(#[from] rocksdb::Error),
+    /// This member is not the leader; the caller should ask `leader_id`.
+    #[error("not leader (leader hint: {leader_id})")]
+    NotLeader {
+        /// Known leader, 0 when none.
+        leader_id: u64,
+    },
+    /// A replicated command did not complete.
+    #[error("proposal failed: {0}")]
+    Proposal(String),
+    /// The configuration is invalid.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// I/O failure.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The raft loop stopped.
+    #[error("coordinator is shutting down")]
+    Stopped,
+}
+
+impl From<nokv_consensus::ProposeError> for Error {
+    fn from(e: nokv_consensus::ProposeError) -> Self {
+        match e {
+            nokv_consensus::ProposeError::NotLeader { leader_id } => Error::NotLeader { leader_id },
+            other => Error::Proposal(other.to_string()),
+        }
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,75 @@
+//! Coordinator-specific metrics (the raft and gRPC ones are shared, in
+//! `nokv_consensus::metrics`).
+
+use std::sync::LazyLock;
+
+use prometheus::{register_int_counter, register_int_gauge, register_int_gauge_vec, IntCounter, IntGauge, IntGaugeVec};
+
+/// Timestamps handed out.
+pub static TSO_TIMESTAMPS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("nokv_coordinator_tso_timestamps_total", "Timestamps handed out")
+        .expect("metric registers once")
+});
+
+/// TSO requests served (a request may carry many timestamps).
+pub static TSO_REQUESTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("nokv_coordinator_tso_requests_total", "TSO requests served")
+        .expect("metric registers once")
+});
+
+/// IDs handed out.
+pub static IDS_ALLOCATED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("nokv_coordinator_ids_allocated_total", "IDs handed out")
+        .expect("metric registers once")
+});
+
+/// Regions known to the coordinator.
+pub static REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("nokv_coordinator_regions", "Regions in the routing table")
+        .expect("metric registers once")
+});
+
+/// Region leaders per store, as last reported.
+pub static LEADERS_PER_STORE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "nokv_coordinator_store_leaders",
+        "Region leaders per store, as last reported by heartbeats",
+        &["store_id"]
+    )
+    .expect("metric registers once")
+});
+
+/// Stores by state.
+pub static STORES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("nokv_coordinator_stores", "Stores by state", &["state"])
+        .expect("metric registers once")
+});
+
+/// 1 while this member is the ready leader.
+pub static IS_LEADER: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("nokv_coordinator_is_leader", "1 while this member leads the group")
+        .expect("metric registers once")
+});
+
+/// Replica checker steps issued, by kind.
+pub static CHECKER_STEPS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "nokv_coordinator_checker_steps_total",
+        "Membership steps the replica checker handed to region leaders",
+        &["kind"]
+    )
+    .expect("metric registers once")
+});
+
+/// Makes every metric visible from the first scrape.
+pub fn register() {
+    nokv_consensus::metrics::register_shared();
+    LazyLock::force(&TSO_TIMESTAMPS);
+    LazyLock::force(&TSO_REQUESTS);
+    LazyLock::force(&IDS_ALLOCATED);
+    LazyLock::force(&REGIONS);
+    LazyLock::force(&LEADERS_PER_STORE);
+    LazyLock::force(&STORES);
+    LazyLock::force(&IS_LEADER);
+    LazyLock::force(&CHECKER_STEPS);
+}

@@ -1,0 +1,385 @@
+//! The coordinator's raft loop: one dedicated thread owns the raft group,
+//! persists each Ready with one synced write, applies committed commands to
+//! [`ClusterState`] and answers proposers. Async code talks to it only
+//! through [`RaftHandle`].
+
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nokv_consensus::engine::{cf, CF_META};
+use nokv_consensus::keys::apply_state_key;
+use nokv_consensus::metrics::{RAFT_APPLIED_ENTRIES, RAFT_APPLIED_INDEX, RAFT_APPLY_SECONDS, RAFT_PERSIST_SECONDS};
+use nokv_consensus::peer::{oneshot_callback, ProposalCallback, ProposeError};
+use nokv_consensus::service::RaftMessageSink;
+use nokv_consensus::transport::{decode_message, encode_message};
+use nokv_consensus::{RaftPeer, RaftPeerConfig, RocksRaftLog, Transport};
+use nokv_proto::coordinatorpb::{coordinator_command::Cmd, CoordinatorCommand};
+use nokv_proto::metapb::Peer;
+use nokv_proto::raft_serverpb::{ApplyState, RaftMessage, RaftTruncatedState};
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeV2, ConfState, EntryType, Message};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use tokio::sync::oneshot;
+use tracing::{error, info, warn};
+
+use crate::state::{ApplyResult, ClusterState};
+use crate::{Error, Result};
+
+/// The coordinator group's id in raft envelopes and metrics.
+pub const COORDINATOR_GROUP: u64 = 0;
+
+const INBOX_CAPACITY: usize = 8192;
+
+enum LoopMsg {
+    Raft(RaftMessage),
+    Propose(CoordinatorCommand, ProposalCallback<ApplyResult>),
+}
+
+/// Who leads the group, as of the raft loop's last round.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leadership {
+    /// Known leader, 0 if none.
+    pub leader_id: u64,
+    /// Current term.
+    pub term: u64,
+    /// This member leads and has applied a barrier of its own term, so its
+    /// state reflects everything committed before it became leader.
+    pub ready_leader: bool,
+}
+
+/// Handle to the raft loop for async code. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftHandle {
+    tx: SyncSender<LoopMsg>,
+    /// The applied state, readable by any task.
+    pub state: Arc<RwLock<ClusterState>>,
+    leadership: Arc<RwLock<Leadership>>,
+}
+
+impl RaftHandle {
+    /// Replicates `cmd` and returns its apply result.
+    ///
+    /// # Errors
+    /// `NotLeader` when this member does not lead; `Proposal` when the
+    /// command was dropped, superseded or timed out.
+    pub async fn propose(&self, cmd: CoordinatorCommand) -> Result<ApplyResult> {
+        let (tx, rx) = oneshot::channel();
+        match self.tx.try_send(LoopMsg::Propose(cmd, oneshot_callback(tx))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(Error::Proposal("raft inbox full".into())),
+            Err(TrySendError::Disconnected(_)) => return Err(Error::Stopped),
+        }
+        match rx.await {
+            Ok(res) => Ok(res?),
+            Err(_) => Err(Error::Stopped),
+        }
+    }
+
+    /// The leadership as of the last raft round.
+    pub fn leadership(&self) -> Leadership {
+        match self.leadership.read() {
+            Ok(l) => *l,
+            Err(p) => *p.into_inner(),
+        }
+    }
+
+    /// Reads the applied state.
+    pub fn read_state<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
+        match self.state.read() {
+            Ok(s) => f(&s),
+            Err(p) => f(&p.into_inner()),
+        }
+    }
+
+    /// A sink the raft transport service delivers into.
+    pub fn sink(&self) -> Arc<LoopSink> {
+        Arc::new(LoopSink {
+            tx: self.tx.clone(),
+        })
+    }
+}
+
+/// Delivers received raft messages into the loop's inbox.
+pub struct LoopSink {
+    tx: SyncSender<LoopMsg>,
+}
+
+impl RaftMessageSink for LoopSink {
+    fn deliver(&self, msg: RaftMessage) {
+        if self.tx.try_send(LoopMsg::Raft(msg)).is_err() {
+            nokv_consensus::metrics::RAFT_MESSAGES
+                .with_label_values(&["inbox_full"])
+                .inc();
+        }
+    }
+}
+
+/// Raft timing for the loop.
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
+    /// This member's id.
+    pub id: u64,
+    /// All member ids (the voters).
+    pub voters: Vec<u64>,
+    /// Tick length.
+    pub tick: Duration,
+    /// Election timeout in ticks.
+    pub election_ticks: usize,
+    /// Heartbeat interval in ticks.
+    pub heartbeat_ticks: usize,
+}
+
+/// Opens the group's raft state and starts the loop thread.
+pub fn spawn(cfg: LoopConfig, db: Arc<DB>, transport: Transport) -> Result<(RaftHandle, JoinHandle<()>)> {
+    let state = ClusterState::load(&db)?;
+    let apply_state = load_apply_state(&db)?;
+    let truncated = apply_state
+        .truncated_state
+        .as_ref()
+        .map(|t| (t.index, t.term))
+        .unwrap_or((0, 0));
+    let mut conf_state = ConfState::default();
+    conf_state.voters = cfg.voters.clone();
+    let log = RocksRaftLog::open(db.clone(), COORDINATOR_GROUP, conf_state, truncated, None)?;
+    let mut peer_cfg = RaftPeerConfig::new(cfg.id, apply_state.applied_index);
+    peer_cfg.election_tick = cfg.election_ticks;
+    peer_cfg.heartbeat_tick = cfg.heartbeat_ticks;
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let peer = RaftPeer::new(peer_cfg, log, &logger)?;
+    let (tx, rx) = sync_channel(INBOX_CAPACITY);
+    let handle = RaftHandle {
+        tx,
+        state: Arc::new(RwLock::new(state)),
+        leadership: Arc::new(RwLock::new(Leadership::default())),
+    };
+    info!(member_id = cfg.id, applied = apply_state.applied_index, "coordinator raft group opened");
+    let mut raft_loop = RaftLoop {
+        cfg,
+        db,
+        peer,
+        transport,
+        rx,
+        state: handle.state.clone(),
+        leadership: handle.leadership.clone(),
+        applied_index: apply_state.applied_index,
+        applied_term: apply_state.applied_term,
+        truncated,
+        barrier_proposed_term: 0,
+    };
+    let join = std::thread::Builder::new()
+        .name("coordinator-raft".into())
+        .spawn(move || raft_loop.run())?;
+    Ok((handle, join))
+}
+
+fn load_apply_state(db: &DB) -> Result<ApplyState> {
+    let bytes = db.get_cf(cf(db, CF_META)?, apply_state_key(COORDINATOR_GROUP))?;
+    Ok(match bytes {
+        Some(b) => ApplyState::decode(b.as_slice()).map_err(nokv_consensus::Error::from)?,
+        None => ApplyState::default(),
+    })
+}
+
+struct RaftLoop {
+    cfg: LoopConfig,
+    db: Arc<DB>,
+    peer: RaftPeer<ApplyResult>,
+    transport: Transport,
+    rx: Receiver<LoopMsg>,
+    state: Arc<RwLock<ClusterState>>,
+    leadership: Arc<RwLock<Leadership>>,
+    applied_index: u64,
+    applied_term: u64,
+    truncated: (u64, u64),
+    barrier_proposed_term: u64,
+}
+
+impl RaftLoop {
+    fn run(&mut self) {
+        let mut next_tick = Instant::now() + self.cfg.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(m) => self.handle(m),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while let Ok(m) = self.rx.try_recv() {
+                self.handle(m);
+            }
+            if Instant::now() >= next_tick {
+                self.peer.tick();
+                next_tick = Instant::now() + self.cfg.tick;
+            }
+            if let Err(e) = self.on_ready() {
+                // A storage failure leaves the group unable to make progress
+                // safely; stop the process rather than serve stale state.
+                error!(error = %e, "coordinator raft storage failed; exiting");
+                std::process::exit(70);
+            }
+            self.publish_leadership();
+        }
+        self.peer.fail_all(ProposeError::Dropped("coordinator stopping".into()));
+    }
+
+    fn handle(&mut self, msg: LoopMsg) {
+        match msg {
+            LoopMsg::Raft(env) => match decode_message(&env.message) {
+                Ok(m) => {
+                    if let Err(e) = self.peer.step(m) {
+                        warn!(error = %e, "raft step failed");
+                    }
+                }
+                Err(e) => warn!(error = %e, "undecodable raft message dropped"),
+            },
+            LoopMsg::Propose(cmd, cb) => self.peer.propose(cmd.encode_to_vec(), cb),
+        }
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            let env = RaftMessage {
+                region_id: COORDINATOR_GROUP,
+                from_peer: Some(Peer {
+                    id: self.cfg.id,
+                    store_id: self.cfg.id,
+                    role: 0,
+                }),
+                to_peer: Some(Peer {
+                    id: to,
+                    store_id: to,
+                    role: 0,
+                }),
+                message: encode_message(&m),
+                ..Default::default()
+            };
+            self.transport.send(to, env);
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        let Some((pending, msgs)) = self.peer.collect_ready(&mut wb)? else {
+            return Ok(());
+        };
+        self.send(msgs);
+        if pending.snapshot.is_some() {
+            // The coordinator never compacts its log, so peers never need
+            // snapshots; receiving one means a foreign or damaged log.
+            warn!("coordinator received a snapshot; ignored");
+        }
+        let start = Instant::now();
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(wb, &opts)?;
+        RAFT_PERSIST_SECONDS.observe(start.elapsed().as_secs_f64());
+
+        let start = Instant::now();
+        let mut apply_wb = WriteBatch::default();
+        let out = self.peer.finish_ready(pending, &mut apply_wb)?;
+        self.send(out.messages);
+        let mut done = Vec::new();
+        for e in out.committed {
+            if e.index <= self.applied_index {
+                continue;
+            }
+            let result = match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => ApplyResult::Ok,
+                EntryType::EntryNormal => match CoordinatorCommand::decode(e.data.as_ref()) {
+                    Ok(cmd) => {
+                        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+                        state.apply(&self.db, cmd, &mut apply_wb)?
+                    }
+                    Err(err) => {
+                        warn!(index = e.index, error = %err, "undecodable coordinator command skipped");
+                        ApplyResult::Ok
+                    }
+                },
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| {
+                        nokv_consensus::Error::Corrupted {
+                            what: "conf change",
+                            detail: err.to_string(),
+                        }
+                    })?;
+                    let cs = self.peer.raw_mut().apply_conf_change(&cc).map_err(nokv_consensus::Error::from)?;
+                    self.peer.raw_mut().mut_store().set_conf_state(cs);
+                    ApplyResult::Ok
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| {
+                        nokv_consensus::Error::Corrupted {
+                            what: "conf change",
+                            detail: err.to_string(),
+                        }
+                    })?;
+                    let cs = self.peer.raw_mut().apply_conf_change(&cc).map_err(nokv_consensus::Error::from)?;
+                    self.peer.raw_mut().mut_store().set_conf_state(cs);
+                    ApplyResult::Ok
+                }
+            };
+            if let Some(cb) = self.peer.take_proposal(e.index, e.term) {
+                done.push((cb, result));
+            }
+            self.applied_index = e.index;
+            self.applied_term = e.term;
+            RAFT_APPLIED_ENTRIES.inc();
+        }
+        let apply_state = ApplyState {
+            applied_index: self.applied_index,
+            applied_term: self.applied_term,
+            truncated_state: Some(RaftTruncatedState {
+                index: self.truncated.0,
+                term: self.truncated.1,
+            }),
+        };
+        apply_wb.put_cf(
+            cf(&self.db, CF_META)?,
+            apply_state_key(COORDINATOR_GROUP),
+            apply_state.encode_to_vec(),
+        );
+        self.db.write(apply_wb)?;
+        for (cb, result) in done {
+            cb(Ok(result));
+        }
+        self.peer.advance_apply(self.applied_index);
+        RAFT_APPLY_SECONDS.observe(start.elapsed().as_secs_f64());
+        RAFT_APPLIED_INDEX
+            .with_label_values(&["coordinator"])
+            .set(self.applied_index as i64);
+        Ok(())
+    }
+
+    fn publish_leadership(&mut self) {
+        let term = self.peer.term();
+        let is_leader = self.peer.is_leader();
+        if is_leader && self.barrier_proposed_term != term {
+            // A new leader's state may lag what earlier leaders committed;
+            // applying an entry of its own term proves it has caught up.
+            self.barrier_proposed_term = term;
+            let cmd = CoordinatorCommand {
+                cmd: Some(Cmd::LeaderBarrier(term)),
+            };
+            self.peer.propose(cmd.encode_to_vec(), Box::new(|_| {}));
+            info!(member_id = self.cfg.id, term, "became coordinator leader");
+        }
+        let barrier_term = self
+            .state
+            .read()
+            .map(|s| s.barrier_term)
+            .unwrap_or_else(|p| p.into_inner().barrier_term);
+        let now = Leadership {
+            leader_id: self.peer.leader_id(),
+            term,
+            ready_leader: is_leader && barrier_term == term,
+        };
+        let mut l = self.leadership.write().unwrap_or_else(|p| p.into_inner());
+        if *l != now {
+            *l = now;
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Wiring of one coordinator member: storage, raft loop, gRPC and the HTTP
+//! status port. [`run`] returns when `shutdown` completes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nokv_consensus::engine::{self, CF_META, CF_RAFT};
+use nokv_consensus::service::RaftTransportService;
+use nokv_consensus::status::{self, StatusState};
+use nokv_consensus::transport::MAX_RAFT_MESSAGE_BYTES;
+use nokv_consensus::{AddressResolver, Transport};
+use nokv_proto::coordinatorpb::coordinator_server::CoordinatorServer;
+use nokv_proto::raft_serverpb::raft_transport_server::RaftTransportServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::config::CoordinatorConfig;
+use crate::raft_loop::{self, LoopConfig};
+use crate::service::{CoordinatorGrpc, CoordinatorService};
+use crate::state::CF_STATE;
+use crate::{Error, Result};
+
+/// Resolves member ids to the addresses in the static member list.
+struct MemberResolver {
+    addresses: HashMap<u64, String>,
+}
+
+impl AddressResolver for MemberResolver {
+    fn resolve(&self, id: u64) -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>> {
+        let addr = self.addresses.get(&id).cloned();
+        Box::pin(async move { addr })
+    }
+}
+
+/// Runs a coordinator member until `shutdown` completes.
+///
+/// # Errors
+/// Invalid configuration, a port that cannot be bound, or storage that
+/// cannot be opened.
+pub async fn run(config: CoordinatorConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let members = config.resolved_members().map_err(Error::Config)?;
+    crate::metrics::register();
+    let started = Instant::now();
+    let grpc_listener = TcpListener::bind(&config.listen).await?;
+    let status_listener = TcpListener::bind(&config.status_listen).await?;
+    let db = engine::open(&config.data_dir.join("db"), &[CF_RAFT, CF_META, CF_STATE])?;
+
+    let resolver = Arc::new(MemberResolver {
+        addresses: members.iter().map(|m| (m.id, m.address.clone())).collect(),
+    });
+    let transport = Transport::new(config.id, resolver, tokio::runtime::Handle::current());
+    let loop_cfg = LoopConfig {
+        id: config.id,
+        voters: members.iter().map(|m| m.id).collect(),
+        tick: Duration::from_millis(config.tick_interval_ms.max(1)),
+        election_ticks: config.election_ticks,
+        heartbeat_ticks: config.heartbeat_ticks,
+    };
+    let (raft, _raft_thread) = raft_loop::spawn(loop_cfg, db, transport)?;
+    let service = Arc::new(CoordinatorService::new(raft.clone(), config.clone(), members.clone()));
+
+    let ready = Arc::new(AtomicBool::new(false));
+    {
+        let service = service.clone();
+        let raft = raft.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                service.refresh_metrics();
+                ready.store(raft.leadership().leader_id != 0, Ordering::Release);
+            }
+        });
+    }
+    let status_state = {
+        let raft = raft.clone();
+        let id = config.id;
+        StatusState {
+            ready: ready.clone(),
+            status: Arc::new(move || {
+                let l = raft.leadership();
+                serde_json::json!({
+                    "component": "coordinator",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "member_id": id,
+                    "cluster_id": raft.read_state(|s| s.cluster_id),
+                    "role": if l.ready_leader { "leader" } else { "follower" },
+                    "leader_id": l.leader_id,
+                    "term": l.term,
+                    "uptime_seconds": started.elapsed().as_secs(),
+                })
+                .to_string()
+            }),
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = status::serve(status_listener, status_state).await {
+            tracing::error!(error = %e, "status server stopped");
+        }
+    });
+
+    info!(member_id = config.id, listen = %config.listen, status = %config.status_listen, "coordinator serving");
+    tonic::transport::Server::builder()
+        .add_service(CoordinatorServer::new(CoordinatorGrpc(service)))
+        .add_service(
+            RaftTransportServer::new(RaftTransportService::new(raft.sink()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown)
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    info!(member_id = config.id, "coordinator stopped");
+    Ok(())
+}

@@ -1,0 +1,847 @@
+//! The `Coordinator` gRPC service. Each handler reads like: validate, check
+//! leadership where the call is leader-only, act (read applied state or
+//! replicate a command), answer with a typed header error on failure.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nokv_consensus::metrics::observe_grpc;
+use nokv_proto::coordinatorpb::coordinator_server::Coordinator;
+use nokv_proto::coordinatorpb::*;
+use nokv_proto::metapb::{Member, Peer, PeerRole, Store, StoreState};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, info};
+
+use crate::checker::{next_step, ReplicaStep};
+use crate::config::{CoordinatorConfig, MemberConfig};
+use crate::id_alloc::IdAllocator;
+use crate::metrics;
+use crate::raft_loop::RaftHandle;
+use crate::state::ApplyResult;
+use crate::tso::Tso;
+use crate::Error;
+
+/// Don't hand the same region the same membership step again within this
+/// window unless its epoch changed.
+const STEP_RESEND_AFTER: Duration = Duration::from_secs(3);
+
+struct Liveness {
+    last_heartbeat: Instant,
+    last_heartbeat_ms: u64,
+    stats: StoreStats,
+}
+
+struct RegionLoad {
+    pending_peers: Vec<Peer>,
+    down_peers: Vec<Peer>,
+    approximate_size_bytes: u64,
+    approximate_keys: u64,
+    term: u64,
+}
+
+/// The coordinator service of one member.
+pub struct CoordinatorService {
+    raft: RaftHandle,
+    tso: Tso,
+    ids: IdAllocator,
+    members: Vec<MemberConfig>,
+    self_id: u64,
+    config: CoordinatorConfig,
+    liveness: Mutex<HashMap<u64, Liveness>>,
+    region_load: Mutex<HashMap<u64, RegionLoad>>,
+    recent_steps: Mutex<HashMap<u64, (u64, Instant)>>,
+    /// Term in which this member last became leader and when.
+    leader_since: Mutex<(u64, Instant)>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn member_pb(m: &MemberConfig) -> Member {
+    Member {
+        id: m.id,
+        name: m.name.clone(),
+        address: m.address.clone(),
+        status_address: m.status_address.clone(),
+    }
+}
+
+fn err(kind: ErrorType, message: impl Into<String>) -> Error_ {
+    Error_ {
+        r#type: kind as i32,
+        message: message.into(),
+        leader: None,
+    }
+}
+
+type Error_ = nokv_proto::coordinatorpb::Error;
+
+impl CoordinatorService {
+    /// Creates the service over a running raft loop.
+    pub fn new(raft: RaftHandle, config: CoordinatorConfig, members: Vec<MemberConfig>) -> Self {
+        CoordinatorService {
+            tso: Tso::new(raft.clone(), config.tso_save_window_ms),
+            ids: IdAllocator::new(raft.clone(), config.id_window),
+            raft,
+            self_id: config.id,
+            members,
+            config,
+            liveness: Mutex::new(HashMap::new()),
+            region_load: Mutex::new(HashMap::new()),
+            recent_steps: Mutex::new(HashMap::new()),
+            leader_since: Mutex::new((0, Instant::now())),
+        }
+    }
+
+    fn header(&self, error: Option<Error_>) -> Option<ResponseHeader> {
+        Some(ResponseHeader {
+            cluster_id: self.raft.read_state(|s| s.cluster_id),
+            error,
+        })
+    }
+
+    fn leader_member(&self, leader_id: u64) -> Option<Member> {
+        self.members
+            .iter()
+            .find(|m| m.id == leader_id)
+            .map(member_pb)
+    }
+
+    /// `None` when this member is the ready leader, else the NOT_LEADER
+    /// error to answer with.
+    fn check_leader(&self) -> Option<Error_> {
+        let l = self.raft.leadership();
+        if l.ready_leader {
+            let mut since = self.leader_since.lock().unwrap_or_else(|p| p.into_inner());
+            if since.0 != l.term {
+                // Heartbeats seen by earlier leaders are unknown here: count
+                // every store as alive from now on.
+                *since = (l.term, Instant::now());
+                self.liveness.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            }
+            return None;
+        }
+        Some(self.not_leader_error(l.leader_id))
+    }
+
+    fn not_leader_error(&self, leader_id: u64) -> Error_ {
+        let leader = if leader_id == self.self_id {
+            // We lead but have not caught up yet: report no leader so the
+            // client retries shortly.
+            None
+        } else {
+            self.leader_member(leader_id)
+        };
+        Error_ {
+            r#type: ErrorType::NotLeader as i32,
+            message: format!("member {} is not the coordinator leader", self.self_id),
+            leader,
+        }
+    }
+
+    fn error_from(&self, e: Error) -> Error_ {
+        match e {
+            Error::NotLeader { leader_id } => self.not_leader_error(leader_id),
+            other => err(ErrorType::Unknown, other.to_string()),
+        }
+    }
+
+    fn live_state(&self, store: &Store) -> (StoreState, u64) {
+        let state = store.state();
+        if matches!(state, StoreState::Offline | StoreState::Tombstone) {
+            return (state, 0);
+        }
+        if !self.raft.leadership().ready_leader {
+            return (state, 0);
+        }
+        let liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let (since, last_ms) = match liveness.get(&store.id) {
+            Some(l) => (l.last_heartbeat, l.last_heartbeat_ms),
+            None => (self.leader_since.lock().unwrap_or_else(|p| p.into_inner()).1, 0),
+        };
+        let elapsed = since.elapsed().as_millis() as u64;
+        let live = if elapsed > self.config.max_store_down_time_ms {
+            StoreState::Down
+        } else if elapsed > self.config.store_disconnect_ms {
+            StoreState::Disconnected
+        } else {
+            StoreState::Up
+        };
+        (live, last_ms)
+    }
+
+    fn store_info(&self, store: &Store) -> StoreInfo {
+        let (state, last_ms) = self.live_state(store);
+        let mut store = store.clone();
+        store.state = state as i32;
+        store.last_heartbeat_ms = last_ms;
+        let stats = self
+            .liveness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&store.id)
+            .map(|l| l.stats.clone());
+        StoreInfo {
+            store: Some(store),
+            stats,
+        }
+    }
+
+    fn region_info(&self, mut info: RegionInfo) -> RegionInfo {
+        let id = info.region.as_ref().map(|r| r.id).unwrap_or(0);
+        if let Some(load) = self
+            .region_load
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            info.pending_peers = load.pending_peers.clone();
+            info.down_peers = load.down_peers.clone();
+            info.approximate_size_bytes = load.approximate_size_bytes;
+            info.approximate_keys = load.approximate_keys;
+            info.term = load.term;
+        }
+        info
+    }
+
+    /// Runs the replica checker for a heartbeat and turns its decision into
+    /// a `ChangePeer` order, allocating the new peer's id.
+    async fn replica_order(&self, hb: &RegionHeartbeatRequest) -> Option<ChangePeer> {
+        let region = hb.region.as_ref()?;
+        let conf_ver = region.epoch.as_ref().map(|e| e.conf_ver).unwrap_or(0);
+        {
+            let recent = self.recent_steps.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((v, at)) = recent.get(&region.id) {
+                if *v == conf_ver && at.elapsed() < STEP_RESEND_AFTER {
+                    return None;
+                }
+            }
+        }
+        let (stores, load) = self.raft.read_state(|s| {
+            let mut load: HashMap<u64, usize> = HashMap::new();
+            for info in s.regions.values() {
+                for p in info.region.iter().flat_map(|r| r.peers.iter()) {
+                    *load.entry(p.store_id).or_default() += 1;
+                }
+            }
+            (s.stores.values().cloned().collect::<Vec<_>>(), load)
+        });
+        let up: Vec<u64> = stores
+            .iter()
+            .filter(|s| self.live_state(s).0 == StoreState::Up)
+            .map(|s| s.id)
+            .collect();
+        let step = next_step(region, &hb.pending_peers, &up, &load, self.config.max_replicas)?;
+        let order = match step {
+            ReplicaStep::Promote(peer) => {
+                metrics::CHECKER_STEPS.with_label_values(&["promote_learner"]).inc();
+                ChangePeer {
+                    kind: change_peer::Kind::AddVoter as i32,
+                    peer: Some(Peer {
+                        role: PeerRole::Voter as i32,
+                        ..peer
+                    }),
+                }
+            }
+            ReplicaStep::AddLearner { store_id } => {
+                let peer_id = self.ids.alloc(1).await.ok()?;
+                metrics::CHECKER_STEPS.with_label_values(&["add_learner"]).inc();
+                ChangePeer {
+                    kind: change_peer::Kind::AddLearner as i32,
+                    peer: Some(Peer {
+                        id: peer_id,
+                        store_id,
+                        role: PeerRole::Learner as i32,
+                    }),
+                }
+            }
+        };
+        info!(region_id = region.id, order = ?order, "replica checker step");
+        self.recent_steps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(region.id, (conf_ver, Instant::now()));
+        Some(order)
+    }
+
+    /// Refreshes gauges from the applied state; called periodically.
+    pub fn refresh_metrics(&self) {
+        let lead = self.raft.leadership();
+        metrics::IS_LEADER.set(i64::from(lead.ready_leader));
+        let (regions, stores) = self.raft.read_state(|s| {
+            (s.regions.values().cloned().collect::<Vec<_>>(), s.stores.values().cloned().collect::<Vec<_>>())
+        });
+        metrics::REGIONS.set(regions.len() as i64);
+        let mut leaders: HashMap<u64, i64> = HashMap::new();
+        for r in &regions {
+            if let Some(l) = &r.leader {
+                *leaders.entry(l.store_id).or_default() += 1;
+            }
+        }
+        for s in &stores {
+            metrics::LEADERS_PER_STORE
+                .with_label_values(&[&s.id.to_string()])
+                .set(leaders.get(&s.id).copied().unwrap_or(0));
+        }
+        let mut by_state: HashMap<&'static str, i64> = HashMap::new();
+        for s in &stores {
+            *by_state.entry(self.live_state(s).0.as_str_name()).or_default() += 1;
+        }
+        for st in ["Up", "Disconnected", "Down", "Offline", "Tombstone"] {
+            metrics::STORES
+                .with_label_values(&[st])
+                .set(by_state.get(st).copied().unwrap_or(0));
+        }
+    }
+}
+
+type TsoStream = Pin<Box<dyn Stream<Item = Result<TsoResponse, Status>> + Send>>;
+
+/// The tonic-facing handle of a [`CoordinatorService`] (streams need an
+/// owned, cloneable service).
+#[derive(Clone)]
+pub struct CoordinatorGrpc(pub Arc<CoordinatorService>);
+
+impl std::ops::Deref for CoordinatorGrpc {
+    type Target = CoordinatorService;
+    fn deref(&self) -> &CoordinatorService {
+        &self.0
+    }
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorGrpc {
+    async fn get_members(
+        &self,
+        _request: Request<GetMembersRequest>,
+    ) -> Result<Response<GetMembersResponse>, Status> {
+        observe_grpc("GetMembers", async {
+            let l = self.raft.leadership();
+            let leader = if l.leader_id == self.self_id && !l.ready_leader {
+                None
+            } else {
+                self.leader_member(l.leader_id)
+            };
+            Ok(Response::new(GetMembersResponse {
+                header: self.header(None),
+                members: self.members.iter().map(member_pb).collect(),
+                leader,
+                responder: self.leader_member(self.self_id),
+            }))
+        })
+        .await
+    }
+
+    async fn bootstrap(
+        &self,
+        request: Request<BootstrapRequest>,
+    ) -> Result<Response<BootstrapResponse>, Status> {
+        observe_grpc("Bootstrap", async {
+            let req = request.into_inner();
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(BootstrapResponse { header: self.header(Some(e)) }));
+            }
+            let (Some(store), Some(region)) = (&req.store, &req.region) else {
+                return Err(Status::invalid_argument("bootstrap needs a store and a region"));
+            };
+            if store.id == 0 || region.id == 0 || region.peers.is_empty() {
+                return Err(Status::invalid_argument("bootstrap store, region and peer ids must be non-zero"));
+            }
+            if self.raft.read_state(|s| s.bootstrapped()) {
+                return Ok(Response::new(BootstrapResponse {
+                    header: self.header(Some(err(ErrorType::AlreadyBootstrapped, "cluster is already bootstrapped"))),
+                }));
+            }
+            let cluster_id = loop {
+                let id = rand::random::<u64>() >> 1;
+                if id != 0 {
+                    break id;
+                }
+            };
+            let mut cmd = req.clone();
+            cmd.header = Some(RequestHeader { cluster_id, sender_id: store.id });
+            let res = self
+                .raft
+                .propose(CoordinatorCommand { cmd: Some(coordinator_command::Cmd::Bootstrap(cmd)) })
+                .await;
+            let error = match res {
+                Ok(ApplyResult::Ok) => {
+                    info!(cluster_id, store_id = store.id, region_id = region.id, "cluster bootstrapped");
+                    None
+                }
+                Ok(ApplyResult::AlreadyBootstrapped) => {
+                    Some(err(ErrorType::AlreadyBootstrapped, "cluster is already bootstrapped"))
+                }
+                Ok(other) => Some(err(ErrorType::Unknown, format!("{other:?}"))),
+                Err(e) => Some(self.error_from(e)),
+            };
+            Ok(Response::new(BootstrapResponse { header: self.header(error) }))
+        })
+        .await
+    }
+
+    async fn is_bootstrapped(
+        &self,
+        _request: Request<IsBootstrappedRequest>,
+    ) -> Result<Response<IsBootstrappedResponse>, Status> {
+        observe_grpc("IsBootstrapped", async {
+            Ok(Response::new(IsBootstrappedResponse {
+                header: self.header(None),
+                bootstrapped: self.raft.read_state(|s| s.bootstrapped()),
+            }))
+        })
+        .await
+    }
+
+    async fn alloc_id(
+        &self,
+        request: Request<AllocIdRequest>,
+    ) -> Result<Response<AllocIdResponse>, Status> {
+        observe_grpc("AllocId", async {
+            let count = request.into_inner().count.max(1);
+            if count > 10_000 {
+                return Err(Status::invalid_argument("at most 10000 ids per request"));
+            }
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(AllocIdResponse { header: self.header(Some(e)), id: 0, count: 0 }));
+            }
+            match self.ids.alloc(count).await {
+                Ok(id) => {
+                    metrics::IDS_ALLOCATED.inc_by(u64::from(count));
+                    Ok(Response::new(AllocIdResponse { header: self.header(None), id, count }))
+                }
+                Err(e) => Ok(Response::new(AllocIdResponse {
+                    header: self.header(Some(self.error_from(e))),
+                    id: 0,
+                    count: 0,
+                })),
+            }
+        })
+        .await
+    }
+
+    async fn get_timestamp(
+        &self,
+        request: Request<TsoRequest>,
+    ) -> Result<Response<TsoResponse>, Status> {
+        observe_grpc("GetTimestamp", async {
+            Ok(Response::new(self.serve_tso(request.into_inner().count).await))
+        })
+        .await
+    }
+
+    type TsoStream = TsoStream;
+
+    async fn tso(
+        &self,
+        request: Request<Streaming<TsoRequest>>,
+    ) -> Result<Response<Self::TsoStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let this = self.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(req)) = inbound.next().await {
+                let resp = this.serve_tso(req.count).await;
+                if tx.send(Ok(resp)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn put_store(
+        &self,
+        request: Request<PutStoreRequest>,
+    ) -> Result<Response<PutStoreResponse>, Status> {
+        observe_grpc("PutStore", async {
+            let Some(mut store) = request.into_inner().store else {
+                return Err(Status::invalid_argument("missing store"));
+            };
+            if store.id == 0 || store.address.is_empty() {
+                return Err(Status::invalid_argument("store id and address are required"));
+            }
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(PutStoreResponse { header: self.header(Some(e)) }));
+            }
+            let conflict = self.raft.read_state(|s| {
+                s.stores.values().any(|o| {
+                    o.id != store.id && o.address == store.address && o.state() != StoreState::Tombstone
+                })
+            });
+            if conflict {
+                return Ok(Response::new(PutStoreResponse {
+                    header: self.header(Some(err(
+                        ErrorType::InvalidArgument,
+                        format!("address {} is used by another store", store.address),
+                    ))),
+                }));
+            }
+            store.state = StoreState::Up as i32;
+            store.last_heartbeat_ms = 0;
+            let id = store.id;
+            let res = self
+                .raft
+                .propose(CoordinatorCommand { cmd: Some(coordinator_command::Cmd::PutStore(store)) })
+                .await;
+            let error = match res {
+                Ok(ApplyResult::Ok) => {
+                    self.touch_store(id, None);
+                    None
+                }
+                Ok(ApplyResult::StoreTombstone) => Some(err(ErrorType::StoreTombstone, format!("store {id} is a tombstone"))),
+                Ok(other) => Some(err(ErrorType::Unknown, format!("{other:?}"))),
+                Err(e) => Some(self.error_from(e)),
+            };
+            Ok(Response::new(PutStoreResponse { header: self.header(error) }))
+        })
+        .await
+    }
+
+    async fn get_store(
+        &self,
+        request: Request<GetStoreRequest>,
+    ) -> Result<Response<GetStoreResponse>, Status> {
+        observe_grpc("GetStore", async {
+            let id = request.into_inner().store_id;
+            let store = self.raft.read_state(|s| s.stores.get(&id).cloned());
+            Ok(Response::new(match store {
+                Some(store) => {
+                    let info = self.store_info(&store);
+                    GetStoreResponse { header: self.header(None), store: info.store, stats: info.stats }
+                }
+                None => GetStoreResponse {
+                    header: self.header(Some(err(ErrorType::NotFound, format!("store {id} not found")))),
+                    store: None,
+                    stats: None,
+                },
+            }))
+        })
+        .await
+    }
+
+    async fn get_all_stores(
+        &self,
+        request: Request<GetAllStoresRequest>,
+    ) -> Result<Response<GetAllStoresResponse>, Status> {
+        observe_grpc("GetAllStores", async {
+            let exclude = request.into_inner().exclude_tombstone;
+            let stores = self.raft.read_state(|s| s.stores.values().cloned().collect::<Vec<_>>());
+            let stores = stores
+                .iter()
+                .filter(|s| !(exclude && s.state() == StoreState::Tombstone))
+                .map(|s| self.store_info(s))
+                .collect();
+            Ok(Response::new(GetAllStoresResponse { header: self.header(None), stores }))
+        })
+        .await
+    }
+
+    async fn store_heartbeat(
+        &self,
+        request: Request<StoreHeartbeatRequest>,
+    ) -> Result<Response<StoreHeartbeatResponse>, Status> {
+        observe_grpc("StoreHeartbeat", async {
+            let stats = request.into_inner().stats.unwrap_or_default();
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(StoreHeartbeatResponse { header: self.header(Some(e)) }));
+            }
+            let known = self.raft.read_state(|s| s.stores.get(&stats.store_id).map(|s| s.state()));
+            let error = match known {
+                None => Some(err(ErrorType::NotFound, format!("store {} is not registered", stats.store_id))),
+                Some(StoreState::Tombstone) => {
+                    Some(err(ErrorType::StoreTombstone, format!("store {} is a tombstone", stats.store_id)))
+                }
+                Some(_) => {
+                    self.touch_store(stats.store_id, Some(stats));
+                    None
+                }
+            };
+            Ok(Response::new(StoreHeartbeatResponse { header: self.header(error) }))
+        })
+        .await
+    }
+
+    async fn region_heartbeat(
+        &self,
+        request: Request<RegionHeartbeatRequest>,
+    ) -> Result<Response<RegionHeartbeatResponse>, Status> {
+        observe_grpc("RegionHeartbeat", async {
+            let hb = request.into_inner();
+            let Some(region) = hb.region.clone() else {
+                return Err(Status::invalid_argument("missing region"));
+            };
+            let mut resp = RegionHeartbeatResponse {
+                header: None,
+                region_id: region.id,
+                region_epoch: region.epoch.clone(),
+                ..Default::default()
+            };
+            if let Some(e) = self.check_leader() {
+                resp.header = self.header(Some(e));
+                return Ok(Response::new(resp));
+            }
+            let (stale, changed) = self.raft.read_state(|s| {
+                let stale = s.is_stale(&region);
+                let changed = match s.regions.get(&region.id) {
+                    Some(known) => known.region.as_ref() != Some(&region) || known.leader != hb.leader,
+                    None => true,
+                };
+                (stale, changed)
+            });
+            if stale {
+                resp.header = self.header(Some(err(ErrorType::StaleRegion, "region epoch is older than the coordinator's")));
+                return Ok(Response::new(resp));
+            }
+            self.region_load.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                region.id,
+                RegionLoad {
+                    pending_peers: hb.pending_peers.clone(),
+                    down_peers: hb.down_peers.clone(),
+                    approximate_size_bytes: hb.approximate_size_bytes,
+                    approximate_keys: hb.approximate_keys,
+                    term: hb.term,
+                },
+            );
+            if changed {
+                let info = RegionInfo {
+                    region: Some(region.clone()),
+                    leader: hb.leader.clone(),
+                    term: hb.term,
+                    ..Default::default()
+                };
+                match self
+                    .raft
+                    .propose(CoordinatorCommand { cmd: Some(coordinator_command::Cmd::PutRegion(info)) })
+                    .await
+                {
+                    Ok(ApplyResult::StaleRegion) => {
+                        resp.header = self.header(Some(err(ErrorType::StaleRegion, "region epoch is stale")));
+                        return Ok(Response::new(resp));
+                    }
+                    Ok(_) => debug!(region_id = region.id, "region metadata updated"),
+                    Err(e) => {
+                        resp.header = self.header(Some(self.error_from(e)));
+                        return Ok(Response::new(resp));
+                    }
+                }
+            }
+            resp.change_peer = self.replica_order(&hb).await;
+            resp.header = self.header(None);
+            Ok(Response::new(resp))
+        })
+        .await
+    }
+
+    async fn get_region(
+        &self,
+        request: Request<GetRegionRequest>,
+    ) -> Result<Response<GetRegionResponse>, Status> {
+        observe_grpc("GetRegion", async {
+            let key = request.into_inner().key;
+            let info = self.raft.read_state(|s| s.region_by_key(&key).cloned());
+            Ok(Response::new(self.region_response(info, || format!("no region contains key {key:?}"))))
+        })
+        .await
+    }
+
+    async fn get_region_by_id(
+        &self,
+        request: Request<GetRegionByIdRequest>,
+    ) -> Result<Response<GetRegionResponse>, Status> {
+        observe_grpc("GetRegionById", async {
+            let id = request.into_inner().region_id;
+            let info = self.raft.read_state(|s| s.regions.get(&id).cloned());
+            Ok(Response::new(self.region_response(info, || format!("region {id} not found"))))
+        })
+        .await
+    }
+
+    async fn scan_regions(
+        &self,
+        request: Request<ScanRegionsRequest>,
+    ) -> Result<Response<ScanRegionsResponse>, Status> {
+        observe_grpc("ScanRegions", async {
+            let req = request.into_inner();
+            if !req.end_key.is_empty() && req.end_key < req.start_key {
+                return Err(Status::invalid_argument("end_key must not be below start_key"));
+            }
+            let regions = self.raft.read_state(|s| s.scan(&req.start_key, &req.end_key, req.limit as usize));
+            Ok(Response::new(ScanRegionsResponse {
+                header: self.header(None),
+                regions: regions.into_iter().map(|r| self.region_info(r)).collect(),
+            }))
+        })
+        .await
+    }
+
+    async fn ask_batch_split(
+        &self,
+        request: Request<AskBatchSplitRequest>,
+    ) -> Result<Response<AskBatchSplitResponse>, Status> {
+        observe_grpc("AskBatchSplit", async {
+            let req = request.into_inner();
+            let Some(region) = req.region else {
+                return Err(Status::invalid_argument("missing region"));
+            };
+            if req.split_count == 0 || req.split_count > 1000 {
+                return Err(Status::invalid_argument("split_count must be 1..=1000"));
+            }
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(AskBatchSplitResponse { header: self.header(Some(e)), ids: vec![] }));
+            }
+            let per_split = 1 + region.peers.len() as u32;
+            let first = match self.ids.alloc(per_split * req.split_count).await {
+                Ok(id) => id,
+                Err(e) => {
+                    return Ok(Response::new(AskBatchSplitResponse {
+                        header: self.header(Some(self.error_from(e))),
+                        ids: vec![],
+                    }))
+                }
+            };
+            let ids = (0..u64::from(req.split_count))
+                .map(|i| {
+                    let base = first + i * u64::from(per_split);
+                    SplitId {
+                        new_region_id: base,
+                        new_peer_ids: (1..u64::from(per_split)).map(|j| base + j).collect(),
+                    }
+                })
+                .collect();
+            Ok(Response::new(AskBatchSplitResponse { header: self.header(None), ids }))
+        })
+        .await
+    }
+
+    async fn report_batch_split(
+        &self,
+        request: Request<ReportBatchSplitRequest>,
+    ) -> Result<Response<ReportBatchSplitResponse>, Status> {
+        observe_grpc("ReportBatchSplit", async {
+            let req = request.into_inner();
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(ReportBatchSplitResponse { header: self.header(Some(e)) }));
+            }
+            for region in req.regions {
+                let info = RegionInfo { region: Some(region), ..Default::default() };
+                if let Err(e) = self
+                    .raft
+                    .propose(CoordinatorCommand { cmd: Some(coordinator_command::Cmd::PutRegion(info)) })
+                    .await
+                {
+                    return Ok(Response::new(ReportBatchSplitResponse { header: self.header(Some(self.error_from(e))) }));
+                }
+            }
+            Ok(Response::new(ReportBatchSplitResponse { header: self.header(None) }))
+        })
+        .await
+    }
+
+    async fn get_operators(
+        &self,
+        _request: Request<GetOperatorsRequest>,
+    ) -> Result<Response<GetOperatorsResponse>, Status> {
+        observe_grpc("GetOperators", async { Err(Status::unimplemented("operators are not implemented yet")) }).await
+    }
+
+    async fn add_operator(
+        &self,
+        _request: Request<AddOperatorRequest>,
+    ) -> Result<Response<AddOperatorResponse>, Status> {
+        observe_grpc("AddOperator", async { Err(Status::unimplemented("operators are not implemented yet")) }).await
+    }
+
+    async fn cancel_operator(
+        &self,
+        _request: Request<CancelOperatorRequest>,
+    ) -> Result<Response<CancelOperatorResponse>, Status> {
+        observe_grpc("CancelOperator", async { Err(Status::unimplemented("operators are not implemented yet")) }).await
+    }
+
+    async fn get_schedulers(
+        &self,
+        _request: Request<GetSchedulersRequest>,
+    ) -> Result<Response<GetSchedulersResponse>, Status> {
+        observe_grpc("GetSchedulers", async { Err(Status::unimplemented("scheduler control is not implemented yet")) }).await
+    }
+
+    async fn pause_scheduler(
+        &self,
+        _request: Request<PauseSchedulerRequest>,
+    ) -> Result<Response<PauseSchedulerResponse>, Status> {
+        observe_grpc("PauseScheduler", async { Err(Status::unimplemented("scheduler control is not implemented yet")) }).await
+    }
+
+    async fn delete_store(
+        &self,
+        _request: Request<DeleteStoreRequest>,
+    ) -> Result<Response<DeleteStoreResponse>, Status> {
+        observe_grpc("DeleteStore", async { Err(Status::unimplemented("store decommission is not implemented yet")) }).await
+    }
+
+    async fn get_gc_safe_point(
+        &self,
+        _request: Request<GetGcSafePointRequest>,
+    ) -> Result<Response<GetGcSafePointResponse>, Status> {
+        observe_grpc("GetGcSafePoint", async { Err(Status::unimplemented("MVCC GC is not implemented yet")) }).await
+    }
+
+    async fn update_gc_safe_point(
+        &self,
+        _request: Request<UpdateGcSafePointRequest>,
+    ) -> Result<Response<UpdateGcSafePointResponse>, Status> {
+        observe_grpc("UpdateGcSafePoint", async { Err(Status::unimplemented("MVCC GC is not implemented yet")) }).await
+    }
+}
+
+impl CoordinatorService {
+    async fn serve_tso(&self, count: u32) -> TsoResponse {
+        if let Some(e) = self.check_leader() {
+            return TsoResponse { header: self.header(Some(e)), first: 0, count: 0 };
+        }
+        metrics::TSO_REQUESTS.inc();
+        let count = count.clamp(1, crate::tso::MAX_BATCH);
+        match self.tso.next(count).await {
+            Ok(first) => {
+                metrics::TSO_TIMESTAMPS.inc_by(u64::from(count));
+                TsoResponse { header: self.header(None), first, count }
+            }
+            Err(e) => TsoResponse { header: self.header(Some(self.error_from(e))), first: 0, count: 0 },
+        }
+    }
+
+    fn touch_store(&self, store_id: u64, stats: Option<StoreStats>) {
+        let mut l = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = l.entry(store_id).or_insert_with(|| Liveness {
+            last_heartbeat: Instant::now(),
+            last_heartbeat_ms: now_ms(),
+            stats: StoreStats { store_id, ..Default::default() },
+        });
+        entry.last_heartbeat = Instant::now();
+        entry.last_heartbeat_ms = now_ms();
+        if let Some(s) = stats {
+            entry.stats = s;
+        }
+    }
+
+    fn region_response(&self, info: Option<RegionInfo>, missing: impl FnOnce() -> String) -> GetRegionResponse {
+        match info {
+            Some(info) => GetRegionResponse { header: self.header(None), region: info.region, leader: info.leader },
+            None => GetRegionResponse {
+                header: self.header(Some(err(ErrorType::NotFound, missing()))),
+                region: None,
+                leader: None,
+            },
+        }
+    }
+}

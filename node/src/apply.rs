@@ -1,0 +1,233 @@
+//! Applying committed entries of one region. Data and the new
+//! `ApplyState` are written in one batch, so a crash never separates
+//! applied data from its index. A compare-and-swap reads the current value,
+//! so the batch is flushed (with the apply state of the entries before it)
+//! first.
+
+use nokv_consensus::peer::ProposalCallback;
+use nokv_consensus::metrics::RAFT_APPLIED_ENTRIES;
+use nokv_proto::metapb::{Peer as PeerMeta, PeerRole};
+use nokv_proto::raft_cmdpb::{
+    admin_request, admin_response, request, response, AdminResponse, ChangePeerResponse, CompareAndSwapResponse,
+    RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Request, Response,
+};
+use nokv_proto::raft_serverpb::PeerState;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, Entry, EntryType};
+use rocksdb::{WriteBatch, DB};
+use tracing::{info, warn};
+
+use crate::engine::{cf, CF_RAW};
+use crate::keys::unbounded_upper;
+use crate::peer::Peer;
+use crate::region::check_epoch;
+use crate::{raw_value, Error, Result};
+
+/// Proposers to answer once the apply batch is written.
+pub type Answers = Vec<(ProposalCallback<RaftCmdResponse>, RaftCmdResponse)>;
+
+fn error_response(e: nokv_proto::errorpb::RegionError) -> RaftCmdResponse {
+    RaftCmdResponse {
+        header: Some(RaftResponseHeader {
+            error: Some(e),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+impl Peer {
+    /// Applies `entries` (in order) into `wb` and writes it with the new
+    /// apply state. Returns the proposers to answer.
+    pub fn apply_entries(&mut self, db: &DB, entries: Vec<Entry>, mut wb: WriteBatch) -> Result<Answers> {
+        let mut answers = Vec::new();
+        for e in entries {
+            if e.index <= self.apply_state.applied_index {
+                continue;
+            }
+            let resp = match e.get_entry_type() {
+                EntryType::EntryNormal if e.data.is_empty() => None,
+                EntryType::EntryNormal => {
+                    let cmd = RaftCmdRequest::decode(e.data.as_ref())?;
+                    Some(self.apply_command(db, cmd, &mut wb)?)
+                }
+                EntryType::EntryConfChange => {
+                    let cc = ConfChange::parse_from_bytes(&e.data)
+                        .map_err(|err| Error::Corrupted(format!("conf change: {err}")))?;
+                    Some(self.apply_conf_change(db, &cc, &mut wb)?)
+                }
+                EntryType::EntryConfChangeV2 => {
+                    warn!(region_id = self.region.id, "joint conf change is not supported yet; ignored");
+                    None
+                }
+            };
+            self.apply_state.applied_index = e.index;
+            self.apply_state.applied_term = e.term;
+            RAFT_APPLIED_ENTRIES.inc();
+            if let Some(cb) = self.raft.take_proposal(e.index, e.term) {
+                answers.push((cb, resp.unwrap_or_default()));
+            }
+        }
+        self.persist_apply_state(db, &mut wb)?;
+        db.write(wb)?;
+        Ok(answers)
+    }
+
+    fn flush(&self, db: &DB, wb: &mut WriteBatch) -> Result<()> {
+        self.persist_apply_state(db, wb)?;
+        db.write(std::mem::take(wb))?;
+        Ok(())
+    }
+
+    fn apply_command(&mut self, db: &DB, cmd: RaftCmdRequest, wb: &mut WriteBatch) -> Result<RaftCmdResponse> {
+        let header = cmd.header.unwrap_or_default();
+        if let Some(admin) = cmd.admin_request.and_then(|a| a.cmd) {
+            let name = match admin {
+                admin_request::Cmd::CompactLog(_) => "CompactLog",
+                admin_request::Cmd::BatchSplit(_) => "BatchSplit",
+                admin_request::Cmd::PrepareMerge(_) => "PrepareMerge",
+                admin_request::Cmd::CommitMerge(_) => "CommitMerge",
+                admin_request::Cmd::RollbackMerge(_) => "RollbackMerge",
+                admin_request::Cmd::ChangePeer(_) | admin_request::Cmd::ChangePeerV2(_) => "ChangePeer",
+                admin_request::Cmd::TransferLeader(_) => "TransferLeader",
+            };
+            warn!(region_id = self.region.id, command = name, "admin command is not implemented yet; skipped");
+            return Ok(error_response(nokv_proto::errorpb::RegionError {
+                message: format!("admin command {name} is not implemented yet"),
+                kind: None,
+            }));
+        }
+        // The epoch may have moved between proposal and apply.
+        if let Err(e) = check_epoch(&self.region, header.region_epoch.as_ref(), false) {
+            return Ok(error_response(e));
+        }
+        let raw = cf(db, CF_RAW)?;
+        let mut responses = Vec::with_capacity(cmd.requests.len());
+        for Request { cmd } in cmd.requests {
+            let mut out = Response::default();
+            match cmd {
+                Some(request::Cmd::Put(p)) => wb.put_cf(cf(db, &p.cf)?, p.key, p.value),
+                Some(request::Cmd::Delete(d)) => wb.delete_cf(cf(db, &d.cf)?, d.key),
+                Some(request::Cmd::DeleteRange(d)) => {
+                    let end = if d.end_key.is_empty() {
+                        if self.region.end_key.is_empty() {
+                            unbounded_upper()
+                        } else {
+                            self.region.end_key.clone()
+                        }
+                    } else {
+                        d.end_key
+                    };
+                    wb.delete_range_cf(cf(db, &d.cf)?, d.start_key, end);
+                }
+                Some(request::Cmd::CompareAndSwap(c)) => {
+                    self.flush(db, wb)?;
+                    let now = raw_value::now_secs();
+                    let current = db.get_cf(raw, &c.key)?;
+                    let current = current.as_deref().and_then(|v| raw_value::decode(v, now)).map(|v| v.to_vec());
+                    let succeed = match &current {
+                        None => c.previous_not_exist,
+                        Some(v) => !c.previous_not_exist && *v == c.previous_value,
+                    };
+                    if succeed {
+                        wb.put_cf(cf(db, &c.cf)?, &c.key, c.value);
+                    }
+                    out.cmd = Some(response::Cmd::CompareAndSwap(CompareAndSwapResponse {
+                        succeed,
+                        previous_not_exist: current.is_none(),
+                        previous_value: current.unwrap_or_default(),
+                    }));
+                }
+                None => {}
+            }
+            responses.push(out);
+        }
+        Ok(RaftCmdResponse {
+            header: Some(RaftResponseHeader {
+                request_id: header.request_id,
+                current_term: self.raft.term(),
+                error: None,
+            }),
+            responses,
+            admin_response: None,
+        })
+    }
+
+    fn apply_conf_change(&mut self, db: &DB, cc: &ConfChange, wb: &mut WriteBatch) -> Result<RaftCmdResponse> {
+        let ctx = RaftCmdRequest::decode(cc.context.as_ref())?;
+        let change = ctx
+            .admin_request
+            .and_then(|a| a.cmd)
+            .and_then(|c| match c {
+                admin_request::Cmd::ChangePeer(c) => Some(c),
+                _ => None,
+            });
+        let target = change.as_ref().and_then(|c| c.peer.clone()).unwrap_or(PeerMeta {
+            id: cc.node_id,
+            store_id: 0,
+            role: 0,
+        });
+        let mut changed = true;
+        match cc.get_change_type() {
+            raft::prelude::ConfChangeType::AddNode => match self.region.peers.iter_mut().find(|p| p.id == cc.node_id) {
+                Some(p) if p.role() == PeerRole::Voter => changed = false,
+                Some(p) => p.role = PeerRole::Voter as i32,
+                None => self.region.peers.push(PeerMeta {
+                    role: PeerRole::Voter as i32,
+                    ..target.clone()
+                }),
+            },
+            raft::prelude::ConfChangeType::AddLearnerNode => {
+                if self.region.peers.iter().any(|p| p.id == cc.node_id) {
+                    changed = false;
+                } else {
+                    self.region.peers.push(PeerMeta {
+                        role: PeerRole::Learner as i32,
+                        ..target.clone()
+                    });
+                }
+            }
+            raft::prelude::ConfChangeType::RemoveNode => {
+                let before = self.region.peers.len();
+                self.region.peers.retain(|p| p.id != cc.node_id);
+                changed = before != self.region.peers.len();
+            }
+        }
+        match self.raft.raw_mut().apply_conf_change(cc) {
+            Ok(cs) => self.raft.raw_mut().mut_store().set_conf_state(cs),
+            Err(e) => warn!(region_id = self.region.id, error = %e, "raft rejected conf change"),
+        }
+        if changed {
+            let epoch = self.region.epoch.get_or_insert_with(Default::default);
+            epoch.conf_ver += 1;
+            if let Some(me) = self.region.peers.iter().find(|p| p.id == self.meta.id) {
+                self.meta.role = me.role;
+            }
+            self.persist_region(db, PeerState::Normal, wb)?;
+            for p in &self.region.peers {
+                self.peer_stores.insert(p.id, p.store_id);
+            }
+            self.heartbeat_due = true;
+            info!(
+                region_id = self.region.id,
+                change = ?cc.get_change_type(),
+                peer_id = cc.node_id,
+                conf_ver = self.region.epoch.as_ref().map(|e| e.conf_ver).unwrap_or(0),
+                "conf change applied"
+            );
+        }
+        if cc.get_change_type() == raft::prelude::ConfChangeType::RemoveNode && cc.node_id == self.meta.id {
+            self.pending_destroy = true;
+        }
+        Ok(RaftCmdResponse {
+            header: Some(RaftResponseHeader::default()),
+            responses: Vec::new(),
+            admin_response: Some(AdminResponse {
+                cmd: Some(admin_response::Cmd::ChangePeer(ChangePeerResponse {
+                    region: Some(self.region.clone()),
+                })),
+            }),
+        })
+    }
+}

@@ -1,0 +1,224 @@
+//! Store identity and cluster bootstrap.
+//!
+//! A node gets its store id from the coordinator once and persists it. The
+//! first node of a new cluster creates region 1 over the whole key space:
+//! it writes the region locally with a "prepare bootstrap" marker, asks the
+//! coordinator to bootstrap, and removes the marker (or, if another node won
+//! the race, the region too). A crash in between is resolved at the next
+//! start by asking again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nokv_client::CoordinatorClient;
+use nokv_consensus::engine::{cf, CF_META, CF_RAFT};
+use nokv_consensus::keys::{
+    apply_state_key, hard_state_key, parse_region_state_key, region_state_key, PREPARE_BOOTSTRAP_KEY,
+    STORE_IDENT_KEY,
+};
+use nokv_consensus::SnapshotSource;
+use nokv_proto::metapb::{Peer as PeerMeta, PeerRole, Region, RegionEpoch, Store};
+use nokv_proto::raft_serverpb::{ApplyState, PeerState, RaftTruncatedState, RegionLocalState, StoreIdent};
+use prost::Message as _;
+use protobuf::Message as _;
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use tracing::{info, warn};
+
+use crate::config::RaftConfig;
+use crate::peer::{Peer, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
+use crate::{Error, Result};
+
+fn synced(db: &DB, wb: WriteBatch) -> Result<()> {
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    db.write_opt(wb, &opts)?;
+    Ok(())
+}
+
+/// Retries `f` until it succeeds, logging failures: a node started before
+/// its coordinators waits for them.
+pub async fn retry_forever<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, nokv_client::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                warn!(error = %e, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// The persisted store id, allocating and persisting one on first start.
+pub async fn ensure_store_id(db: &Arc<DB>, coordinator: &CoordinatorClient) -> Result<u64> {
+    if let Some(b) = db.get_cf(cf(db, CF_META)?, STORE_IDENT_KEY)? {
+        let ident = StoreIdent::decode(b.as_slice())?;
+        if ident.store_id == 0 {
+            return Err(Error::Identity("persisted store id is 0".into()));
+        }
+        return Ok(ident.store_id);
+    }
+    let store_id = retry_forever("allocating a store id", || coordinator.alloc_id(1)).await;
+    let mut wb = WriteBatch::default();
+    wb.put_cf(
+        cf(db, CF_META)?,
+        STORE_IDENT_KEY,
+        StoreIdent { cluster_id: 0, store_id }.encode_to_vec(),
+    );
+    synced(db, wb)?;
+    info!(store_id, "store id allocated");
+    Ok(store_id)
+}
+
+/// Every region replica persisted on this store that is live.
+pub fn load_regions(db: &DB, store_id: u64) -> Result<(Vec<(Region, u64)>, Vec<u64>)> {
+    let mut live = Vec::new();
+    let mut missing_raft_state = Vec::new();
+    let meta = cf(db, CF_META)?;
+    let raft = cf(db, CF_RAFT)?;
+    for item in db.iterator_cf(meta, rocksdb::IteratorMode::Start) {
+        let (k, v) = item?;
+        let Some(region_id) = parse_region_state_key(&k) else { continue };
+        let local = RegionLocalState::decode(v.as_ref())?;
+        if local.state() == PeerState::Tombstone {
+            continue;
+        }
+        let Some(region) = local.region else { continue };
+        let Some(me) = region.peers.iter().find(|p| p.store_id == store_id) else {
+            warn!(region_id, "region state without a peer on this store; skipped");
+            continue;
+        };
+        if db.get_cf(raft, hard_state_key(region_id))?.is_none() {
+            missing_raft_state.push(region_id);
+        }
+        let peer_id = me.id;
+        live.push((region, peer_id));
+    }
+    Ok((live, missing_raft_state))
+}
+
+/// Opens a [`Peer`] for each persisted region.
+pub fn open_peers(
+    db: &Arc<DB>,
+    store_id: u64,
+    regions: Vec<(Region, u64)>,
+    cfg: &RaftConfig,
+    snapshots: Arc<dyn SnapshotSource>,
+) -> Result<Vec<Peer>> {
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    regions
+        .into_iter()
+        .map(|(region, peer_id)| Peer::open(db.clone(), store_id, region, peer_id, cfg, snapshots.clone(), &logger))
+        .collect()
+}
+
+fn write_initial_region(db: &DB, region: &Region) -> Result<()> {
+    let mut wb = WriteBatch::default();
+    let local = RegionLocalState {
+        region: Some(region.clone()),
+        state: PeerState::Normal as i32,
+        merge_state: None,
+    };
+    wb.put_cf(cf(db, CF_META)?, region_state_key(region.id), local.encode_to_vec());
+    let apply = ApplyState {
+        applied_index: RAFT_INIT_LOG_INDEX,
+        applied_term: RAFT_INIT_LOG_TERM,
+        truncated_state: Some(RaftTruncatedState {
+            index: RAFT_INIT_LOG_INDEX,
+            term: RAFT_INIT_LOG_TERM,
+        }),
+    };
+    wb.put_cf(cf(db, CF_META)?, apply_state_key(region.id), apply.encode_to_vec());
+    let mut hs = raft::prelude::HardState::default();
+    hs.term = RAFT_INIT_LOG_TERM;
+    hs.commit = RAFT_INIT_LOG_INDEX;
+    let hs = hs
+        .write_to_bytes()
+        .map_err(|e| Error::Corrupted(format!("hard state: {e}")))?;
+    wb.put_cf(cf(db, CF_RAFT)?, hard_state_key(region.id), hs);
+    wb.put_cf(cf(db, CF_META)?, PREPARE_BOOTSTRAP_KEY, region.encode_to_vec());
+    synced(db, wb)
+}
+
+fn clear_initial_region(db: &DB, region_id: u64, keep_region: bool) -> Result<()> {
+    let mut wb = WriteBatch::default();
+    wb.delete_cf(cf(db, CF_META)?, PREPARE_BOOTSTRAP_KEY);
+    if !keep_region {
+        wb.delete_cf(cf(db, CF_META)?, region_state_key(region_id));
+        wb.delete_cf(cf(db, CF_META)?, apply_state_key(region_id));
+        wb.delete_cf(cf(db, CF_RAFT)?, hard_state_key(region_id));
+    }
+    synced(db, wb)
+}
+
+/// Bootstraps the cluster with this store's first region if no cluster
+/// exists yet. Returns true when this store now holds region 1.
+pub async fn bootstrap_if_needed(db: &Arc<DB>, coordinator: &CoordinatorClient, store: &Store) -> Result<bool> {
+    let prepared = db
+        .get_cf(cf(db, CF_META)?, PREPARE_BOOTSTRAP_KEY)?
+        .map(|b| Region::decode(b.as_slice()))
+        .transpose()?;
+    let region = match prepared {
+        Some(r) => r,
+        None => {
+            if retry_forever("checking bootstrap state", || coordinator.is_bootstrapped()).await {
+                return Ok(false);
+            }
+            let ids = retry_forever("allocating bootstrap ids", || coordinator.alloc_id(2)).await;
+            let region = Region {
+                id: ids,
+                start_key: Vec::new(),
+                end_key: Vec::new(),
+                epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+                peers: vec![PeerMeta {
+                    id: ids + 1,
+                    store_id: store.id,
+                    role: PeerRole::Voter as i32,
+                }],
+            };
+            write_initial_region(db, &region)?;
+            region
+        }
+    };
+    let outcome = loop {
+        match coordinator.bootstrap(store.clone(), region.clone()).await {
+            Ok(()) => break true,
+            Err(nokv_client::Error::Coordinator { kind, .. }) if kind == "ALREADY_BOOTSTRAPPED" => {
+                // Someone bootstrapped: keep our region only if it is theirs
+                // (our own earlier attempt that crashed before the marker
+                // was removed).
+                break region_known(coordinator, region.id).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "bootstrap failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    clear_initial_region(db, region.id, outcome)?;
+    if outcome {
+        info!(region_id = region.id, store_id = store.id, "bootstrapped the cluster");
+    }
+    Ok(outcome)
+}
+
+/// Whether the coordinator knows region `region_id`, retrying transient
+/// failures.
+async fn region_known(coordinator: &CoordinatorClient, region_id: u64) -> bool {
+    loop {
+        match coordinator.get_region_by_id(region_id).await {
+            Ok(r) => return r.region.is_some(),
+            Err(nokv_client::Error::Coordinator { kind, .. }) if kind == "NOT_FOUND" => return false,
+            Err(e) => {
+                warn!(error = %e, "looking up the first region failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}

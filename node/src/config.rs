@@ -1,0 +1,157 @@
+//! Configuration of a store node. Every key has a default, so a node runs
+//! on one machine with no file at all.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Size limits enforced on every request (documented in docs/protocol.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest key in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value in bytes.
+    pub max_value_bytes: usize,
+    /// Most keys in one batch request.
+    pub max_batch_keys: usize,
+    /// Largest total of keys and values in one batch request.
+    pub max_batch_bytes: usize,
+    /// Largest scan limit.
+    pub max_scan_limit: u32,
+    /// Largest gRPC message the KV service accepts.
+    pub max_grpc_message_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 8 * 1024,
+            max_value_bytes: 8 * 1024 * 1024,
+            max_batch_keys: 10_000,
+            max_batch_bytes: 32 * 1024 * 1024,
+            max_scan_limit: 10_000,
+            max_grpc_message_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Raft timing of the node's regions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Length of one raft tick in milliseconds.
+    pub tick_interval_ms: u64,
+    /// Ticks without a leader before an election.
+    pub election_ticks: usize,
+    /// Ticks between leader heartbeats.
+    pub heartbeat_ticks: usize,
+    /// Ticks between region heartbeats to the coordinator.
+    pub region_heartbeat_ticks: u64,
+    /// Most messages the raftstore inbox holds before answering
+    /// ServerIsBusy.
+    pub inbox_capacity: usize,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            tick_interval_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            region_heartbeat_ticks: 20,
+            inbox_capacity: 16_384,
+        }
+    }
+}
+
+/// A store node's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Directory for the node's RocksDB and identity.
+    pub data_dir: PathBuf,
+    /// gRPC listen address (KV, admin and raft).
+    pub listen: String,
+    /// Address other processes use to reach this node; defaults to
+    /// `listen`.
+    pub advertise_address: String,
+    /// HTTP status listen address.
+    pub status_listen: String,
+    /// Coordinator member addresses.
+    pub coordinators: Vec<String>,
+    /// Store labels reported to the coordinator.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Milliseconds between store heartbeats.
+    pub store_heartbeat_interval_ms: u64,
+    /// Raft timing.
+    pub raft: RaftConfig,
+    /// Request size limits.
+    pub limits: Limits,
+    /// Log filter (tracing-subscriber syntax).
+    pub log_level: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("nokv-node-data"),
+            listen: "127.0.0.1:20160".into(),
+            advertise_address: String::new(),
+            status_listen: "127.0.0.1:20180".into(),
+            coordinators: vec!["127.0.0.1:2379".into()],
+            labels: Default::default(),
+            store_heartbeat_interval_ms: 2000,
+            raft: RaftConfig::default(),
+            limits: Limits::default(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The address advertised to the cluster.
+    pub fn advertise(&self) -> String {
+        if self.advertise_address.is_empty() {
+            self.listen.clone()
+        } else {
+            self.advertise_address.clone()
+        }
+    }
+
+    /// Checks values that would make the node misbehave.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.coordinators.is_empty() {
+            return Err("at least one coordinator address is required".into());
+        }
+        if self.raft.tick_interval_ms == 0 || self.raft.election_ticks <= self.raft.heartbeat_ticks {
+            return Err("raft: tick must be > 0 and election_ticks > heartbeat_ticks".into());
+        }
+        if self.limits.max_key_bytes == 0 || self.limits.max_value_bytes == 0 {
+            return Err("limits must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_yaml_overrides_nested_keys() {
+        NodeConfig::default().validate().expect("defaults are valid");
+        let c: NodeConfig = serde_yaml::from_str("raft:\n  tick_interval_ms: 50\nlimits:\n  max_key_bytes: 10\n").unwrap();
+        assert_eq!(c.raft.tick_interval_ms, 50);
+        assert_eq!(c.raft.election_ticks, 10);
+        assert_eq!(c.limits.max_key_bytes, 10);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_timing_are_rejected() {
+        assert!(serde_yaml::from_str::<NodeConfig>("nope: 1\n").is_err());
+        let mut c = NodeConfig::default();
+        c.raft.election_ticks = 1;
+        assert!(c.validate().is_err());
+    }
+}

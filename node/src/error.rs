@@ -1,0 +1,39 @@
+//! Errors of the store node.
+
+use thiserror::Error;
+
+/// What can fail inside the node (outside of per-request region errors,
+/// which are values, not failures).
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Raft machinery or raft storage failed.
+    #[error(transparent)]
+    Consensus(#[from] nokv_consensus::Error),
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Engine(#[from] rocksdb::Error),
+    /// Talking to the coordinator failed.
+    #[error("coordinator: {0}")]
+    Coordinator(#[from] nokv_client::Error),
+    /// Persisted state did not decode.
+    #[error("corrupted {0}")]
+    Corrupted(String),
+    /// The configuration is invalid.
+    #[error("invalid config: {0}")]
+    Config(String),
+    /// I/O failure.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store's persisted identity does not match the cluster.
+    #[error("store identity mismatch: {0}")]
+    Identity(String),
+}
+
+impl From<prost::DecodeError> for Error {
+    fn from(e: prost::DecodeError) -> Self {
+        Error::Corrupted(e.to_string())
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T> = std::result::Result<T, Error>;

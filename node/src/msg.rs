@@ -1,0 +1,71 @@
+//! Messages into the raftstore thread. Every request carries a callback
+//! that is called exactly once, also when the request fails.
+
+use nokv_proto::adminpb::RegionStatus;
+use nokv_proto::coordinatorpb::RegionHeartbeatResponse;
+use nokv_proto::errorpb::RegionError;
+use nokv_proto::metapb::{Peer, RegionEpoch};
+use nokv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
+use nokv_proto::raft_serverpb::RaftMessage;
+
+/// Answer to a write: the apply response (which may carry a region error
+/// found at apply time) or a region error found before proposing.
+pub type CmdCallback = Box<dyn FnOnce(Result<RaftCmdResponse, RegionError>) + Send>;
+/// Answer to a read request: the applied index to read at.
+pub type ReadCallback = Box<dyn FnOnce(Result<u64, RegionError>) + Send>;
+
+/// A request to the raftstore thread.
+pub enum StoreMsg {
+    /// A raft message from another store.
+    Raft(RaftMessage),
+    /// A command to replicate (writes, admin commands).
+    Command {
+        /// The command; its header names region, epoch and peer.
+        cmd: RaftCmdRequest,
+        /// Called with the outcome.
+        cb: CmdCallback,
+    },
+    /// A linearizable read point for keys or ranges of a region.
+    Read {
+        /// Region addressed.
+        region_id: u64,
+        /// Epoch the caller routed with.
+        epoch: Option<RegionEpoch>,
+        /// Peer the caller addressed.
+        peer: Option<Peer>,
+        /// Keys the read covers.
+        keys: Vec<Vec<u8>>,
+        /// Key ranges `[start, end)` the read covers (empty start = region
+        /// start, empty end = region end).
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+        /// Called with the read point.
+        cb: ReadCallback,
+    },
+    /// A membership change ordered by the coordinator or an operator.
+    ChangePeer {
+        /// Region addressed.
+        region_id: u64,
+        /// The change (kind and peer).
+        change: nokv_proto::raft_cmdpb::ChangePeerRequest,
+        /// Called with the outcome.
+        cb: CmdCallback,
+    },
+    /// Hand leadership to the peer on `to_store`.
+    TransferLeader {
+        /// Region addressed.
+        region_id: u64,
+        /// Target store.
+        to_store: u64,
+        /// Called with the target peer once the transfer started.
+        cb: Box<dyn FnOnce(Result<Peer, RegionError>) + Send>,
+    },
+    /// Status of one region (or all with `None`).
+    Status {
+        /// Region filter.
+        region_id: Option<u64>,
+        /// Called with the statuses.
+        cb: Box<dyn FnOnce(Vec<RegionStatus>) + Send>,
+    },
+    /// The coordinator's answer to a region heartbeat.
+    HeartbeatResponse(RegionHeartbeatResponse),
+}

@@ -1,0 +1,233 @@
+//! [`Peer`]: one replica of one region on this store: its raft driver, the
+//! region it believes in, and how far it has applied.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use nokv_consensus::engine::{cf, CF_META};
+use nokv_consensus::keys::{apply_state_key, region_state_key};
+use nokv_consensus::{RaftPeer, RaftPeerConfig, RocksRaftLog, SnapshotSource};
+use nokv_proto::adminpb::{PeerProgress, RegionStatus};
+use nokv_proto::coordinatorpb::RegionHeartbeatRequest;
+use nokv_proto::metapb::{self, Region};
+use nokv_proto::raft_cmdpb::RaftCmdResponse;
+use nokv_proto::raft_serverpb::{ApplyState, PeerState, RaftTruncatedState, RegionLocalState};
+use prost::Message;
+use rocksdb::{WriteBatch, DB};
+
+use crate::config::RaftConfig;
+use crate::region::conf_state_of;
+use crate::Result;
+
+/// Log index and term a bootstrapped region starts at. Starting above zero
+/// means a new replica never finds the beginning of the log and is always
+/// initialized by a snapshot, which carries the membership.
+pub const RAFT_INIT_LOG_INDEX: u64 = 5;
+/// See [`RAFT_INIT_LOG_INDEX`].
+pub const RAFT_INIT_LOG_TERM: u64 = 5;
+
+/// A follower whose matched index is this far behind the commit index is
+/// reported as pending (not caught up).
+const PENDING_LAG_ENTRIES: u64 = 100;
+
+/// One region replica.
+pub struct Peer {
+    /// The region as this replica has applied it. Empty peers and range
+    /// mean the replica is not initialized yet (waiting for a snapshot).
+    pub region: Region,
+    /// This replica's own peer record.
+    pub meta: metapb::Peer,
+    /// The raft driver; proposals answer with `RaftCmdResponse`.
+    pub raft: RaftPeer<RaftCmdResponse>,
+    /// Applied and truncated indexes, persisted with applied data.
+    pub apply_state: ApplyState,
+    /// Store ids of peers learned from incoming messages (an uninitialized
+    /// replica knows no region peers yet).
+    pub peer_stores: HashMap<u64, u64>,
+    /// Set when a conf change removed this replica.
+    pub pending_destroy: bool,
+    /// Leadership as of the previous round, to notice changes.
+    pub was_leader: bool,
+    /// Ticks since the last region heartbeat.
+    pub ticks_since_heartbeat: u64,
+    /// Send a region heartbeat at the next opportunity.
+    pub heartbeat_due: bool,
+}
+
+impl Peer {
+    /// Opens a replica of `region` with peer id `peer_id` on `store_id`,
+    /// loading its apply state (zero for a replica that is new here).
+    pub fn open(
+        db: Arc<DB>,
+        store_id: u64,
+        region: Region,
+        peer_id: u64,
+        cfg: &RaftConfig,
+        snapshots: Arc<dyn SnapshotSource>,
+        logger: &slog::Logger,
+    ) -> Result<Peer> {
+        let apply_state = match db.get_cf(cf(&db, CF_META)?, apply_state_key(region.id))? {
+            Some(b) => ApplyState::decode(b.as_slice())?,
+            None => ApplyState::default(),
+        };
+        let truncated = apply_state
+            .truncated_state
+            .as_ref()
+            .map(|t| (t.index, t.term))
+            .unwrap_or((0, 0));
+        let log = RocksRaftLog::open(db, region.id, conf_state_of(&region), truncated, Some(snapshots))?;
+        let mut raft_cfg = RaftPeerConfig::new(peer_id, apply_state.applied_index);
+        raft_cfg.election_tick = cfg.election_ticks;
+        raft_cfg.heartbeat_tick = cfg.heartbeat_ticks;
+        let raft = RaftPeer::new(raft_cfg, log, logger)?;
+        let peer_stores = region.peers.iter().map(|p| (p.id, p.store_id)).collect();
+        Ok(Peer {
+            meta: metapb::Peer {
+                id: peer_id,
+                store_id,
+                role: region
+                    .peers
+                    .iter()
+                    .find(|p| p.id == peer_id)
+                    .map(|p| p.role)
+                    .unwrap_or(metapb::PeerRole::Learner as i32),
+            },
+            region,
+            raft,
+            apply_state,
+            peer_stores,
+            pending_destroy: false,
+            was_leader: false,
+            ticks_since_heartbeat: 0,
+            heartbeat_due: true,
+        })
+    }
+
+    /// Region id.
+    pub fn region_id(&self) -> u64 {
+        self.region.id
+    }
+
+    /// Whether the replica has a region (range and peers) yet.
+    pub fn is_initialized(&self) -> bool {
+        !self.region.peers.is_empty()
+    }
+
+    /// The peer record of the current leader, if known.
+    pub fn leader_peer(&self) -> Option<metapb::Peer> {
+        let id = self.raft.leader_id();
+        self.region.peers.iter().find(|p| p.id == id).cloned()
+    }
+
+    /// The store hosting peer `peer_id`, if known.
+    pub fn store_of(&self, peer_id: u64) -> Option<u64> {
+        self.region
+            .peers
+            .iter()
+            .find(|p| p.id == peer_id)
+            .map(|p| p.store_id)
+            .or_else(|| self.peer_stores.get(&peer_id).copied())
+    }
+
+    /// Writes the region local state into `wb`.
+    pub fn persist_region(&self, db: &DB, state: PeerState, wb: &mut WriteBatch) -> Result<()> {
+        let local = RegionLocalState {
+            region: Some(self.region.clone()),
+            state: state as i32,
+            merge_state: None,
+        };
+        wb.put_cf(cf(db, CF_META)?, region_state_key(self.region.id), local.encode_to_vec());
+        Ok(())
+    }
+
+    /// Writes the apply state into `wb`.
+    pub fn persist_apply_state(&self, db: &DB, wb: &mut WriteBatch) -> Result<()> {
+        wb.put_cf(
+            cf(db, CF_META)?,
+            apply_state_key(self.region.id),
+            self.apply_state.encode_to_vec(),
+        );
+        Ok(())
+    }
+
+    /// The truncated index (the log starts right after it).
+    pub fn truncated_index(&self) -> u64 {
+        self.apply_state.truncated_state.as_ref().map(|t| t.index).unwrap_or(0)
+    }
+
+    /// Peers the leader considers not caught up.
+    pub fn pending_peers(&self) -> Vec<metapb::Peer> {
+        if !self.raft.is_leader() {
+            return Vec::new();
+        }
+        let raft = &self.raft.raw().raft;
+        let committed = raft.raft_log.committed;
+        let truncated = self.truncated_index();
+        self.region
+            .peers
+            .iter()
+            .filter(|p| p.id != self.meta.id)
+            .filter(|p| match raft.prs().get(p.id) {
+                None => true,
+                Some(pr) => pr.matched < truncated || pr.matched + PENDING_LAG_ENTRIES < committed || pr.matched == 0,
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// This replica's status for the admin API.
+    pub fn status(&self) -> RegionStatus {
+        let raft = &self.raft.raw().raft;
+        let progress = if self.raft.is_leader() {
+            raft.prs()
+                .iter()
+                .filter(|(id, _)| **id != self.meta.id)
+                .map(|(id, pr)| PeerProgress {
+                    peer_id: *id,
+                    store_id: self.store_of(*id).unwrap_or(0),
+                    matched: pr.matched,
+                    next_index: pr.next_idx,
+                    state: format!("{:?}", pr.state),
+                    recent_active: pr.recent_active,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        RegionStatus {
+            region: Some(self.region.clone()),
+            peer: Some(self.meta.clone()),
+            leader_peer_id: self.raft.leader_id(),
+            is_leader: self.raft.is_leader(),
+            term: self.raft.term(),
+            commit_index: raft.raft_log.committed,
+            applied_index: self.apply_state.applied_index,
+            truncated_index: self.truncated_index(),
+            last_index: raft.raft_log.last_index(),
+            progress,
+            pending_peers: self.pending_peers(),
+            approximate_size_bytes: 0,
+            approximate_keys: 0,
+        }
+    }
+
+    /// The region heartbeat this leader sends to the coordinator.
+    pub fn heartbeat(&self) -> RegionHeartbeatRequest {
+        RegionHeartbeatRequest {
+            region: Some(self.region.clone()),
+            leader: Some(self.meta.clone()),
+            term: self.raft.term(),
+            pending_peers: self.pending_peers(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets the apply state after installing a snapshot at `(index, term)`.
+    pub fn reset_apply_state(&mut self, index: u64, term: u64) {
+        self.apply_state = ApplyState {
+            applied_index: index,
+            applied_term: term,
+            truncated_state: Some(RaftTruncatedState { index, term }),
+        };
+    }
+}

@@ -1,0 +1,644 @@
+//! The raftstore: one dedicated thread drives every region replica of the
+//! store. Each round it takes messages and requests from its inbox, ticks
+//! the peers on time, collects every peer's Ready into one batch written
+//! with one fsync (group commit), sends messages, applies committed entries
+//! and answers proposers. Async code reaches it through [`Router`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nokv_consensus::engine::{cf, CF_META};
+use nokv_consensus::keys::{apply_state_key, region_state_key};
+use nokv_consensus::metrics::{RAFT_APPLIED_INDEX, RAFT_APPLY_SECONDS, RAFT_PERSIST_SECONDS};
+use nokv_consensus::peer::{PendingReady, ProposeError};
+use nokv_consensus::service::RaftMessageSink;
+use nokv_consensus::transport::{decode_message, encode_message};
+use nokv_consensus::Transport;
+use nokv_proto::coordinatorpb::{change_peer, RegionHeartbeatRequest, RegionHeartbeatResponse};
+use nokv_proto::errorpb::RegionError;
+use nokv_proto::metapb::{self, Region};
+use nokv_proto::raft_cmdpb::{
+    admin_request, request, AdminRequest, ChangePeerRequest, ConfChangeType, RaftCmdRequest, RaftRequestHeader,
+};
+use nokv_proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use prost::Message as _;
+use raft::prelude::{ConfChange, Message, MessageType};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, error, info, warn};
+
+use crate::config::RaftConfig;
+use crate::metrics;
+use crate::msg::{CmdCallback, ReadCallback, StoreMsg};
+use crate::peer::Peer;
+use crate::region::{
+    check_epoch, check_key, check_range, not_leader, overlaps, region_not_found, stale_command,
+    store_not_match, timeout,
+};
+use crate::snapshot::{clear_range, install, RegionSnapshotSource};
+use crate::{Error, Result};
+
+/// Sends requests to the raftstore thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    tx: SyncSender<StoreMsg>,
+}
+
+impl Router {
+    /// Queues `msg`; when the inbox is full the message is handed back so
+    /// the caller can answer `ServerIsBusy`.
+    pub fn send(&self, msg: StoreMsg) -> std::result::Result<(), StoreMsg> {
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(m)) | Err(TrySendError::Disconnected(m)) => Err(m),
+        }
+    }
+}
+
+impl RaftMessageSink for Router {
+    fn deliver(&self, msg: RaftMessage) {
+        if self.send(StoreMsg::Raft(msg)).is_err() {
+            nokv_consensus::metrics::RAFT_MESSAGES
+                .with_label_values(&["inbox_full"])
+                .inc();
+        }
+    }
+}
+
+/// Region and leader counts, shared with heartbeats and metrics.
+#[derive(Debug, Default)]
+pub struct StoreCounters {
+    /// Initialized regions on the store.
+    pub regions: AtomicU64,
+    /// Regions this store leads.
+    pub leaders: AtomicU64,
+}
+
+fn map_propose_error(region_id: u64, peers: &[metapb::Peer], e: ProposeError) -> RegionError {
+    match e {
+        ProposeError::NotLeader { leader_id } => {
+            not_leader(region_id, peers.iter().find(|p| p.id == leader_id).cloned())
+        }
+        ProposeError::Stale => stale_command(),
+        ProposeError::TimedOut => timeout(region_id),
+        ProposeError::Dropped(why) => RegionError {
+            message: format!("proposal dropped: {why}"),
+            kind: Some(nokv_proto::errorpb::region_error::Kind::StaleCommand(
+                nokv_proto::errorpb::StaleCommand {},
+            )),
+        },
+    }
+}
+
+/// Everything the raftstore thread needs at start.
+pub struct RaftstoreParts {
+    /// This store's id.
+    pub store_id: u64,
+    /// The node's RocksDB.
+    pub db: Arc<DB>,
+    /// Replicas recovered from disk.
+    pub peers: Vec<Peer>,
+    /// Outgoing raft traffic.
+    pub transport: Transport,
+    /// Region heartbeats go here (sent by an async task).
+    pub heartbeats: UnboundedSender<RegionHeartbeatRequest>,
+    /// Raft timing.
+    pub config: RaftConfig,
+    /// Snapshot builder shared by all peers.
+    pub snapshots: Arc<RegionSnapshotSource>,
+    /// Counters to publish.
+    pub counters: Arc<StoreCounters>,
+}
+
+/// Starts the raftstore thread.
+pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
+    let (tx, rx) = sync_channel(parts.config.inbox_capacity.max(16));
+    let mut store = Raftstore {
+        store_id: parts.store_id,
+        db: parts.db,
+        peers: parts.peers.into_iter().map(|p| (p.region_id(), p)).collect(),
+        transport: parts.transport,
+        heartbeats: parts.heartbeats,
+        tick: Duration::from_millis(parts.config.tick_interval_ms.max(1)),
+        config: parts.config,
+        snapshots: parts.snapshots,
+        counters: parts.counters,
+        rx,
+        logger: slog::Logger::root(slog::Discard, slog::o!()),
+    };
+    let join = std::thread::Builder::new()
+        .name("raftstore".into())
+        .spawn(move || store.run())?;
+    Ok((Router { tx }, join))
+}
+
+struct Raftstore {
+    store_id: u64,
+    db: Arc<DB>,
+    peers: HashMap<u64, Peer>,
+    transport: Transport,
+    heartbeats: UnboundedSender<RegionHeartbeatRequest>,
+    tick: Duration,
+    config: RaftConfig,
+    snapshots: Arc<RegionSnapshotSource>,
+    counters: Arc<StoreCounters>,
+    rx: Receiver<StoreMsg>,
+    logger: slog::Logger,
+}
+
+/// Most inbox messages handled per round before persisting, so a flood of
+/// requests cannot starve Ready handling.
+const MAX_MSGS_PER_ROUND: usize = 4096;
+
+impl Raftstore {
+    fn run(&mut self) {
+        info!(store_id = self.store_id, regions = self.peers.len(), "raftstore started");
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(wait) {
+                Ok(m) => self.handle(m),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let mut n = 0;
+            while n < MAX_MSGS_PER_ROUND {
+                match self.rx.try_recv() {
+                    Ok(m) => self.handle(m),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+            if Instant::now() >= next_tick {
+                self.on_tick();
+                next_tick = Instant::now() + self.tick;
+            }
+            if let Err(e) = self.on_ready_round() {
+                // Losing the ability to persist raft state means we can no
+                // longer keep promises made to other replicas: stop.
+                error!(store_id = self.store_id, error = %e, "raftstore storage failure; exiting");
+                std::process::exit(70);
+            }
+        }
+        for p in self.peers.values_mut() {
+            p.raft.fail_all(ProposeError::Dropped("store is stopping".into()));
+        }
+    }
+
+    fn handle(&mut self, msg: StoreMsg) {
+        match msg {
+            StoreMsg::Raft(env) => self.on_raft_message(env),
+            StoreMsg::Command { cmd, cb } => self.on_command(cmd, cb),
+            StoreMsg::Read {
+                region_id,
+                epoch,
+                peer,
+                keys,
+                ranges,
+                cb,
+            } => self.on_read(region_id, epoch, peer, keys, ranges, cb),
+            StoreMsg::ChangePeer { region_id, change, cb } => self.on_change_peer(region_id, change, cb),
+            StoreMsg::TransferLeader { region_id, to_store, cb } => {
+                cb(self.on_transfer_leader(region_id, to_store));
+            }
+            StoreMsg::Status { region_id, cb } => {
+                let mut out: Vec<_> = self
+                    .peers
+                    .values()
+                    .filter(|p| region_id.is_none_or(|id| id == p.region_id()))
+                    .map(|p| p.status())
+                    .collect();
+                out.sort_by_key(|s| s.region.as_ref().map(|r| r.id).unwrap_or(0));
+                cb(out);
+            }
+            StoreMsg::HeartbeatResponse(resp) => self.on_heartbeat_response(resp),
+        }
+    }
+
+    fn on_raft_message(&mut self, env: RaftMessage) {
+        let Some(to) = env.to_peer.clone() else {
+            return;
+        };
+        if to.store_id != self.store_id {
+            debug!(store_id = self.store_id, to_store = to.store_id, "raft message for another store dropped");
+            return;
+        }
+        let msg = match decode_message(&env.message) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "undecodable raft message dropped");
+                return;
+            }
+        };
+        if !self.peers.contains_key(&env.region_id) && !self.maybe_create_peer(&env, &msg) {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&env.region_id) else {
+            return;
+        };
+        if peer.meta.id != to.id {
+            debug!(region_id = env.region_id, peer_id = peer.meta.id, to_peer = to.id, "message for another peer id dropped");
+            return;
+        }
+        if let Some(from) = &env.from_peer {
+            peer.peer_stores.insert(from.id, from.store_id);
+        }
+        if let Err(e) = peer.raft.step(msg) {
+            debug!(region_id = env.region_id, error = %e, "raft step failed");
+        }
+    }
+
+    /// Creates an uninitialized replica for a region this store has never
+    /// seen, when a leader reaches out to it. Returns whether it exists now.
+    fn maybe_create_peer(&mut self, env: &RaftMessage, msg: &Message) -> bool {
+        if !matches!(
+            msg.get_msg_type(),
+            MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+        ) {
+            return false;
+        }
+        let Some(to) = &env.to_peer else {
+            return false;
+        };
+        // A tombstone means this replica was removed: never resurrect it
+        // from an old message.
+        match self.load_region_state(env.region_id) {
+            Ok(Some(local)) if local.state() == PeerState::Tombstone => {
+                let local_epoch = local.region.and_then(|r| r.epoch).unwrap_or_default();
+                let msg_epoch = env.region_epoch.clone().unwrap_or_default();
+                if msg_epoch.conf_ver <= local_epoch.conf_ver {
+                    debug!(region_id = env.region_id, "message for a destroyed peer dropped");
+                    return false;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(region_id = env.region_id, error = %e, "cannot read region state");
+                return false;
+            }
+        }
+        let probe = Region {
+            id: env.region_id,
+            start_key: env.start_key.clone(),
+            end_key: env.end_key.clone(),
+            ..Default::default()
+        };
+        if self
+            .peers
+            .values()
+            .any(|p| p.is_initialized() && overlaps(&p.region, &probe))
+        {
+            debug!(region_id = env.region_id, "new peer would overlap an existing region; dropped");
+            return false;
+        }
+        let region = Region {
+            id: env.region_id,
+            ..Default::default()
+        };
+        match Peer::open(
+            self.db.clone(),
+            self.store_id,
+            region,
+            to.id,
+            &self.config,
+            self.snapshots.clone(),
+            &self.logger,
+        ) {
+            Ok(p) => {
+                info!(region_id = env.region_id, peer_id = to.id, "created peer from raft message");
+                self.peers.insert(env.region_id, p);
+                true
+            }
+            Err(e) => {
+                warn!(region_id = env.region_id, error = %e, "failed to create peer");
+                false
+            }
+        }
+    }
+
+    fn load_region_state(&self, region_id: u64) -> Result<Option<RegionLocalState>> {
+        let b = self.db.get_cf(cf(&self.db, CF_META)?, region_state_key(region_id))?;
+        Ok(b.map(|b| RegionLocalState::decode(b.as_slice())).transpose()?)
+    }
+
+    /// Common admission checks; returns the peer when the request may go on.
+    fn admit(
+        &mut self,
+        region_id: u64,
+        req_peer: Option<&metapb::Peer>,
+        epoch: Option<&metapb::RegionEpoch>,
+        admin: bool,
+    ) -> std::result::Result<&mut Peer, RegionError> {
+        let store_id = self.store_id;
+        let Some(peer) = self.peers.get_mut(&region_id) else {
+            return Err(region_not_found(region_id));
+        };
+        if let Some(p) = req_peer {
+            if p.store_id != 0 && p.store_id != store_id {
+                return Err(store_not_match(p.store_id, store_id));
+            }
+        }
+        if !peer.is_initialized() {
+            return Err(region_not_found(region_id));
+        }
+        if !peer.raft.is_leader() {
+            return Err(not_leader(region_id, peer.leader_peer()));
+        }
+        check_epoch(&peer.region, epoch, admin)?;
+        Ok(peer)
+    }
+
+    fn on_command(&mut self, cmd: RaftCmdRequest, cb: CmdCallback) {
+        let header = cmd.header.clone().unwrap_or_default();
+        let admin = cmd.admin_request.is_some();
+        let peer = match self.admit(header.region_id, header.peer.as_ref(), header.region_epoch.as_ref(), admin) {
+            Ok(p) => p,
+            Err(e) => return cb(Err(e)),
+        };
+        for r in &cmd.requests {
+            let check = match &r.cmd {
+                Some(request::Cmd::Put(p)) => check_key(&peer.region, &p.key),
+                Some(request::Cmd::Delete(d)) => check_key(&peer.region, &d.key),
+                Some(request::Cmd::CompareAndSwap(c)) => check_key(&peer.region, &c.key),
+                Some(request::Cmd::DeleteRange(d)) => check_range(&peer.region, &d.start_key, &d.end_key),
+                None => Ok(()),
+            };
+            if let Err(e) = check {
+                return cb(Err(e));
+            }
+        }
+        let region_id = peer.region.id;
+        let peers = peer.region.peers.clone();
+        peer.raft.propose(
+            cmd.encode_to_vec(),
+            Box::new(move |r| cb(r.map_err(|e| map_propose_error(region_id, &peers, e)))),
+        );
+    }
+
+    fn on_read(
+        &mut self,
+        region_id: u64,
+        epoch: Option<metapb::RegionEpoch>,
+        req_peer: Option<metapb::Peer>,
+        keys: Vec<Vec<u8>>,
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+        cb: ReadCallback,
+    ) {
+        let peer = match self.admit(region_id, req_peer.as_ref(), epoch.as_ref(), false) {
+            Ok(p) => p,
+            Err(e) => return cb(Err(e)),
+        };
+        let checks = keys
+            .iter()
+            .map(|k| check_key(&peer.region, k))
+            .chain(ranges.iter().map(|(s, e)| check_range(&peer.region, s, e)));
+        for check in checks {
+            if let Err(e) = check {
+                return cb(Err(e));
+            }
+        }
+        let peers = peer.region.peers.clone();
+        peer.raft.read_index(Box::new(move |r| cb(r.map_err(|e| map_propose_error(region_id, &peers, e)))));
+    }
+
+    fn on_change_peer(&mut self, region_id: u64, change: ChangePeerRequest, cb: CmdCallback) {
+        let peer = match self.admit(region_id, None, None, false) {
+            Ok(p) => p,
+            Err(e) => return cb(Err(e)),
+        };
+        let Some(target) = change.peer.clone() else {
+            return cb(Err(RegionError {
+                message: "change peer without a peer".into(),
+                kind: None,
+            }));
+        };
+        let mut cc = ConfChange::default();
+        cc.node_id = target.id;
+        cc.set_change_type(match change.change_type() {
+            ConfChangeType::AddNode => raft::prelude::ConfChangeType::AddNode,
+            ConfChangeType::AddLearnerNode => raft::prelude::ConfChangeType::AddLearnerNode,
+            ConfChangeType::RemoveNode => raft::prelude::ConfChangeType::RemoveNode,
+        });
+        let ctx = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id,
+                region_epoch: peer.region.epoch.clone(),
+                ..Default::default()
+            }),
+            requests: Vec::new(),
+            admin_request: Some(AdminRequest {
+                cmd: Some(admin_request::Cmd::ChangePeer(change)),
+            }),
+        };
+        cc.context = ctx.encode_to_vec().into();
+        peer.peer_stores.insert(target.id, target.store_id);
+        let peers = peer.region.peers.clone();
+        peer.raft.propose_conf_change(
+            Vec::new(),
+            cc,
+            Box::new(move |r| cb(r.map_err(|e| map_propose_error(region_id, &peers, e)))),
+        );
+    }
+
+    fn on_transfer_leader(&mut self, region_id: u64, to_store: u64) -> std::result::Result<metapb::Peer, RegionError> {
+        let peer = self.admit(region_id, None, None, false)?;
+        let Some(target) = peer.region.peers.iter().find(|p| p.store_id == to_store).cloned() else {
+            return Err(RegionError {
+                message: format!("region {region_id} has no peer on store {to_store}"),
+                kind: None,
+            });
+        };
+        if target.id == peer.meta.id {
+            return Ok(target);
+        }
+        let raft = &peer.raft.raw().raft;
+        let last = raft.raft_log.last_index();
+        let matched = raft.prs().get(target.id).map(|p| p.matched).unwrap_or(0);
+        if matched + 100 < last {
+            return Err(RegionError {
+                message: format!("transfer refused: peer {} lags {} entries behind", target.id, last - matched),
+                kind: None,
+            });
+        }
+        peer.raft.raw_mut().transfer_leader(target.id);
+        Ok(target)
+    }
+
+    fn on_heartbeat_response(&mut self, resp: RegionHeartbeatResponse) {
+        let Some(order) = resp.change_peer else {
+            return;
+        };
+        let Some(target) = order.peer.clone() else {
+            return;
+        };
+        let change_type = match order.kind() {
+            change_peer::Kind::AddVoter => ConfChangeType::AddNode,
+            change_peer::Kind::AddLearner => ConfChangeType::AddLearnerNode,
+            change_peer::Kind::Remove => ConfChangeType::RemoveNode,
+        };
+        let region_id = resp.region_id;
+        let change = ChangePeerRequest {
+            change_type: change_type as i32,
+            peer: Some(target),
+        };
+        info!(region_id, change = ?change_type, "running coordinator order");
+        self.on_change_peer(
+            region_id,
+            change,
+            Box::new(move |r| {
+                if let Err(e) = r {
+                    debug!(region_id, error = %e.message, "coordinator order failed");
+                }
+            }),
+        );
+    }
+
+    fn on_tick(&mut self) {
+        let mut leaders = 0;
+        let mut regions = 0;
+        for p in self.peers.values_mut() {
+            p.raft.tick();
+            p.ticks_since_heartbeat += 1;
+            if p.is_initialized() {
+                regions += 1;
+            }
+            if p.raft.is_leader() {
+                leaders += 1;
+            }
+        }
+        self.counters.regions.store(regions, Ordering::Relaxed);
+        self.counters.leaders.store(leaders, Ordering::Relaxed);
+        metrics::REGIONS.set(regions as i64);
+        metrics::LEADERS.set(leaders as i64);
+    }
+
+    fn send_messages(&self, peer: &Peer, msgs: Vec<Message>) {
+        for m in msgs {
+            let Some(store) = peer.store_of(m.to) else {
+                debug!(region_id = peer.region.id, to = m.to, "no store known for peer; message dropped");
+                continue;
+            };
+            let env = RaftMessage {
+                region_id: peer.region.id,
+                from_peer: Some(peer.meta.clone()),
+                to_peer: Some(metapb::Peer {
+                    id: m.to,
+                    store_id: store,
+                    role: 0,
+                }),
+                region_epoch: peer.region.epoch.clone(),
+                message: encode_message(&m),
+                is_tombstone: false,
+                start_key: peer.region.start_key.clone(),
+                end_key: peer.region.end_key.clone(),
+            };
+            self.transport.send(store, env);
+        }
+    }
+
+    fn on_ready_round(&mut self) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        let mut pending: Vec<(u64, PendingReady)> = Vec::new();
+        let ids: Vec<u64> = self.peers.keys().copied().collect();
+        for id in &ids {
+            let Some(peer) = self.peers.get_mut(id) else { continue };
+            if !peer.raft.has_ready() {
+                continue;
+            }
+            let Some((ready, msgs)) = peer.raft.collect_ready(&mut wb)? else {
+                continue;
+            };
+            if let Some(snap) = &ready.snapshot {
+                install(&self.db, peer, snap, &mut wb)?;
+                info!(region_id = id, index = snap.get_metadata().index, "installing snapshot");
+            }
+            let peer = &self.peers[id];
+            self.send_messages(peer, msgs);
+            pending.push((*id, ready));
+        }
+        if pending.is_empty() {
+            self.heartbeat_round();
+            return Ok(());
+        }
+        let start = Instant::now();
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(wb, &opts)?;
+        RAFT_PERSIST_SECONDS.observe(start.elapsed().as_secs_f64());
+
+        let start = Instant::now();
+        let mut destroyed = Vec::new();
+        for (id, ready) in pending {
+            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let mut apply_wb = WriteBatch::default();
+            let out = peer.raft.finish_ready(ready, &mut apply_wb)?;
+            let answers = peer.apply_entries(&self.db, out.committed, apply_wb)?;
+            let applied = peer.apply_state.applied_index;
+            for (cb, resp) in answers {
+                cb(Ok(resp));
+            }
+            peer.raft.advance_apply(applied);
+            RAFT_APPLIED_INDEX.with_label_values(&[&id.to_string()]).set(applied as i64);
+            if peer.pending_destroy {
+                destroyed.push(id);
+            }
+            let peer = &self.peers[&id];
+            self.send_messages(peer, out.messages);
+        }
+        RAFT_APPLY_SECONDS.observe(start.elapsed().as_secs_f64());
+        for id in destroyed {
+            self.destroy_peer(id)?;
+        }
+        self.heartbeat_round();
+        Ok(())
+    }
+
+    /// Sends region heartbeats for leaders whose interval passed or whose
+    /// region or leadership changed.
+    fn heartbeat_round(&mut self) {
+        let every = self.config.region_heartbeat_ticks.max(1);
+        for p in self.peers.values_mut() {
+            let leader = p.raft.is_leader();
+            if leader != p.was_leader {
+                p.was_leader = leader;
+                p.heartbeat_due = true;
+                metrics::LEADER_CHANGES.inc();
+            }
+            if !leader || !p.is_initialized() {
+                continue;
+            }
+            if p.heartbeat_due || p.ticks_since_heartbeat >= every {
+                p.heartbeat_due = false;
+                p.ticks_since_heartbeat = 0;
+                let _ = self.heartbeats.send(p.heartbeat());
+            }
+        }
+    }
+
+    fn destroy_peer(&mut self, region_id: u64) -> Result<()> {
+        let Some(mut peer) = self.peers.remove(&region_id) else {
+            return Ok(());
+        };
+        let mut wb = WriteBatch::default();
+        peer.raft.raw_mut().mut_store().clear(&mut wb)?;
+        let still_owned = self
+            .peers
+            .values()
+            .any(|p| p.is_initialized() && overlaps(&p.region, &peer.region));
+        if !still_owned {
+            clear_range(&self.db, &peer.region.start_key, &peer.region.end_key, &mut wb)?;
+        }
+        peer.persist_region(&self.db, PeerState::Tombstone, &mut wb)?;
+        wb.delete_cf(cf(&self.db, CF_META)?, apply_state_key(region_id));
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(wb, &opts).map_err(Error::from)?;
+        peer.raft.fail_all(ProposeError::Dropped("peer removed".into()));
+        info!(region_id, peer_id = peer.meta.id, "peer destroyed");
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! Wiring of a store node: storage, identity, bootstrap, raftstore,
+//! heartbeats, gRPC and the HTTP status port. [`run`] returns when
+//! `shutdown` completes.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nokv_client::CoordinatorClient;
+use nokv_consensus::service::RaftTransportService;
+use nokv_consensus::status::{self, StatusState};
+use nokv_consensus::transport::MAX_RAFT_MESSAGE_BYTES;
+use nokv_consensus::{AddressResolver, Transport};
+use nokv_proto::adminpb::admin_server::AdminServer;
+use nokv_proto::kvrpcpb::kv_server::KvServer;
+use nokv_proto::metapb::{Store, StoreState};
+use nokv_proto::raft_serverpb::raft_transport_server::RaftTransportServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::bootstrap::{bootstrap_if_needed, ensure_store_id, load_regions, open_peers, retry_forever};
+use crate::config::NodeConfig;
+use crate::engine::ALL_CFS;
+use crate::heartbeat::{spawn_region_heartbeats, spawn_store_heartbeats};
+use crate::raftstore::{self, RaftstoreParts, StoreCounters};
+use crate::service::admin::AdminService;
+use crate::service::kv::KvService;
+use crate::snapshot::RegionSnapshotSource;
+use crate::{Error, Result};
+
+/// Resolves store ids to addresses through the coordinator, with a cache.
+struct StoreResolver {
+    coordinator: CoordinatorClient,
+    cache: Mutex<HashMap<u64, String>>,
+}
+
+impl AddressResolver for StoreResolver {
+    fn resolve(&self, store_id: u64) -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>> {
+        Box::pin(async move {
+            if let Some(a) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&store_id) {
+                return Some(a.clone());
+            }
+            let addr = self.coordinator.get_store(store_id).await.ok()?.store?.address;
+            self.cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(store_id, addr.clone());
+            Some(addr)
+        })
+    }
+
+    fn invalidate(&self, store_id: u64) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&store_id);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs a store node until `shutdown` completes.
+///
+/// # Errors
+/// Invalid configuration, ports that cannot be bound, or storage that
+/// cannot be opened.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    config.validate().map_err(Error::Config)?;
+    crate::metrics::register();
+    let started = Instant::now();
+    let grpc_listener = TcpListener::bind(&config.listen).await?;
+    let status_listener = TcpListener::bind(&config.status_listen).await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let store_id_cell = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let status_state = {
+        let store_id = store_id_cell.clone();
+        let ready = ready.clone();
+        StatusState {
+            ready: ready.clone(),
+            status: Arc::new(move || {
+                serde_json::json!({
+                    "component": "node",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "store_id": store_id.load(Ordering::Relaxed),
+                    "role": "store",
+                    "ready": ready.load(Ordering::Relaxed),
+                    "uptime_seconds": started.elapsed().as_secs(),
+                })
+                .to_string()
+            }),
+        }
+    };
+    // The status port comes up first so /health answers while the node
+    // registers; /ready stays false until it can serve.
+    tokio::spawn(async move {
+        if let Err(e) = status::serve(status_listener, status_state).await {
+            tracing::error!(error = %e, "status server stopped");
+        }
+    });
+
+    let db = tokio::task::spawn_blocking({
+        let path = config.data_dir.join("db");
+        move || nokv_consensus::engine::open(&path, &ALL_CFS)
+    })
+    .await
+    .map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    let coordinator = CoordinatorClient::new(config.coordinators.clone(), Duration::from_secs(5))?;
+    let store_id = ensure_store_id(&db, &coordinator).await?;
+    store_id_cell.store(store_id, Ordering::Relaxed);
+    let store = Store {
+        id: store_id,
+        address: config.advertise(),
+        status_address: config.status_listen.clone(),
+        state: StoreState::Up as i32,
+        labels: config.labels.clone().into_iter().collect(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        start_time_ms: now_ms(),
+        last_heartbeat_ms: 0,
+    };
+    retry_forever("registering the store", || coordinator.put_store(store.clone())).await;
+
+    let snapshots = Arc::new(RegionSnapshotSource::new(db.clone()));
+    let (mut regions, missing) = load_regions(&db, store_id)?;
+    if regions.is_empty() && bootstrap_if_needed(&db, &coordinator, &store).await? {
+        regions = load_regions(&db, store_id)?.0;
+    }
+    info!(store_id, regions = regions.len(), missing_raft_state = ?missing, "regions recovered");
+    let peers = open_peers(&db, store_id, regions, &config.raft, snapshots.clone())?;
+
+    let resolver = Arc::new(StoreResolver {
+        coordinator: coordinator.clone(),
+        cache: Mutex::new(HashMap::new()),
+    });
+    let transport = Transport::new(store_id, resolver, tokio::runtime::Handle::current());
+    let (hb_tx, hb_rx) = tokio::sync::mpsc::unbounded_channel();
+    let counters = Arc::new(StoreCounters::default());
+    let (router, _raftstore_thread) = raftstore::spawn(RaftstoreParts {
+        store_id,
+        db: db.clone(),
+        peers,
+        transport,
+        heartbeats: hb_tx,
+        config: config.raft.clone(),
+        snapshots,
+        counters: counters.clone(),
+    })?;
+    spawn_region_heartbeats(coordinator.clone(), hb_rx, router.clone());
+    spawn_store_heartbeats(
+        coordinator.clone(),
+        store_id,
+        counters.clone(),
+        db.clone(),
+        config.data_dir.clone(),
+        Duration::from_millis(config.store_heartbeat_interval_ms.max(100)),
+    );
+
+    let kv = KvService::new(router.clone(), db.clone(), config.limits.clone());
+    let admin = AdminService::new(
+        router.clone(),
+        store_id,
+        db.clone(),
+        config.data_dir.clone(),
+        counters,
+        coordinator,
+    );
+    ready.store(true, Ordering::Release);
+    info!(store_id, listen = %config.listen, status = %config.status_listen, "node serving");
+    let max_msg = config.limits.max_grpc_message_bytes;
+    tonic::transport::Server::builder()
+        .add_service(
+            KvServer::new(kv)
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(max_msg),
+        )
+        .add_service(AdminServer::new(admin))
+        .add_service(
+            RaftTransportServer::new(RaftTransportService::new(Arc::new(router)))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown)
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    info!(store_id, "node stopped");
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! The per-store `Admin` service: region status, store stats, and manual
+//! leader transfer and peer changes. Split, merge and execution
+//! diagnostics answer `UNIMPLEMENTED` until the raftstore supports them.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nokv_client::CoordinatorClient;
+use nokv_consensus::metrics::observe_grpc;
+use nokv_proto::adminpb::admin_server::Admin;
+use nokv_proto::adminpb::*;
+use nokv_proto::errorpb::RegionError;
+use nokv_proto::metapb::{Peer, PeerRole};
+use nokv_proto::raft_cmdpb::{admin_response, ChangePeerRequest as CmdChangePeer, ConfChangeType};
+use rocksdb::DB;
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+
+use crate::engine::ALL_CFS;
+use crate::heartbeat::disk_space;
+use crate::msg::StoreMsg;
+use crate::raftstore::{Router, StoreCounters};
+use crate::region::{server_is_busy, timeout};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The admin service of one store.
+pub struct AdminService {
+    router: Router,
+    store_id: u64,
+    db: Arc<DB>,
+    data_dir: std::path::PathBuf,
+    counters: Arc<StoreCounters>,
+    coordinator: CoordinatorClient,
+    started: Instant,
+}
+
+impl AdminService {
+    /// Creates the service.
+    pub fn new(
+        router: Router,
+        store_id: u64,
+        db: Arc<DB>,
+        data_dir: std::path::PathBuf,
+        counters: Arc<StoreCounters>,
+        coordinator: CoordinatorClient,
+    ) -> Self {
+        AdminService {
+            router,
+            store_id,
+            db,
+            data_dir,
+            counters,
+            coordinator,
+            started: Instant::now(),
+        }
+    }
+
+    async fn ask<T: Send + 'static>(
+        &self,
+        region_id: u64,
+        make: impl FnOnce(Box<dyn FnOnce(T) + Send>) -> StoreMsg,
+    ) -> Result<T, RegionError> {
+        let (tx, rx) = oneshot::channel();
+        let msg = make(Box::new(move |v| {
+            let _ = tx.send(v);
+        }));
+        if self.router.send(msg).is_err() {
+            return Err(server_is_busy("raftstore inbox is full"));
+        }
+        match tokio::time::timeout(WAIT, rx).await {
+            Ok(Ok(v)) => Ok(v),
+            _ => Err(timeout(region_id)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn region_status(&self, request: Request<RegionStatusRequest>) -> Result<Response<RegionStatusResponse>, Status> {
+        observe_grpc("RegionStatus", async {
+            let id = request.into_inner().region_id;
+            let filter = (id != 0).then_some(id);
+            let regions = self
+                .ask(id, |cb| StoreMsg::Status { region_id: filter, cb })
+                .await
+                .map_err(|e| Status::unavailable(e.message))?;
+            Ok(Response::new(RegionStatusResponse { store_id: self.store_id, regions }))
+        })
+        .await
+    }
+
+    async fn execution_status(
+        &self,
+        _request: Request<ExecutionStatusRequest>,
+    ) -> Result<Response<ExecutionStatusResponse>, Status> {
+        observe_grpc("ExecutionStatus", async {
+            Err(Status::unimplemented("execution diagnostics are not implemented yet"))
+        })
+        .await
+    }
+
+    async fn split_region(&self, _request: Request<SplitRegionRequest>) -> Result<Response<SplitRegionResponse>, Status> {
+        observe_grpc("SplitRegion", async { Err(Status::unimplemented("region split is not implemented yet")) }).await
+    }
+
+    async fn merge_region(&self, _request: Request<MergeRegionRequest>) -> Result<Response<MergeRegionResponse>, Status> {
+        observe_grpc("MergeRegion", async { Err(Status::unimplemented("region merge is not implemented yet")) }).await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        observe_grpc("TransferLeader", async {
+            let req = request.into_inner();
+            if req.region_id == 0 || req.to_store_id == 0 {
+                return Err(Status::invalid_argument("region_id and to_store_id are required"));
+            }
+            let result = self
+                .ask(req.region_id, |cb| StoreMsg::TransferLeader {
+                    region_id: req.region_id,
+                    to_store: req.to_store_id,
+                    cb,
+                })
+                .await
+                .and_then(|r| r);
+            Ok(Response::new(match result {
+                Ok(leader) => TransferLeaderResponse { region_error: None, leader: Some(leader) },
+                Err(e) => TransferLeaderResponse { region_error: Some(e), leader: None },
+            }))
+        })
+        .await
+    }
+
+    async fn change_peer(&self, request: Request<ChangePeerRequest>) -> Result<Response<ChangePeerResponse>, Status> {
+        observe_grpc("ChangePeer", async {
+            let req = request.into_inner();
+            if req.region_id == 0 || req.store_id == 0 {
+                return Err(Status::invalid_argument("region_id and store_id are required"));
+            }
+            let (change_type, role) = match req.change() {
+                PeerChange::AddVoter => (ConfChangeType::AddNode, PeerRole::Voter),
+                PeerChange::AddLearner => (ConfChangeType::AddLearnerNode, PeerRole::Learner),
+                PeerChange::Remove => (ConfChangeType::RemoveNode, PeerRole::Voter),
+            };
+            let mut peer_id = req.peer_id;
+            if peer_id == 0 && req.change() != PeerChange::Remove {
+                peer_id = self
+                    .coordinator
+                    .alloc_id(1)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("allocating a peer id: {e}")))?;
+            }
+            let status = self
+                .ask(req.region_id, |cb| StoreMsg::Status { region_id: Some(req.region_id), cb })
+                .await
+                .map_err(|e| Status::unavailable(e.message))?;
+            let region = status
+                .first()
+                .and_then(|s| s.region.clone())
+                .ok_or_else(|| Status::not_found(format!("region {} is not on this store", req.region_id)))?;
+            if req.change() == PeerChange::Remove {
+                peer_id = region
+                    .peers
+                    .iter()
+                    .find(|p| p.store_id == req.store_id)
+                    .map(|p| p.id)
+                    .ok_or_else(|| Status::failed_precondition(format!("region {} has no peer on store {}", req.region_id, req.store_id)))?;
+            }
+            let change = CmdChangePeer {
+                change_type: change_type as i32,
+                peer: Some(Peer { id: peer_id, store_id: req.store_id, role: role as i32 }),
+            };
+            let result = self
+                .ask(req.region_id, |cb| StoreMsg::ChangePeer { region_id: req.region_id, change, cb })
+                .await
+                .and_then(|r| r);
+            Ok(Response::new(match result {
+                Ok(resp) => match resp.header.as_ref().and_then(|h| h.error.clone()) {
+                    Some(e) => ChangePeerResponse { region_error: Some(e), region: None },
+                    None => ChangePeerResponse {
+                        region_error: None,
+                        region: resp.admin_response.and_then(|a| match a.cmd {
+                            Some(admin_response::Cmd::ChangePeer(c)) => c.region,
+                            _ => None,
+                        }),
+                    },
+                },
+                Err(e) => ChangePeerResponse { region_error: Some(e), region: None },
+            }))
+        })
+        .await
+    }
+
+    async fn store_stats(&self, _request: Request<StoreStatsRequest>) -> Result<Response<StoreStatsResponse>, Status> {
+        observe_grpc("StoreStats", async {
+            let db = self.db.clone();
+            let dir = self.data_dir.clone();
+            let (cap, avail, per_cf) = tokio::task::spawn_blocking(move || {
+                let (cap, avail) = disk_space(&dir);
+                let per_cf = ALL_CFS
+                    .iter()
+                    .filter_map(|name| {
+                        let h = db.cf_handle(name)?;
+                        let v = db.property_int_value_cf(h, "rocksdb.total-sst-files-size").ok().flatten()?;
+                        Some((name.to_string(), v))
+                    })
+                    .collect::<std::collections::HashMap<_, _>>();
+                (cap, avail, per_cf)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+            Ok(Response::new(StoreStatsResponse {
+                store_id: self.store_id,
+                region_count: self.counters.regions.load(Ordering::Relaxed),
+                leader_count: self.counters.leaders.load(Ordering::Relaxed),
+                capacity_bytes: cap,
+                used_bytes: per_cf.values().sum(),
+                available_bytes: avail,
+                uptime_ms: self.started.elapsed().as_millis() as u64,
+                column_family_bytes: per_cf,
+            }))
+        })
+        .await
+    }
+}

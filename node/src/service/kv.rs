@@ -1,0 +1,469 @@
+//! The `Kv` service. Each handler reads top to bottom: validate the input
+//! (a bad request is `INVALID_ARGUMENT`), route it to the region through the
+//! raftstore (writes are proposed, reads get a ReadIndex read point), then
+//! read RocksDB off the async threads and answer. Region problems come back
+//! as typed `region_error`s, never as strings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nokv_consensus::metrics::observe_grpc;
+use nokv_proto::errorpb::RegionError;
+use nokv_proto::kvrpcpb::kv_server::Kv;
+use nokv_proto::kvrpcpb::*;
+use nokv_proto::raft_cmdpb::{
+    request, response, CompareAndSwapRequest, DeleteRangeRequest, DeleteRequest, PutRequest, RaftCmdRequest,
+    RaftCmdResponse, RaftRequestHeader, Request as CmdRequest,
+};
+use rocksdb::{Direction, IteratorMode, ReadOptions, DB};
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status};
+
+use crate::config::Limits;
+use crate::engine::CF_RAW;
+use crate::msg::StoreMsg;
+use crate::raftstore::Router;
+use crate::region::{server_is_busy, timeout};
+use crate::raw_value;
+
+/// How long a request may wait inside the store for raft.
+const STORE_WAIT: Duration = Duration::from_secs(10);
+
+/// The data service of one store.
+pub struct KvService {
+    router: Router,
+    db: Arc<DB>,
+    limits: Limits,
+}
+
+fn invalid(msg: impl Into<String>) -> Status {
+    Status::invalid_argument(msg.into())
+}
+
+impl KvService {
+    /// Creates the service.
+    pub fn new(router: Router, db: Arc<DB>, limits: Limits) -> Self {
+        KvService { router, db, limits }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), Status> {
+        if key.is_empty() {
+            return Err(invalid("key must not be empty"));
+        }
+        if key.len() > self.limits.max_key_bytes {
+            return Err(invalid(format!(
+                "key is {} bytes; the limit is {} bytes",
+                key.len(),
+                self.limits.max_key_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), Status> {
+        if value.len() > self.limits.max_value_bytes {
+            return Err(invalid(format!(
+                "value is {} bytes; the limit is {} bytes",
+                value.len(),
+                self.limits.max_value_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_bound(&self, key: &[u8]) -> Result<(), Status> {
+        if key.len() > self.limits.max_key_bytes {
+            return Err(invalid(format!("range bound exceeds the {}-byte key limit", self.limits.max_key_bytes)));
+        }
+        Ok(())
+    }
+
+    fn check_batch(&self, count: usize, bytes: usize) -> Result<(), Status> {
+        if count > self.limits.max_batch_keys {
+            return Err(invalid(format!("batch has {count} keys; the limit is {}", self.limits.max_batch_keys)));
+        }
+        if bytes > self.limits.max_batch_bytes {
+            return Err(invalid(format!("batch is {bytes} bytes; the limit is {}", self.limits.max_batch_bytes)));
+        }
+        Ok(())
+    }
+
+    /// Replicates `requests` in the context's region.
+    async fn propose(&self, ctx: &Context, requests: Vec<CmdRequest>) -> Result<RaftCmdResponse, RegionError> {
+        let cmd = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: ctx.region_id,
+                peer: ctx.peer.clone(),
+                region_epoch: ctx.region_epoch.clone(),
+                ..Default::default()
+            }),
+            requests,
+            admin_request: None,
+        };
+        let (tx, rx) = oneshot::channel();
+        let msg = StoreMsg::Command {
+            cmd,
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        };
+        if self.router.send(msg).is_err() {
+            return Err(server_is_busy("raftstore inbox is full"));
+        }
+        match tokio::time::timeout(STORE_WAIT, rx).await {
+            Ok(Ok(Ok(resp))) => match resp.header.as_ref().and_then(|h| h.error.clone()) {
+                Some(e) => Err(e),
+                None => Ok(resp),
+            },
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(crate::region::region_not_found(ctx.region_id)),
+            Err(_) => Err(timeout(ctx.region_id)),
+        }
+    }
+
+    /// Gets a linearizable read point covering `keys` and `ranges`.
+    async fn read_point(
+        &self,
+        ctx: &Context,
+        keys: Vec<Vec<u8>>,
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), RegionError> {
+        let (tx, rx) = oneshot::channel();
+        let msg = StoreMsg::Read {
+            region_id: ctx.region_id,
+            epoch: ctx.region_epoch.clone(),
+            peer: ctx.peer.clone(),
+            keys,
+            ranges,
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        };
+        if self.router.send(msg).is_err() {
+            return Err(server_is_busy("raftstore inbox is full"));
+        }
+        match tokio::time::timeout(STORE_WAIT, rx).await {
+            Ok(Ok(r)) => r.map(|_| ()),
+            Ok(Err(_)) => Err(crate::region::region_not_found(ctx.region_id)),
+            Err(_) => Err(timeout(ctx.region_id)),
+        }
+    }
+
+    /// Runs a RocksDB read on the blocking pool.
+    async fn read_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&DB) -> Result<T, rocksdb::Error> + Send + 'static,
+    ) -> Result<T, Status> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| Status::internal(format!("read task failed: {e}")))?
+            .map_err(|e| Status::internal(format!("storage read failed: {e}")))
+    }
+}
+
+fn context(ctx: Option<Context>) -> Result<Context, Status> {
+    let ctx = ctx.ok_or_else(|| invalid("missing context"))?;
+    if ctx.region_id == 0 {
+        return Err(invalid("context.region_id must be set"));
+    }
+    Ok(ctx)
+}
+
+fn put(key: Vec<u8>, value: Vec<u8>) -> CmdRequest {
+    CmdRequest {
+        cmd: Some(request::Cmd::Put(PutRequest {
+            cf: CF_RAW.into(),
+            key,
+            value,
+        })),
+    }
+}
+
+fn get_raw(db: &DB, key: &[u8], now: u64) -> Result<Option<Vec<u8>>, rocksdb::Error> {
+    let handle = db.cf_handle(CF_RAW).expect("raw column family exists: opened with ALL_CFS");
+    Ok(db
+        .get_pinned_cf(handle, key)?
+        .and_then(|v| raw_value::decode(&v, now).map(|v| v.to_vec())))
+}
+
+fn unimplemented_txn(name: &str) -> Status {
+    Status::unimplemented(format!("{name}: transactions are not implemented yet (see docs/protocol.md)"))
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn raw_get(&self, request: Request<RawGetRequest>) -> Result<Response<RawGetResponse>, Status> {
+        observe_grpc("RawGet", async {
+            let req = request.into_inner();
+            let ctx = context(req.context)?;
+            self.check_key(&req.key)?;
+            if let Err(e) = self.read_point(&ctx, vec![req.key.clone()], vec![]).await {
+                return Ok(Response::new(RawGetResponse { region_error: Some(e), ..Default::default() }));
+            }
+            let key = req.key;
+            let value = self.read_db(move |db| get_raw(db, &key, raw_value::now_secs())).await?;
+            Ok(Response::new(RawGetResponse {
+                region_error: None,
+                not_found: value.is_none(),
+                value: value.unwrap_or_default(),
+            }))
+        })
+        .await
+    }
+
+    async fn raw_batch_get(&self, request: Request<RawBatchGetRequest>) -> Result<Response<RawBatchGetResponse>, Status> {
+        observe_grpc("RawBatchGet", async {
+            let req = request.into_inner();
+            let ctx = context(req.context)?;
+            for k in &req.keys {
+                self.check_key(k)?;
+            }
+            self.check_batch(req.keys.len(), req.keys.iter().map(|k| k.len()).sum())?;
+            if let Err(e) = self.read_point(&ctx, req.keys.clone(), vec![]).await {
+                return Ok(Response::new(RawBatchGetResponse { region_error: Some(e), pairs: vec![] }));
+            }
+            let keys = req.keys;
+            let pairs = self
+                .read_db(move |db| {
+                    let now = raw_value::now_secs();
+                    let mut out = Vec::new();
+                    for k in keys {
+                        if let Some(v) = get_raw(db, &k, now)? {
+                            out.push(KvPair { key: k, value: v, error: None });
+                        }
+                    }
+                    Ok(out)
+                })
+                .await?;
+            Ok(Response::new(RawBatchGetResponse { region_error: None, pairs }))
+        })
+        .await
+    }
+
+    async fn raw_put(&self, request: Request<RawPutRequest>) -> Result<Response<RawPutResponse>, Status> {
+        observe_grpc("RawPut", async {
+            let req = request.into_inner();
+            let ctx = context(req.context)?;
+            self.check_key(&req.key)?;
+            self.check_value(&req.value)?;
+            let value = raw_value::encode(&req.value, req.ttl_seconds);
+            let region_error = self.propose(&ctx, vec![put(req.key, value)]).await.err();
+            Ok(Response::new(RawPutResponse { region_error }))
+        })
+        .await
+    }
+
+    async fn raw_batch_put(&self, request: Request<RawBatchPutRequest>) -> Result<Response<RawBatchPutResponse>, Status> {
+        observe_grpc("RawBatchPut", async {
+            let req = request.into_inner();
+            let ctx = context(req.context)?;
+            for p in &req.pairs {
+                self.check_key(&p.key)?;
+                self.check_value(&p.value)?;
+            }
+            self.check_batch(req.pairs.len(), req.pairs.iter().map(|p| p.key.len() + p.value.len()).sum())?;
+            let ttl = req.ttl_seconds;
+            let requests = req
+                .pairs
+                .into_iter()
+                .map(|p| put(p.key, raw_value::encode(&p.value, ttl)))
+                .collect();
+            let region_error = self.propose(&ctx, requests).await.err();
+            Ok(Response::new(RawBatchPutResponse { region_error }))
+        })
+        .await
+    }
+
+    async fn raw_delete(&self, request: Request<RawDeleteRequest>) -> Result<Response<RawDeleteResponse>, Status> {
+        observe_grpc("RawDelete", async {
+            let req = request.into_inner();
+            let ctx = context(req.context)?;
+            self.check_key(&req.key)?;
+            let del = CmdRequest {
+                cmd: Some(request::Cmd::Delete(DeleteRequest { cf: CF_RAW.into(), key: req.key })),
+            };
+            let region_error = self.propose(&ctx, vec![del]).await.err();
+            Ok(Response::new(RawDeleteResponse { region_error }))
+        })
+        .await
+    }
+
+    async fn raw_delete_range(
+        &self,
+        request: Request<RawDeleteRangeRequest>,
+    ) -> Result<Response<RawDeleteRangeResponse>, Status> {
+        observe_grpc("RawDeleteRange", async {
+            let req = request.into_inner();
+            let ctx = context(req.context)?;
+            self.check_bound(&req.start_key)?;
+            self.check_bound(&req.end_key)?;
+            if !req.end_key.is_empty() && req.end_key <= req.start_key {
+                return Err(invalid("end_key must be above start_key"));
+            }
+            let del = CmdRequest {
+                cmd: Some(request::Cmd::DeleteRange(DeleteRangeRequest {
+                    cf: CF_RAW.into(),
+                    start_key: req.start_key,
+                    end_key: req.end_key,
+                })),
+            };
+            let region_error = self.propose(&ctx, vec![del]).await.err();
+            Ok(Response::new(RawDeleteRangeResponse { region_error }))
+        })
+        .await
+    }
+
+    async fn raw_scan(&self, request: Request<RawScanRequest>) -> Result<Response<RawScanResponse>, Status> {
+        observe_grpc("RawScan", async {
+            let req = request.into_inner();
+            let ctx = context(req.context)?;
+            self.check_bound(&req.start_key)?;
+            self.check_bound(&req.end_key)?;
+            if req.limit > self.limits.max_scan_limit {
+                return Err(invalid(format!("scan limit {} exceeds {}", req.limit, self.limits.max_scan_limit)));
+            }
+            // Forward: [start, end). Reverse: [end, start), start exclusive.
+            let (lower, upper) = if req.reverse {
+                (req.end_key.clone(), req.start_key.clone())
+            } else {
+                (req.start_key.clone(), req.end_key.clone())
+            };
+            if !upper.is_empty() && upper <= lower {
+                return Ok(Response::new(RawScanResponse { region_error: None, kvs: vec![] }));
+            }
+            if let Err(e) = self.read_point(&ctx, vec![], vec![(lower.clone(), upper.clone())]).await {
+                return Ok(Response::new(RawScanResponse { region_error: Some(e), kvs: vec![] }));
+            }
+            let (limit, key_only, reverse) = (req.limit as usize, req.key_only, req.reverse);
+            let kvs = self
+                .read_db(move |db| scan_raw(db, &lower, &upper, limit, key_only, reverse))
+                .await?;
+            Ok(Response::new(RawScanResponse { region_error: None, kvs }))
+        })
+        .await
+    }
+
+    async fn raw_compare_and_swap(
+        &self,
+        request: Request<RawCompareAndSwapRequest>,
+    ) -> Result<Response<RawCompareAndSwapResponse>, Status> {
+        observe_grpc("RawCompareAndSwap", async {
+            let req = request.into_inner();
+            let ctx = context(req.context)?;
+            self.check_key(&req.key)?;
+            self.check_value(&req.value)?;
+            self.check_value(&req.previous_value)?;
+            let cas = CmdRequest {
+                cmd: Some(request::Cmd::CompareAndSwap(CompareAndSwapRequest {
+                    cf: CF_RAW.into(),
+                    key: req.key,
+                    value: raw_value::encode(&req.value, req.ttl_seconds),
+                    previous_value: req.previous_value,
+                    previous_not_exist: req.previous_not_exist,
+                })),
+            };
+            match self.propose(&ctx, vec![cas]).await {
+                Err(e) => Ok(Response::new(RawCompareAndSwapResponse { region_error: Some(e), ..Default::default() })),
+                Ok(resp) => {
+                    let out = resp.responses.into_iter().find_map(|r| match r.cmd {
+                        Some(response::Cmd::CompareAndSwap(c)) => Some(c),
+                        _ => None,
+                    });
+                    let out = out.ok_or_else(|| Status::internal("compare-and-swap produced no result"))?;
+                    Ok(Response::new(RawCompareAndSwapResponse {
+                        region_error: None,
+                        succeed: out.succeed,
+                        previous_value: out.previous_value,
+                        previous_not_exist: out.previous_not_exist,
+                    }))
+                }
+            }
+        })
+        .await
+    }
+
+    async fn kv_get(&self, _r: Request<KvGetRequest>) -> Result<Response<KvGetResponse>, Status> {
+        observe_grpc("KvGet", async { Err(unimplemented_txn("KvGet")) }).await
+    }
+    async fn kv_batch_get(&self, _r: Request<KvBatchGetRequest>) -> Result<Response<KvBatchGetResponse>, Status> {
+        observe_grpc("KvBatchGet", async { Err(unimplemented_txn("KvBatchGet")) }).await
+    }
+    async fn kv_scan(&self, _r: Request<KvScanRequest>) -> Result<Response<KvScanResponse>, Status> {
+        observe_grpc("KvScan", async { Err(unimplemented_txn("KvScan")) }).await
+    }
+    async fn kv_prewrite(&self, _r: Request<KvPrewriteRequest>) -> Result<Response<KvPrewriteResponse>, Status> {
+        observe_grpc("KvPrewrite", async { Err(unimplemented_txn("KvPrewrite")) }).await
+    }
+    async fn kv_commit(&self, _r: Request<KvCommitRequest>) -> Result<Response<KvCommitResponse>, Status> {
+        observe_grpc("KvCommit", async { Err(unimplemented_txn("KvCommit")) }).await
+    }
+    async fn kv_batch_rollback(
+        &self,
+        _r: Request<KvBatchRollbackRequest>,
+    ) -> Result<Response<KvBatchRollbackResponse>, Status> {
+        observe_grpc("KvBatchRollback", async { Err(unimplemented_txn("KvBatchRollback")) }).await
+    }
+    async fn kv_cleanup(&self, _r: Request<KvCleanupRequest>) -> Result<Response<KvCleanupResponse>, Status> {
+        observe_grpc("KvCleanup", async { Err(unimplemented_txn("KvCleanup")) }).await
+    }
+    async fn kv_resolve_lock(
+        &self,
+        _r: Request<KvResolveLockRequest>,
+    ) -> Result<Response<KvResolveLockResponse>, Status> {
+        observe_grpc("KvResolveLock", async { Err(unimplemented_txn("KvResolveLock")) }).await
+    }
+    async fn kv_check_txn_status(
+        &self,
+        _r: Request<KvCheckTxnStatusRequest>,
+    ) -> Result<Response<KvCheckTxnStatusResponse>, Status> {
+        observe_grpc("KvCheckTxnStatus", async { Err(unimplemented_txn("KvCheckTxnStatus")) }).await
+    }
+    async fn kv_txn_heart_beat(
+        &self,
+        _r: Request<KvTxnHeartBeatRequest>,
+    ) -> Result<Response<KvTxnHeartBeatResponse>, Status> {
+        observe_grpc("KvTxnHeartBeat", async { Err(unimplemented_txn("KvTxnHeartBeat")) }).await
+    }
+    async fn kv_scan_lock(&self, _r: Request<KvScanLockRequest>) -> Result<Response<KvScanLockResponse>, Status> {
+        observe_grpc("KvScanLock", async { Err(unimplemented_txn("KvScanLock")) }).await
+    }
+}
+
+/// Scans the raw column family over `[lower, upper)` (empty upper =
+/// unbounded), skipping expired values.
+fn scan_raw(
+    db: &DB,
+    lower: &[u8],
+    upper: &[u8],
+    limit: usize,
+    key_only: bool,
+    reverse: bool,
+) -> Result<Vec<KvPair>, rocksdb::Error> {
+    let handle = db.cf_handle(CF_RAW).expect("raw column family exists: opened with ALL_CFS");
+    let now = raw_value::now_secs();
+    let mut opts = ReadOptions::default();
+    opts.set_iterate_lower_bound(lower.to_vec());
+    if !upper.is_empty() {
+        opts.set_iterate_upper_bound(upper.to_vec());
+    }
+    let mode = match (reverse, upper.is_empty()) {
+        (false, _) => IteratorMode::From(lower, Direction::Forward),
+        (true, true) => IteratorMode::End,
+        (true, false) => IteratorMode::From(upper, Direction::Reverse),
+    };
+    let mut out = Vec::new();
+    for item in db.iterator_cf_opt(handle, opts, mode) {
+        if out.len() >= limit {
+            break;
+        }
+        let (k, v) = item?;
+        let Some(v) = raw_value::decode(&v, now) else { continue };
+        out.push(KvPair {
+            key: k.to_vec(),
+            value: if key_only { Vec::new() } else { v.to_vec() },
+            error: None,
+        });
+    }
+    Ok(out)
+}
