@@ -57,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         config.log_level = v;
     }
     tracing_subscriber::fmt()
+        .with_ansi(false)
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
         .with_writer(std::io::stderr)
         .init();

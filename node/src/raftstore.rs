@@ -69,6 +69,16 @@ impl RaftMessageSink for Router {
     }
 }
 
+/// Which epoch check a request needs.
+enum EpochCheck<'a> {
+    /// Operator and coordinator orders act on the current region.
+    Skip,
+    /// Data requests: the key range (`version`) must match.
+    Data(Option<&'a metapb::RegionEpoch>),
+    /// Admin commands: `version` and `conf_ver` must match.
+    Admin(Option<&'a metapb::RegionEpoch>),
+}
+
 /// Region and leader counts, shared with heartbeats and metrics.
 #[derive(Debug, Default)]
 pub struct StoreCounters {
@@ -330,8 +340,7 @@ impl Raftstore {
         &mut self,
         region_id: u64,
         req_peer: Option<&metapb::Peer>,
-        epoch: Option<&metapb::RegionEpoch>,
-        admin: bool,
+        epoch: EpochCheck<'_>,
     ) -> std::result::Result<&mut Peer, RegionError> {
         let store_id = self.store_id;
         let Some(peer) = self.peers.get_mut(&region_id) else {
@@ -348,14 +357,22 @@ impl Raftstore {
         if !peer.raft.is_leader() {
             return Err(not_leader(region_id, peer.leader_peer()));
         }
-        check_epoch(&peer.region, epoch, admin)?;
+        match epoch {
+            EpochCheck::Skip => {}
+            EpochCheck::Data(e) => check_epoch(&peer.region, e, false)?,
+            EpochCheck::Admin(e) => check_epoch(&peer.region, e, true)?,
+        }
         Ok(peer)
     }
 
     fn on_command(&mut self, cmd: RaftCmdRequest, cb: CmdCallback) {
         let header = cmd.header.clone().unwrap_or_default();
-        let admin = cmd.admin_request.is_some();
-        let peer = match self.admit(header.region_id, header.peer.as_ref(), header.region_epoch.as_ref(), admin) {
+        let check = if cmd.admin_request.is_some() {
+            EpochCheck::Admin(header.region_epoch.as_ref())
+        } else {
+            EpochCheck::Data(header.region_epoch.as_ref())
+        };
+        let peer = match self.admit(header.region_id, header.peer.as_ref(), check) {
             Ok(p) => p,
             Err(e) => return cb(Err(e)),
         };
@@ -388,7 +405,7 @@ impl Raftstore {
         ranges: Vec<(Vec<u8>, Vec<u8>)>,
         cb: ReadCallback,
     ) {
-        let peer = match self.admit(region_id, req_peer.as_ref(), epoch.as_ref(), false) {
+        let peer = match self.admit(region_id, req_peer.as_ref(), EpochCheck::Data(epoch.as_ref())) {
             Ok(p) => p,
             Err(e) => return cb(Err(e)),
         };
@@ -406,7 +423,7 @@ impl Raftstore {
     }
 
     fn on_change_peer(&mut self, region_id: u64, change: ChangePeerRequest, cb: CmdCallback) {
-        let peer = match self.admit(region_id, None, None, false) {
+        let peer = match self.admit(region_id, None, EpochCheck::Skip) {
             Ok(p) => p,
             Err(e) => return cb(Err(e)),
         };
@@ -445,7 +462,7 @@ impl Raftstore {
     }
 
     fn on_transfer_leader(&mut self, region_id: u64, to_store: u64) -> std::result::Result<metapb::Peer, RegionError> {
-        let peer = self.admit(region_id, None, None, false)?;
+        let peer = self.admit(region_id, None, EpochCheck::Skip)?;
         let Some(target) = peer.region.peers.iter().find(|p| p.store_id == to_store).cloned() else {
             return Err(RegionError {
                 message: format!("region {region_id} has no peer on store {to_store}"),
