@@ -94,7 +94,9 @@ impl CoordinatorClient {
             ));
         }
         for e in &endpoints {
-            channel(e, timeout)?;
+            // Parse only: connecting needs a runtime, creating a client must not.
+            let url = if e.contains("://") { e.clone() } else { format!("http://{e}") };
+            Endpoint::from_shared(url).map_err(|_| Error::InvalidEndpoint(e.clone()))?;
         }
         Ok(CoordinatorClient {
             endpoints: Arc::new(endpoints),

@@ -27,6 +27,7 @@
 //! - [`transport`]: outgoing raft messages, one batching stream per store.
 //! - [`service`]: the `RaftTransport` gRPC service feeding a [`service::RaftMessageSink`].
 //! - [`metrics`]: Prometheus metrics shared by every process.
+//! - [`shutdown`]: graceful stop with a bounded drain.
 //! - [`status`]: the HTTP status port (`/metrics`, `/health`, `/ready`, `/status`).
 //! - [`error`]: the crate's error type.
 #![deny(missing_docs)]
@@ -37,6 +38,7 @@ pub mod keys;
 pub mod metrics;
 pub mod peer;
 pub mod service;
+pub mod shutdown;
 pub mod status;
 pub mod storage;
 pub mod transport;

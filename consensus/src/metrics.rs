@@ -129,7 +129,12 @@ where
 /// Touches every shared metric so it appears in the first scrape, even
 /// before the event it counts has happened.
 pub fn register_shared() {
-    LazyLock::force(&RAFT_PROPOSALS);
+    for kind in ["normal", "conf_change", "read_index"] {
+        RAFT_PROPOSALS.with_label_values(&[kind]);
+    }
+    for result in ["sent", "dropped", "inbox_full"] {
+        RAFT_MESSAGES.with_label_values(&[result]);
+    }
     LazyLock::force(&RAFT_READY_TOTAL);
     LazyLock::force(&RAFT_LEADER_CHANGES);
     LazyLock::force(&RAFT_PERSIST_SECONDS);

@@ -8,6 +8,9 @@ use tokio::sync::Mutex;
 use crate::raft_loop::RaftHandle;
 use crate::{Error, Result};
 
+/// The first id the allocator hands out (see [`IdAllocator::alloc`]).
+pub const FIRST_ALLOCATED_ID: u64 = 2;
+
 #[derive(Default)]
 struct Window {
     term: u64,
@@ -32,7 +35,9 @@ impl IdAllocator {
         }
     }
 
-    /// Allocates `count` consecutive ids; returns the first. Ids start at 1.
+    /// Allocates `count` consecutive ids; returns the first. Ids start at 2:
+    /// id 1 is reserved for the first region, which the bootstrapping
+    /// store creates before it can talk to anyone.
     ///
     /// # Errors
     /// `NotLeader` when this member does not lead; `Proposal` when the new
@@ -49,7 +54,7 @@ impl IdAllocator {
         if w.term != lead.term {
             // Ids below the persisted mark may have been handed out by an
             // earlier leader: start above it.
-            let persisted = self.raft.read_state(|s| s.id_high).max(1);
+            let persisted = self.raft.read_state(|s| s.id_high).max(FIRST_ALLOCATED_ID);
             w.term = lead.term;
             w.next = persisted;
             w.high = persisted;

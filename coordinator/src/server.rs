@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use nokv_consensus::engine::{self, CF_META, CF_RAFT};
 use nokv_consensus::service::RaftTransportService;
+use nokv_consensus::shutdown::{grace_deadline, signalled, watch_signal};
 use nokv_consensus::status::{self, StatusState};
 use nokv_consensus::transport::MAX_RAFT_MESSAGE_BYTES;
 use nokv_consensus::{AddressResolver, Transport};
@@ -37,6 +38,9 @@ impl AddressResolver for MemberResolver {
     }
 }
 
+/// How long a stopping process drains connections before exiting.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs a coordinator member until `shutdown` completes.
 ///
 /// # Errors
@@ -44,6 +48,7 @@ impl AddressResolver for MemberResolver {
 /// cannot be opened.
 pub async fn run(config: CoordinatorConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     let members = config.resolved_members().map_err(Error::Config)?;
+    let stop = watch_signal(shutdown);
     crate::metrics::register();
     let started = Instant::now();
     let grpc_listener = TcpListener::bind(&config.listen).await?;
@@ -106,16 +111,18 @@ pub async fn run(config: CoordinatorConfig, shutdown: impl Future<Output = ()> +
     });
 
     info!(member_id = config.id, listen = %config.listen, status = %config.status_listen, "coordinator serving");
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(CoordinatorServer::new(CoordinatorGrpc(service)))
         .add_service(
             RaftTransportServer::new(RaftTransportService::new(raft.sink()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown)
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), signalled(stop.clone()));
+    tokio::select! {
+        r = server => r.map_err(|e| Error::Io(std::io::Error::other(e)))?,
+        _ = grace_deadline(stop, SHUTDOWN_GRACE) => info!("grace period over; closing remaining streams"),
+    }
     info!(member_id = config.id, "coordinator stopped");
     Ok(())
 }

@@ -104,12 +104,11 @@ impl ClusterState {
                     self.put_store(cf, store, wb);
                 }
                 if let Some(region) = b.region {
-                    let leader = region.peers.first().cloned();
+                    // No leader until the region's first heartbeat says so.
                     self.put_region(
                         cf,
                         RegionInfo {
                             region: Some(region),
-                            leader,
                             ..Default::default()
                         },
                         wb,

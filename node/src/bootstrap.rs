@@ -28,6 +28,10 @@ use crate::config::RaftConfig;
 use crate::peer::{Peer, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
 use crate::{Error, Result};
 
+/// Id of the region a new cluster starts with. The allocator never hands
+/// it out, so the bootstrapping store can name it before it has any id.
+pub const FIRST_REGION_ID: u64 = 1;
+
 fn synced(db: &DB, wb: WriteBatch) -> Result<()> {
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
@@ -170,14 +174,14 @@ pub async fn bootstrap_if_needed(db: &Arc<DB>, coordinator: &CoordinatorClient, 
             if retry_forever("checking bootstrap state", || coordinator.is_bootstrapped()).await {
                 return Ok(false);
             }
-            let ids = retry_forever("allocating bootstrap ids", || coordinator.alloc_id(2)).await;
+            let peer_id = retry_forever("allocating the first peer id", || coordinator.alloc_id(1)).await;
             let region = Region {
-                id: ids,
+                id: FIRST_REGION_ID,
                 start_key: Vec::new(),
                 end_key: Vec::new(),
                 epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
                 peers: vec![PeerMeta {
-                    id: ids + 1,
+                    id: peer_id,
                     store_id: store.id,
                     role: PeerRole::Voter as i32,
                 }],
@@ -193,7 +197,8 @@ pub async fn bootstrap_if_needed(db: &Arc<DB>, coordinator: &CoordinatorClient, 
                 // Someone bootstrapped: keep our region only if it is theirs
                 // (our own earlier attempt that crashed before the marker
                 // was removed).
-                break region_known(coordinator, region.id).await;
+                let our_peer = region.peers.first().map(|p| p.id).unwrap_or(0);
+                break first_region_has_peer(coordinator, region.id, our_peer).await;
             }
             Err(e) => {
                 warn!(error = %e, "bootstrap failed; retrying");
@@ -208,12 +213,12 @@ pub async fn bootstrap_if_needed(db: &Arc<DB>, coordinator: &CoordinatorClient, 
     Ok(outcome)
 }
 
-/// Whether the coordinator knows region `region_id`, retrying transient
-/// failures.
-async fn region_known(coordinator: &CoordinatorClient, region_id: u64) -> bool {
+/// Whether the coordinator's region `region_id` includes peer `peer_id`
+/// (so the bootstrap that won was ours), retrying transient failures.
+async fn first_region_has_peer(coordinator: &CoordinatorClient, region_id: u64, peer_id: u64) -> bool {
     loop {
         match coordinator.get_region_by_id(region_id).await {
-            Ok(r) => return r.region.is_some(),
+            Ok(r) => return r.region.is_some_and(|r| r.peers.iter().any(|p| p.id == peer_id)),
             Err(nokv_client::Error::Coordinator { kind, .. }) if kind == "NOT_FOUND" => return false,
             Err(e) => {
                 warn!(error = %e, "looking up the first region failed; retrying");

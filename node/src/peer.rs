@@ -79,7 +79,18 @@ impl Peer {
         let mut raft_cfg = RaftPeerConfig::new(peer_id, apply_state.applied_index);
         raft_cfg.election_tick = cfg.election_ticks;
         raft_cfg.heartbeat_tick = cfg.heartbeat_ticks;
-        let raft = RaftPeer::new(raft_cfg, log, logger)?;
+        let mut raft = RaftPeer::new(raft_cfg, log, logger)?;
+        // A region whose only voter is this peer would otherwise wait a
+        // whole election timeout before serving.
+        let voters: Vec<u64> = region
+            .peers
+            .iter()
+            .filter(|p| p.role() == metapb::PeerRole::Voter)
+            .map(|p| p.id)
+            .collect();
+        if voters == [peer_id] {
+            raft.raw_mut().campaign().map_err(nokv_consensus::Error::from)?;
+        }
         let peer_stores = region.peers.iter().map(|p| (p.id, p.store_id)).collect();
         Ok(Peer {
             meta: metapb::Peer {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nokv_client::CoordinatorClient;
 use nokv_consensus::service::RaftTransportService;
+use nokv_consensus::shutdown::{grace_deadline, signalled, watch_signal};
 use nokv_consensus::status::{self, StatusState};
 use nokv_consensus::transport::MAX_RAFT_MESSAGE_BYTES;
 use nokv_consensus::{AddressResolver, Transport};
@@ -65,6 +66,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How long a stopping process drains connections before exiting.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs a store node until `shutdown` completes.
 ///
 /// # Errors
@@ -72,6 +76,7 @@ fn now_ms() -> u64 {
 /// cannot be opened.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
     config.validate().map_err(Error::Config)?;
+    let stop = watch_signal(shutdown);
     crate::metrics::register();
     let started = Instant::now();
     let grpc_listener = TcpListener::bind(&config.listen).await?;
@@ -172,7 +177,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
     ready.store(true, Ordering::Release);
     info!(store_id, listen = %config.listen, status = %config.status_listen, "node serving");
     let max_msg = config.limits.max_grpc_message_bytes;
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(
             KvServer::new(kv)
                 .max_decoding_message_size(max_msg)
@@ -184,9 +189,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown)
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), signalled(stop.clone()));
+    tokio::select! {
+        r = server => r.map_err(|e| Error::Io(std::io::Error::other(e)))?,
+        _ = grace_deadline(stop, SHUTDOWN_GRACE) => info!("grace period over; closing remaining streams"),
+    }
     info!(store_id, "node stopped");
     Ok(())
 }

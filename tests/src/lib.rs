@@ -1,1 +1,295 @@
-//! placeholder
+//! Multi-node test support. [`LocalCluster`] runs a real cluster of
+//! `nokv-coordinator` and `nokv-node` processes through `nokv cluster up`,
+//! each test on its own port range and data directory, and stops every
+//! process when dropped (also when the test panics).
+//!
+//! Binaries are taken from `NOKV_BIN_DIR` or the cargo target directory the
+//! test binary runs from; `make test` builds them first.
+#![deny(missing_docs)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nokv_proto::adminpb::admin_client::AdminClient;
+use nokv_proto::adminpb::RegionStatusRequest;
+use serde::Deserialize;
+
+/// One process of the cluster, as `cluster.json` records it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Process {
+    /// `coordinator-N` or `node-N`.
+    pub name: String,
+    /// `coordinator` or `node`.
+    pub kind: String,
+    /// gRPC address.
+    pub grpc: String,
+    /// HTTP status address.
+    pub status: String,
+    /// OS pid.
+    pub pid: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct StateFile {
+    processes: Vec<Process>,
+}
+
+/// Directory holding the `nokv*` binaries.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("NOKV_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    for b in ["nokv", "nokv-node", "nokv-coordinator"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{b} not found in {}: run `cargo build --bins` first (make test does)",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// Finds a base port with 40 free ports above it.
+fn free_port_base() -> u16 {
+    for _ in 0..200 {
+        let base: u16 = rand::random_range(20_000..60_000);
+        if (0..40).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free range of 40 ports found");
+}
+
+/// A local cluster of real processes.
+pub struct LocalCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// Coordinator gRPC addresses.
+    pub coordinators: Vec<String>,
+    /// Base of the cluster's port range.
+    pub port_base: u16,
+    topology: PathBuf,
+}
+
+impl LocalCluster {
+    /// Starts `coordinators` + `nodes` processes and waits until healthy.
+    /// `extra_topology` is YAML appended to the topology file (for
+    /// `coordinator_config:` / `node_config:` overrides).
+    pub fn start(coordinators: usize, nodes: usize, extra_topology: &str) -> LocalCluster {
+        let dir = tempfile::Builder::new().prefix("nokv-e2e").tempdir().expect("tempdir");
+        let topology = dir.path().join("topology.yaml");
+        let mut c = LocalCluster {
+            dir,
+            bin: bin_dir(),
+            coordinators: Vec::new(),
+            port_base: 0,
+            topology,
+        };
+        let mut last = String::new();
+        // A port picked as free may be taken before the cluster binds it;
+        // then start over on another range.
+        for _attempt in 0..3 {
+            c.port_base = free_port_base();
+            c.coordinators = (0..coordinators)
+                .map(|i| format!("127.0.0.1:{}", c.port_base + i as u16))
+                .collect();
+            let _ = std::fs::remove_dir_all(c.data_dir());
+            std::fs::write(
+                &c.topology,
+                format!(
+                    "data_dir: {}\ncoordinators: {coordinators}\nnodes: {nodes}\nport_base: {}\n{extra_topology}",
+                    c.data_dir().display(),
+                    c.port_base
+                ),
+            )
+            .expect("write topology");
+            let out = c.cluster_up();
+            if out.status.success() {
+                return c;
+            }
+            last = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            c.kill_all();
+        }
+        panic!("cluster up failed three times; last output:\n{last}");
+    }
+
+    fn cluster_up(&self) -> Output {
+        Command::new(self.bin.join("nokv"))
+            .args(["cluster", "up", "--detach", "--wait-timeout", "90", "-f"])
+            .arg(&self.topology)
+            .env("NOKV_BIN_DIR", &self.bin)
+            .output()
+            .expect("run nokv cluster up")
+    }
+
+    /// Starts the cluster again on the same data after [`LocalCluster::down`].
+    pub fn up_again(&self) {
+        let out = self.cluster_up();
+        assert!(
+            out.status.success(),
+            "cluster up on existing data failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The cluster's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("cluster")
+    }
+
+    /// Runs `nokv` with the cluster's coordinators.
+    pub fn nokv(&self, args: &[&str]) -> Output {
+        Command::new(self.bin.join("nokv"))
+            .args(args)
+            .env("NOKV_COORDINATOR", self.coordinators.join(","))
+            .env("NOKV_CLUSTER_DIR", self.data_dir())
+            .env("NOKV_BIN_DIR", &self.bin)
+            .output()
+            .expect("run nokv")
+    }
+
+    /// Runs `nokv` and returns stdout, panicking with stderr on failure.
+    pub fn nokv_ok(&self, args: &[&str]) -> String {
+        let out = self.nokv(args);
+        assert!(
+            out.status.success(),
+            "nokv {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The processes as last recorded.
+    pub fn processes(&self) -> Vec<Process> {
+        let text = std::fs::read_to_string(self.data_dir().join("cluster.json")).expect("cluster.json");
+        serde_json::from_str::<StateFile>(&text).expect("parse cluster.json").processes
+    }
+
+    /// The process with `name`.
+    pub fn process(&self, name: &str) -> Process {
+        self.processes()
+            .into_iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"))
+    }
+
+    /// The node process serving gRPC at `address`.
+    pub fn node_by_address(&self, address: &str) -> Process {
+        self.processes()
+            .into_iter()
+            .find(|p| p.grpc == address)
+            .unwrap_or_else(|| panic!("no process at {address}"))
+    }
+
+    /// kill -9 a process and wait until it is gone.
+    pub fn kill9(&self, name: &str) {
+        self.nokv_ok(&["cluster", "stop", "--kill", name]);
+    }
+
+    /// Starts a stopped process again.
+    pub fn restart(&self, name: &str) {
+        self.nokv_ok(&["cluster", "restart", name]);
+    }
+
+    /// Stops every process cleanly (data is kept).
+    pub fn down(&self) {
+        self.nokv_ok(&["cluster", "down"]);
+    }
+
+    fn kill_all(&self) {
+        if let Ok(text) = std::fs::read_to_string(self.data_dir().join("cluster.json")) {
+            if let Ok(state) = serde_json::from_str::<StateFile>(&text) {
+                for p in state.processes {
+                    // SAFETY: sending a signal has no memory-safety preconditions.
+                    unsafe {
+                        libc::kill(p.pid as libc::pid_t, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Log of a process (for failure messages).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.data_dir().join(name).join("log")).unwrap_or_default()
+    }
+
+    /// Fails the test if any process log shows a panic.
+    pub fn assert_no_panics(&self) {
+        for p in self.processes() {
+            let log = self.log(&p.name);
+            assert!(!log.contains("panicked"), "{} panicked:\n{log}", p.name);
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(self.bin.join("nokv"))
+            .args(["cluster", "down"])
+            .env("NOKV_CLUSTER_DIR", self.data_dir())
+            .output();
+        self.kill_all();
+    }
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics with `what`
+/// after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Async form of [`wait_until`].
+pub async fn wait_until_async<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Applied index of `region_id` on the node at `address` (None if the node
+/// does not answer or has no such region).
+pub async fn applied_index(address: &str, region_id: u64) -> Option<u64> {
+    let mut c = AdminClient::connect(format!("http://{address}")).await.ok()?;
+    let resp = c.region_status(RegionStatusRequest { region_id }).await.ok()?.into_inner();
+    resp.regions.first().map(|r| r.applied_index)
+}
+
+/// Fetches `path` over HTTP from `addr`; returns (status code, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
