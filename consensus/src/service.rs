@@ -42,20 +42,23 @@ impl<S: RaftMessageSink> RaftTransport for RaftTransportService<S> {
         &self,
         request: Request<Streaming<RaftMessageBatch>>,
     ) -> Result<Response<Self::BatchRaftStream>, Status> {
-        let mut inbound = request.into_inner();
-        let sink = self.sink.clone();
-        let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(async move {
-            // Keeping `tx` alive keeps the response stream open for as long
-            // as the sender streams batches.
-            let _feedback = tx;
-            while let Some(Ok(batch)) = inbound.next().await {
-                for msg in batch.messages {
-                    sink.deliver(msg);
+        crate::metrics::observe_grpc("BatchRaft", async {
+            let mut inbound = request.into_inner();
+            let sink = self.sink.clone();
+            let (tx, rx) = mpsc::channel(1);
+            tokio::spawn(async move {
+                // Keeping `tx` alive keeps the response stream open for as
+                // long as the sender streams batches.
+                let _feedback = tx;
+                while let Some(Ok(batch)) = inbound.next().await {
+                    for msg in batch.messages {
+                        sink.deliver(msg);
+                    }
                 }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            });
+            Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as Self::BatchRaftStream))
+        })
+        .await
     }
 
     async fn snapshot(

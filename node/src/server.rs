@@ -20,7 +20,7 @@ use nokv_proto::kvrpcpb::kv_server::KvServer;
 use nokv_proto::metapb::{Store, StoreState};
 use nokv_proto::raft_serverpb::raft_transport_server::RaftTransportServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use crate::bootstrap::{bootstrap_if_needed, ensure_store_id, load_regions, open_peers, retry_forever};
@@ -189,7 +189,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), signalled(stop.clone()));
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            signalled(stop.clone()),
+        );
     tokio::select! {
         r = server => r.map_err(|e| Error::Io(std::io::Error::other(e)))?,
         _ = grace_deadline(stop, SHUTDOWN_GRACE) => info!("grace period over; closing remaining streams"),
