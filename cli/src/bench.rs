@@ -95,12 +95,18 @@ pub async fn run(client: RawClient, args: BenchArgs, format: Format) -> anyhow::
         let n = args.preload.min(args.keys);
         let mut i = 0;
         while i < n {
-            let batch: Vec<(Vec<u8>, Vec<u8>)> = (i..(i + 256).min(n)).map(|k| (key(k), value.clone())).collect();
+            let batch: Vec<(Vec<u8>, Vec<u8>)> = (i..(i + 256).min(n))
+                .map(|k| (key(k), value.clone()))
+                .collect();
             client.batch_put(&batch).await?;
             i += 256;
         }
     }
-    let read_space = if matches!(args.workload, Workload::Put) { args.keys } else { args.preload.min(args.keys).max(1) };
+    let read_space = if matches!(args.workload, Workload::Put) {
+        args.keys
+    } else {
+        args.preload.min(args.keys).max(1)
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -110,7 +116,8 @@ pub async fn run(client: RawClient, args: BenchArgs, format: Format) -> anyhow::
         let value = value.clone();
         let (workload, keys, ratio) = (args.workload, args.keys, args.read_ratio);
         tasks.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("valid histogram bounds");
             let mut errors = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let (read, k) = {
@@ -140,11 +147,13 @@ pub async fn run(client: RawClient, args: BenchArgs, format: Format) -> anyhow::
     }
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
     let mut errors = 0;
     for t in tasks {
         let (h, e) = t.await?;
-        hist.add(&h).map_err(|e| anyhow::anyhow!("merging histograms: {e}"))?;
+        hist.add(&h)
+            .map_err(|e| anyhow::anyhow!("merging histograms: {e}"))?;
         errors += e;
     }
     let elapsed = start.elapsed().as_secs_f64();
@@ -162,7 +171,10 @@ pub async fn run(client: RawClient, args: BenchArgs, format: Format) -> anyhow::
         max_ms: hist.max() as f64 / 1000.0,
     };
     output::emit(format, &report, || {
-        let mut t = output::table(&["WORKLOAD", "CLIENTS", "OPS/S", "P50 MS", "P99 MS", "P999 MS", "MAX MS", "OPS", "ERRORS"]);
+        let mut t = output::table(&[
+            "WORKLOAD", "CLIENTS", "OPS/S", "P50 MS", "P99 MS", "P999 MS", "MAX MS", "OPS",
+            "ERRORS",
+        ]);
         t.add_row(vec![
             format!("{:?}", report.workload).to_lowercase(),
             report.clients.to_string(),

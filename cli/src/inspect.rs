@@ -51,7 +51,15 @@ pub async fn stores(client: &CoordinatorClient, format: Format) -> anyhow::Resul
         })
         .collect();
     output::emit(format, &rows, || {
-        let mut t = output::table(&["ID", "ADDRESS", "STATE", "REGIONS", "LEADERS", "CAPACITY", "AVAILABLE"]);
+        let mut t = output::table(&[
+            "ID",
+            "ADDRESS",
+            "STATE",
+            "REGIONS",
+            "LEADERS",
+            "CAPACITY",
+            "AVAILABLE",
+        ]);
         for r in &rows {
             t.add_row(vec![
                 r.id.to_string(),
@@ -118,7 +126,13 @@ fn peer_row(p: &Peer) -> PeerRow {
 }
 
 /// Prints the regions overlapping `[start, end)`.
-pub async fn regions(client: &CoordinatorClient, start: &[u8], end: &[u8], limit: u32, format: Format) -> anyhow::Result<()> {
+pub async fn regions(
+    client: &CoordinatorClient,
+    start: &[u8],
+    end: &[u8],
+    limit: u32,
+    format: Format,
+) -> anyhow::Result<()> {
     let regions = client.scan_regions(start, end, limit).await?;
     let rows: Vec<RegionRow> = regions
         .into_iter()
@@ -141,25 +155,49 @@ pub async fn regions(client: &CoordinatorClient, start: &[u8], end: &[u8], limit
         })
         .collect();
     output::emit(format, &rows, || {
-        let mut t = output::table(&["ID", "START", "END", "EPOCH", "PEERS (id@store)", "LEADER STORE", "PENDING"]);
+        let mut t = output::table(&[
+            "ID",
+            "START",
+            "END",
+            "EPOCH",
+            "PEERS (id@store)",
+            "LEADER STORE",
+            "PENDING",
+        ]);
         for r in &rows {
             let peers = r
                 .peers
                 .iter()
                 .map(|p| {
                     let mark = if p.id == r.leader_peer_id { "*" } else { "" };
-                    let learner = if p.role == "learner" { " (learner)" } else { "" };
+                    let learner = if p.role == "learner" {
+                        " (learner)"
+                    } else {
+                        ""
+                    };
                     format!("{mark}{}@{}{learner}", p.id, p.store_id)
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
             t.add_row(vec![
                 r.id.to_string(),
-                if r.start_key.is_empty() { "-inf".into() } else { r.start_key.clone() },
-                if r.end_key.is_empty() { "+inf".into() } else { r.end_key.clone() },
+                if r.start_key.is_empty() {
+                    "-inf".into()
+                } else {
+                    r.start_key.clone()
+                },
+                if r.end_key.is_empty() {
+                    "+inf".into()
+                } else {
+                    r.end_key.clone()
+                },
                 format!("v{}/c{}", r.version, r.conf_ver),
                 peers,
-                if r.leader_store_id == 0 { "-".into() } else { r.leader_store_id.to_string() },
+                if r.leader_store_id == 0 {
+                    "-".into()
+                } else {
+                    r.leader_store_id.to_string()
+                },
                 r.pending_peers.len().to_string(),
             ]);
         }

@@ -28,13 +28,25 @@ use output::Format;
 #[command(name = "nokv", version, about, propagate_version = true)]
 struct Cli {
     /// Coordinator addresses, comma separated.
-    #[arg(long, global = true, env = "NOKV_COORDINATOR", default_value = "127.0.0.1:23700", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        env = "NOKV_COORDINATOR",
+        default_value = "127.0.0.1:23700",
+        value_delimiter = ','
+    )]
     coordinator: Vec<String>,
     /// Overall deadline of each call, in seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     timeout: f64,
     /// Output format.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value = "table")]
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
     output: Format,
     #[command(subcommand)]
     command: Command,
@@ -94,16 +106,33 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         let coordinator = || CoordinatorClient::new(cli.coordinator.clone(), timeout);
         match cli.command {
             Command::Cluster(cmd) => cluster::run(cmd, cli.output).await.map(|_| 0),
-            Command::Stores => inspect::stores(&coordinator()?, cli.output).await.map(|_| 0),
-            Command::Regions { start, end, limit } => {
-                inspect::regions(&coordinator()?, start.as_bytes(), end.as_bytes(), limit, cli.output)
-                    .await
-                    .map(|_| 0)
-            }
-            Command::Raw(cmd) => raw::run(&RawClient::with_coordinator(coordinator()?), cmd, cli.output).await,
-            Command::Bench(args) => bench::run(RawClient::with_coordinator(coordinator()?), args, cli.output)
+            Command::Stores => inspect::stores(&coordinator()?, cli.output)
                 .await
                 .map(|_| 0),
+            Command::Regions { start, end, limit } => inspect::regions(
+                &coordinator()?,
+                start.as_bytes(),
+                end.as_bytes(),
+                limit,
+                cli.output,
+            )
+            .await
+            .map(|_| 0),
+            Command::Raw(cmd) => {
+                raw::run(
+                    &RawClient::with_coordinator(coordinator()?),
+                    cmd,
+                    cli.output,
+                )
+                .await
+            }
+            Command::Bench(args) => bench::run(
+                RawClient::with_coordinator(coordinator()?),
+                args,
+                cli.output,
+            )
+            .await
+            .map(|_| 0),
         }
     })
 }

@@ -18,7 +18,11 @@ pub enum Format {
 }
 
 /// Prints `value` as JSON or YAML, or calls `table` for the human form.
-pub fn emit<T: Serialize>(format: Format, value: &T, table: impl FnOnce() -> Table) -> anyhow::Result<()> {
+pub fn emit<T: Serialize>(
+    format: Format,
+    value: &T,
+    table: impl FnOnce() -> Table,
+) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Format::Yaml => print!("{}", serde_yaml::to_string(value)?),

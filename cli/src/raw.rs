@@ -86,7 +86,9 @@ pub async fn run(client: &RawClient, cmd: RawCmd, format: Format) -> anyhow::Res
             }
         },
         RawCmd::Put { key, value, ttl } => {
-            client.put_with_ttl(key.as_bytes(), value.as_bytes(), ttl).await?;
+            client
+                .put_with_ttl(key.as_bytes(), value.as_bytes(), ttl)
+                .await?;
             if format == Format::Table {
                 println!("OK");
             }
@@ -100,15 +102,31 @@ pub async fn run(client: &RawClient, cmd: RawCmd, format: Format) -> anyhow::Res
             Ok(0)
         }
         RawCmd::DeleteRange { start, end } => {
-            client.delete_range(start.as_bytes(), end.as_bytes()).await?;
+            client
+                .delete_range(start.as_bytes(), end.as_bytes())
+                .await?;
             if format == Format::Table {
                 println!("OK");
             }
             Ok(0)
         }
-        RawCmd::Scan { start, end, limit, reverse, keys_only } => {
+        RawCmd::Scan {
+            start,
+            end,
+            limit,
+            reverse,
+            keys_only,
+        } => {
             let pairs = client
-                .scan(start.as_bytes(), end.as_bytes(), limit, ScanOptions { key_only: keys_only, reverse })
+                .scan(
+                    start.as_bytes(),
+                    end.as_bytes(),
+                    limit,
+                    ScanOptions {
+                        key_only: keys_only,
+                        reverse,
+                    },
+                )
                 .await?;
             let rows: Vec<Pair> = pairs
                 .into_iter()

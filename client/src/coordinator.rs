@@ -95,7 +95,11 @@ impl CoordinatorClient {
         }
         for e in &endpoints {
             // Parse only: connecting needs a runtime, creating a client must not.
-            let url = if e.contains("://") { e.clone() } else { format!("http://{e}") };
+            let url = if e.contains("://") {
+                e.clone()
+            } else {
+                format!("http://{e}")
+            };
             Endpoint::from_shared(url).map_err(|_| Error::InvalidEndpoint(e.clone()))?;
         }
         Ok(CoordinatorClient {
@@ -116,7 +120,11 @@ impl CoordinatorClient {
     }
 
     fn cached_leader(&self) -> Option<Channel> {
-        self.leader.lock().unwrap_or_else(|p| p.into_inner()).channel.clone()
+        self.leader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .channel
+            .clone()
     }
 
     fn set_leader(&self, addr: Option<String>) {
@@ -199,8 +207,9 @@ impl CoordinatorClient {
                             }
                         }
                     }
-                    Err(s) if s.code() == tonic::Code::Unimplemented
-                        || s.code() == tonic::Code::InvalidArgument =>
+                    Err(s)
+                        if s.code() == tonic::Code::Unimplemented
+                            || s.code() == tonic::Code::InvalidArgument =>
                     {
                         return Err(Error::Rpc(s))
                     }
@@ -239,7 +248,10 @@ impl CoordinatorClient {
     pub async fn alloc_id(&self, count: u32) -> Result<u64> {
         let r = self
             .call(|mut c, t| async move {
-                let mut req = tonic::Request::new(AllocIdRequest { header: None, count });
+                let mut req = tonic::Request::new(AllocIdRequest {
+                    header: None,
+                    count,
+                });
                 req.set_timeout(t);
                 c.alloc_id(req).await
             })
@@ -251,7 +263,10 @@ impl CoordinatorClient {
     pub async fn get_timestamp(&self, count: u32) -> Result<u64> {
         let r = self
             .call(|mut c, t| async move {
-                let mut req = tonic::Request::new(TsoRequest { header: None, count });
+                let mut req = tonic::Request::new(TsoRequest {
+                    header: None,
+                    count,
+                });
                 req.set_timeout(t);
                 c.get_timestamp(req).await
             })
@@ -309,7 +324,10 @@ impl CoordinatorClient {
     /// One store with its last reported stats.
     pub async fn get_store(&self, store_id: u64) -> Result<GetStoreResponse> {
         self.call(|mut c, t| async move {
-            let mut req = tonic::Request::new(GetStoreRequest { header: None, store_id });
+            let mut req = tonic::Request::new(GetStoreRequest {
+                header: None,
+                store_id,
+            });
             req.set_timeout(t);
             c.get_store(req).await
         })
@@ -346,7 +364,10 @@ impl CoordinatorClient {
     }
 
     /// Reports a region from its leader; the answer may carry an order.
-    pub async fn region_heartbeat(&self, hb: RegionHeartbeatRequest) -> Result<RegionHeartbeatResponse> {
+    pub async fn region_heartbeat(
+        &self,
+        hb: RegionHeartbeatRequest,
+    ) -> Result<RegionHeartbeatResponse> {
         self.call(|mut c, t| {
             let req = hb.clone();
             async move {
@@ -374,7 +395,10 @@ impl CoordinatorClient {
     /// A region by id and its leader.
     pub async fn get_region_by_id(&self, region_id: u64) -> Result<GetRegionResponse> {
         self.call(|mut c, t| async move {
-            let mut req = tonic::Request::new(GetRegionByIdRequest { header: None, region_id });
+            let mut req = tonic::Request::new(GetRegionByIdRequest {
+                header: None,
+                region_id,
+            });
             req.set_timeout(t);
             c.get_region_by_id(req).await
         })
@@ -382,7 +406,12 @@ impl CoordinatorClient {
     }
 
     /// Regions overlapping `[start, end)` in key order (`limit` 0 = all).
-    pub async fn scan_regions(&self, start: &[u8], end: &[u8], limit: u32) -> Result<Vec<RegionInfo>> {
+    pub async fn scan_regions(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Vec<RegionInfo>> {
         let r = self
             .call(|mut c, t| {
                 let req = ScanRegionsRequest {

@@ -77,7 +77,9 @@ impl RawClient {
     /// Creates a client over the given coordinator endpoints; `timeout` is
     /// the overall deadline of each call.
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Result<Self> {
-        Ok(Self::with_coordinator(CoordinatorClient::new(endpoints, timeout)?))
+        Ok(Self::with_coordinator(CoordinatorClient::new(
+            endpoints, timeout,
+        )?))
     }
 
     /// Creates a client sharing an existing coordinator client.
@@ -159,7 +161,11 @@ impl RawClient {
 
     /// Updates the cache from a region error; returns true when retrying
     /// at once is worthwhile (the error named where to go next).
-    fn on_region_error(&self, route: &RegionRoute, e: &RegionError) -> std::result::Result<bool, Error> {
+    fn on_region_error(
+        &self,
+        route: &RegionRoute,
+        e: &RegionError,
+    ) -> std::result::Result<bool, Error> {
         let id = route.region.id;
         match &e.kind {
             Some(Kind::NotLeader(nl)) => match &nl.leader {
@@ -174,13 +180,18 @@ impl RawClient {
                 for r in &m.current_regions {
                     self.cache.insert(RegionRoute {
                         region: r.clone(),
-                        leader: route.leader.clone().filter(|l| r.peers.iter().any(|p| p.id == l.id)),
+                        leader: route
+                            .leader
+                            .clone()
+                            .filter(|l| r.peers.iter().any(|p| p.id == l.id)),
                     });
                 }
                 Ok(!m.current_regions.is_empty())
             }
             Some(Kind::RaftEntryTooLarge(_)) => Err(Error::Region(Box::new(e.clone()))),
-            Some(Kind::RegionNotFound(_)) | Some(Kind::KeyNotInRegion(_)) | Some(Kind::StoreNotMatch(_)) => {
+            Some(Kind::RegionNotFound(_))
+            | Some(Kind::KeyNotInRegion(_))
+            | Some(Kind::StoreNotMatch(_)) => {
                 self.cache.invalidate(id);
                 Ok(false)
             }
@@ -379,7 +390,11 @@ impl RawClient {
         while let Some(first) = pending.first().cloned() {
             let (resp, route) = self
                 .run_in_region(&first, |mut c, route, ctx, t| {
-                    let keys = pending.iter().filter(|k| route.contains(k)).cloned().collect();
+                    let keys = pending
+                        .iter()
+                        .filter(|k| route.contains(k))
+                        .cloned()
+                        .collect();
                     let mut req = tonic::Request::new(RawBatchGetRequest {
                         context: Some(ctx),
                         keys,
@@ -429,7 +444,13 @@ impl RawClient {
     /// Scans up to `limit` pairs. Forward: keys in `[start, end)`
     /// ascending (empty `end` = to the end). Reverse: keys in `[end, start)`
     /// descending (empty `start` = from the end).
-    pub async fn scan(&self, start: &[u8], end: &[u8], limit: u32, opts: ScanOptions) -> Result<Vec<KvPair>> {
+    pub async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+        opts: ScanOptions,
+    ) -> Result<Vec<KvPair>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -469,7 +490,13 @@ impl RawClient {
         }
     }
 
-    async fn scan_reverse(&self, upper: &[u8], lower: &[u8], limit: u32, opts: ScanOptions) -> Result<Vec<KvPair>> {
+    async fn scan_reverse(
+        &self,
+        upper: &[u8],
+        lower: &[u8],
+        limit: u32,
+        opts: ScanOptions,
+    ) -> Result<Vec<KvPair>> {
         if !upper.is_empty() && upper <= lower {
             return Ok(Vec::new());
         }
@@ -499,7 +526,10 @@ impl RawClient {
                 .await?;
             out.extend(resp.kvs);
             let region_start = route.region.start_key;
-            if out.len() as u32 >= limit || region_start.is_empty() || region_start.as_slice() <= lower {
+            if out.len() as u32 >= limit
+                || region_start.is_empty()
+                || region_start.as_slice() <= lower
+            {
                 return Ok(out);
             }
             cursor = region_start;
@@ -549,7 +579,10 @@ mod tests {
     async fn empty_key_is_rejected_before_any_rpc() {
         let c = RawClient::new(vec!["127.0.0.1:1".into()], Duration::from_millis(200)).unwrap();
         assert!(matches!(c.get(b"").await, Err(Error::InvalidArgument(_))));
-        assert!(matches!(c.put(b"", b"v").await, Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            c.put(b"", b"v").await,
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[tokio::test]

@@ -103,8 +103,16 @@ mod tests {
                 end_key: end.to_vec(),
                 epoch: None,
                 peers: vec![
-                    Peer { id: id * 10 + 1, store_id: 1, role: 0 },
-                    Peer { id: id * 10 + 2, store_id: 2, role: 0 },
+                    Peer {
+                        id: id * 10 + 1,
+                        store_id: 1,
+                        role: 0,
+                    },
+                    Peer {
+                        id: id * 10 + 2,
+                        store_id: 2,
+                        role: 0,
+                    },
                 ],
             },
             leader: None,
@@ -126,7 +134,10 @@ mod tests {
         let c = RegionCache::new();
         c.insert(route(1, b"", b""));
         c.insert(route(2, b"m", b"t"));
-        assert!(c.locate(b"a").is_none(), "the old whole-range route must be evicted");
+        assert!(
+            c.locate(b"a").is_none(),
+            "the old whole-range route must be evicted"
+        );
         assert_eq!(c.locate(b"n").unwrap().region.id, 2);
         assert!(c.locate(b"u").is_none());
     }

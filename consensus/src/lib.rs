@@ -14,8 +14,9 @@
 //! 5. **send**: messages that may go before the sync are returned at once,
 //!    the rest by [`RaftPeer::finish_ready`] after it;
 //! 6. **apply**: the owner applies committed entries with its own state
-//!    machine, writing data and apply state in one batch, then calls
-//!    [`RaftPeer::on_applied`] so proposers get their answer;
+//!    machine, writing data and apply state in one batch, handing each
+//!    applied entry to [`RaftPeer::take_proposal`] so proposers get their
+//!    answer;
 //! 7. **advance**: [`RaftPeer::advance_apply`] releases ReadIndex waiters
 //!    whose read index is now applied.
 //!

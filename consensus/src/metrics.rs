@@ -62,8 +62,11 @@ pub static RAFT_APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 
 /// Committed entries applied.
 pub static RAFT_APPLIED_ENTRIES: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("nokv_raft_applied_entries_total", "Committed entries applied")
-        .expect("metric registers once")
+    register_int_counter!(
+        "nokv_raft_applied_entries_total",
+        "Committed entries applied"
+    )
+    .expect("metric registers once")
 });
 
 /// Applied index per raft group (`coordinator` or a region id).

@@ -75,7 +75,7 @@ pub struct RaftPeerConfig {
 }
 
 impl RaftPeerConfig {
-    /// Defaults from DESIGN §5: election after 10 ticks, heartbeat every 2.
+    /// Defaults: election after 10 ticks, heartbeat every 2 (100 ms ticks).
     pub fn new(id: u64, applied: u64) -> Self {
         RaftPeerConfig {
             id,
@@ -452,4 +452,118 @@ fn send_read(cb: &mut Option<ReadCallback>, v: std::result::Result<u64, ProposeE
         cb(v);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{self, CF_META, CF_RAFT};
+    use raft::prelude::ConfState;
+    use std::sync::{Arc, Mutex};
+
+    type Got = Arc<Mutex<Vec<std::result::Result<u64, ProposeError>>>>;
+
+    fn single_voter() -> (tempfile::TempDir, Arc<rocksdb::DB>, RaftPeer<u64>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = engine::open(dir.path(), &[CF_RAFT, CF_META]).expect("db");
+        let mut cs = ConfState::default();
+        cs.voters = vec![1];
+        let log = RocksRaftLog::open(db.clone(), 9, cs, (0, 0), None).expect("log");
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut peer = RaftPeer::new(RaftPeerConfig::new(1, 0), log, &logger).expect("peer");
+        peer.raw_mut().campaign().expect("campaign");
+        (dir, db, peer)
+    }
+
+    /// One raftstore-style round: persist, then apply every committed entry
+    /// by answering its proposal with the entry index.
+    fn round(db: &rocksdb::DB, peer: &mut RaftPeer<u64>) -> usize {
+        let mut wb = WriteBatch::default();
+        let Some((pending, _msgs)) = peer.collect_ready(&mut wb).expect("ready") else {
+            return 0;
+        };
+        db.write(wb).expect("persist");
+        let mut apply_wb = WriteBatch::default();
+        let out = peer.finish_ready(pending, &mut apply_wb).expect("finish");
+        db.write(apply_wb).expect("apply");
+        let n = out.committed.len();
+        let mut last = 0;
+        for e in out.committed {
+            if let Some(cb) = peer.take_proposal(e.index, e.term) {
+                cb(Ok(e.index));
+            }
+            last = e.index;
+        }
+        if last > 0 {
+            peer.advance_apply(last);
+        }
+        n
+    }
+
+    fn recorder() -> (
+        Got,
+        Box<dyn FnOnce(std::result::Result<u64, ProposeError>) + Send>,
+    ) {
+        let got: Got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        (got, Box::new(move |r| g.lock().unwrap().push(r)))
+    }
+
+    #[test]
+    fn proposal_is_answered_once_applied() {
+        let (_d, db, mut peer) = single_voter();
+        while round(&db, &mut peer) > 0 || peer.has_ready() {}
+        assert!(peer.is_leader());
+        let (got, cb) = recorder();
+        peer.propose(b"x".to_vec(), cb);
+        assert!(got.lock().unwrap().is_empty(), "not answered before apply");
+        while peer.has_ready() {
+            round(&db, &mut peer);
+        }
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(matches!(got[0], Ok(i) if i > 1));
+    }
+
+    #[test]
+    fn read_index_is_released_at_an_applied_index() {
+        let (_d, db, mut peer) = single_voter();
+        while peer.has_ready() {
+            round(&db, &mut peer);
+        }
+        let (got, cb) = recorder();
+        peer.read_index(cb);
+        for _ in 0..5 {
+            round(&db, &mut peer);
+            peer.advance_apply(peer.raw().raft.raft_log.applied);
+        }
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 1, "exactly one answer");
+        assert!(got[0].is_ok());
+    }
+
+    #[test]
+    fn follower_answers_proposals_and_reads_with_not_leader_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = engine::open(dir.path(), &[CF_RAFT, CF_META]).expect("db");
+        let mut cs = ConfState::default();
+        cs.voters = vec![1, 2, 3];
+        let log = RocksRaftLog::open(db, 9, cs, (0, 0), None).expect("log");
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut peer: RaftPeer<u64> =
+            RaftPeer::new(RaftPeerConfig::new(1, 0), log, &logger).expect("peer");
+        let (got, cb) = recorder();
+        peer.propose(b"x".to_vec(), cb);
+        assert_eq!(
+            got.lock().unwrap()[0],
+            Err(ProposeError::NotLeader { leader_id: 0 })
+        );
+        let (got, cb) = recorder();
+        peer.read_index(cb);
+        assert_eq!(
+            got.lock().unwrap().len(),
+            1,
+            "answered at once, not left hanging"
+        );
+    }
 }

@@ -56,7 +56,9 @@ impl<S: RaftMessageSink> RaftTransport for RaftTransportService<S> {
                     }
                 }
             });
-            Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as Self::BatchRaftStream))
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as Self::BatchRaftStream
+            ))
         })
         .await
     }

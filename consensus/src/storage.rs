@@ -84,8 +84,9 @@ impl RocksRaftLog {
             .db
             .iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
         match it.next() {
-            Some(Ok((k, _))) => Ok(parse_entry_key(self.group_id, &k)
-                .filter(|idx| *idx > self.truncated_index)),
+            Some(Ok((k, _))) => {
+                Ok(parse_entry_key(self.group_id, &k).filter(|idx| *idx > self.truncated_index))
+            }
             Some(Err(e)) => Err(e.into()),
             None => Ok(None),
         }
@@ -267,11 +268,9 @@ impl raft::Storage for RocksRaftLog {
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(entry_key(self.group_id, high).to_vec());
         let start = entry_key(self.group_id, low);
-        let it = self.db.iterator_cf_opt(
-            cf,
-            opts,
-            IteratorMode::From(&start, Direction::Forward),
-        );
+        let it = self
+            .db
+            .iterator_cf_opt(cf, opts, IteratorMode::From(&start, Direction::Forward));
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
         let mut expect = low;
@@ -341,8 +340,8 @@ mod tests {
 
     fn open_db() -> (tempfile::TempDir, Arc<DB>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = crate::engine::open(dir.path(), &[CF_RAFT, crate::engine::CF_META])
-            .expect("open db");
+        let db =
+            crate::engine::open(dir.path(), &[CF_RAFT, crate::engine::CF_META]).expect("open db");
         (dir, db)
     }
 
@@ -382,7 +381,10 @@ mod tests {
         let got = log
             .entries(1, 4, None, GetEntriesContext::empty(false))
             .expect("entries");
-        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(
+            got.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
         assert_eq!(log.term(3).unwrap(), 2);
         let mut hs = HardState::default();
         hs.term = 2;
@@ -400,12 +402,20 @@ mod tests {
         let (_d, db) = open_db();
         let mut log =
             RocksRaftLog::open(db.clone(), 1, ConfState::default(), (0, 0), None).expect("open");
-        append(&mut log, &db, &[entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)]);
+        append(
+            &mut log,
+            &db,
+            &[entry(1, 1), entry(2, 1), entry(3, 1), entry(4, 1)],
+        );
         append(&mut log, &db, &[entry(2, 2)]);
         assert_eq!(log.last_index().unwrap(), 2);
         assert_eq!(log.term(2).unwrap(), 2);
         let reopened = RocksRaftLog::open(db, 1, ConfState::default(), (0, 0), None).expect("open");
-        assert_eq!(reopened.last_index().unwrap(), 2, "old tail must be gone on disk");
+        assert_eq!(
+            reopened.last_index().unwrap(),
+            2,
+            "old tail must be gone on disk"
+        );
     }
 
     #[test]
@@ -453,7 +463,9 @@ mod tests {
         let log = RocksRaftLog::open(db, 1, ConfState::default(), (0, 0), None).expect("open");
         assert!(matches!(
             log.snapshot(1, 2),
-            Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
         ));
     }
 }

@@ -31,8 +31,7 @@ const MAX_BATCH: usize = 512;
 /// Resolves a store (or coordinator member) id to its gRPC address.
 pub trait AddressResolver: Send + Sync + 'static {
     /// The address, without scheme (`host:port`).
-    fn resolve(&self, store_id: u64)
-        -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>>;
+    fn resolve(&self, store_id: u64) -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>>;
     /// Forgets a cached address after a connection failure, so a store that
     /// moved is looked up again.
     fn invalidate(&self, _store_id: u64) {}

@@ -95,7 +95,10 @@ mod tests {
     fn waits_for_pending_learner_then_promotes() {
         let l = peer(2, 2, PeerRole::Learner);
         let r = region(vec![peer(1, 1, PeerRole::Voter), l.clone()]);
-        assert_eq!(next_step(&r, &[l.clone()], &[1, 2, 3], &HashMap::new(), 3), None);
+        assert_eq!(
+            next_step(&r, &[l.clone()], &[1, 2, 3], &HashMap::new(), 3),
+            None
+        );
         assert_eq!(
             next_step(&r, &[], &[1, 2, 3], &HashMap::new(), 3),
             Some(ReplicaStep::Promote(l))
@@ -109,7 +112,10 @@ mod tests {
             peer(2, 2, PeerRole::Voter),
             peer(3, 3, PeerRole::Voter),
         ]);
-        assert_eq!(next_step(&full, &[], &[1, 2, 3, 4], &HashMap::new(), 3), None);
+        assert_eq!(
+            next_step(&full, &[], &[1, 2, 3, 4], &HashMap::new(), 3),
+            None
+        );
         let one = region(vec![peer(1, 1, PeerRole::Voter)]);
         assert_eq!(next_step(&one, &[], &[1], &HashMap::new(), 3), None);
     }

@@ -149,7 +149,10 @@ mod tests {
         ];
         assert!(c.resolved_members().is_err());
         c.members[1].id = 2;
-        assert!(c.resolved_members().unwrap_err().contains("not in the member list"));
+        assert!(c
+            .resolved_members()
+            .unwrap_err()
+            .contains("not in the member list"));
     }
 
     #[test]

@@ -3,12 +3,18 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_int_counter, register_int_gauge, register_int_gauge_vec, IntCounter, IntGauge, IntGaugeVec};
+use prometheus::{
+    register_int_counter, register_int_gauge, register_int_gauge_vec, IntCounter, IntGauge,
+    IntGaugeVec,
+};
 
 /// Timestamps handed out.
 pub static TSO_TIMESTAMPS: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("nokv_coordinator_tso_timestamps_total", "Timestamps handed out")
-        .expect("metric registers once")
+    register_int_counter!(
+        "nokv_coordinator_tso_timestamps_total",
+        "Timestamps handed out"
+    )
+    .expect("metric registers once")
 });
 
 /// TSO requests served (a request may carry many timestamps).
@@ -47,8 +53,11 @@ pub static STORES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 
 /// 1 while this member is the ready leader.
 pub static IS_LEADER: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("nokv_coordinator_is_leader", "1 while this member leads the group")
-        .expect("metric registers once")
+    register_int_gauge!(
+        "nokv_coordinator_is_leader",
+        "1 while this member leads the group"
+    )
+    .expect("metric registers once")
 });
 
 /// Replica checker steps issued, by kind.

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use nokv_consensus::engine::{cf, CF_META};
 use nokv_consensus::keys::apply_state_key;
-use nokv_consensus::metrics::{RAFT_APPLIED_ENTRIES, RAFT_APPLIED_INDEX, RAFT_APPLY_SECONDS, RAFT_PERSIST_SECONDS};
+use nokv_consensus::metrics::{
+    RAFT_APPLIED_ENTRIES, RAFT_APPLIED_INDEX, RAFT_APPLY_SECONDS, RAFT_PERSIST_SECONDS,
+};
 use nokv_consensus::peer::{oneshot_callback, ProposalCallback, ProposeError};
 use nokv_consensus::service::RaftMessageSink;
 use nokv_consensus::transport::{decode_message, encode_message};
@@ -67,7 +69,10 @@ impl RaftHandle {
     /// command was dropped, superseded or timed out.
     pub async fn propose(&self, cmd: CoordinatorCommand) -> Result<ApplyResult> {
         let (tx, rx) = oneshot::channel();
-        match self.tx.try_send(LoopMsg::Propose(cmd, oneshot_callback(tx))) {
+        match self
+            .tx
+            .try_send(LoopMsg::Propose(cmd, oneshot_callback(tx)))
+        {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(Error::Proposal("raft inbox full".into())),
             Err(TrySendError::Disconnected(_)) => return Err(Error::Stopped),
@@ -133,7 +138,11 @@ pub struct LoopConfig {
 }
 
 /// Opens the group's raft state and starts the loop thread.
-pub fn spawn(cfg: LoopConfig, db: Arc<DB>, transport: Transport) -> Result<(RaftHandle, JoinHandle<()>)> {
+pub fn spawn(
+    cfg: LoopConfig,
+    db: Arc<DB>,
+    transport: Transport,
+) -> Result<(RaftHandle, JoinHandle<()>)> {
     let state = ClusterState::load(&db)?;
     let apply_state = load_apply_state(&db)?;
     let truncated = apply_state
@@ -155,7 +164,11 @@ pub fn spawn(cfg: LoopConfig, db: Arc<DB>, transport: Transport) -> Result<(Raft
         state: Arc::new(RwLock::new(state)),
         leadership: Arc::new(RwLock::new(Leadership::default())),
     };
-    info!(member_id = cfg.id, applied = apply_state.applied_index, "coordinator raft group opened");
+    info!(
+        member_id = cfg.id,
+        applied = apply_state.applied_index,
+        "coordinator raft group opened"
+    );
     let mut raft_loop = RaftLoop {
         cfg,
         db,
@@ -222,7 +235,8 @@ impl RaftLoop {
             }
             self.publish_leadership();
         }
-        self.peer.fail_all(ProposeError::Dropped("coordinator stopping".into()));
+        self.peer
+            .fail_all(ProposeError::Dropped("coordinator stopping".into()));
     }
 
     fn handle(&mut self, msg: LoopMsg) {
@@ -306,7 +320,11 @@ impl RaftLoop {
                             detail: err.to_string(),
                         }
                     })?;
-                    let cs = self.peer.raw_mut().apply_conf_change(&cc).map_err(nokv_consensus::Error::from)?;
+                    let cs = self
+                        .peer
+                        .raw_mut()
+                        .apply_conf_change(&cc)
+                        .map_err(nokv_consensus::Error::from)?;
                     self.peer.raw_mut().mut_store().set_conf_state(cs);
                     ApplyResult::Ok
                 }
@@ -317,7 +335,11 @@ impl RaftLoop {
                             detail: err.to_string(),
                         }
                     })?;
-                    let cs = self.peer.raw_mut().apply_conf_change(&cc).map_err(nokv_consensus::Error::from)?;
+                    let cs = self
+                        .peer
+                        .raw_mut()
+                        .apply_conf_change(&cc)
+                        .map_err(nokv_consensus::Error::from)?;
                     self.peer.raw_mut().mut_store().set_conf_state(cs);
                     ApplyResult::Ok
                 }

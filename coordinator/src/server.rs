@@ -46,7 +46,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// # Errors
 /// Invalid configuration, a port that cannot be bound, or storage that
 /// cannot be opened.
-pub async fn run(config: CoordinatorConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: CoordinatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let members = config.resolved_members().map_err(Error::Config)?;
     let stop = watch_signal(shutdown);
     crate::metrics::register();
@@ -67,7 +70,11 @@ pub async fn run(config: CoordinatorConfig, shutdown: impl Future<Output = ()> +
         heartbeat_ticks: config.heartbeat_ticks,
     };
     let (raft, _raft_thread) = raft_loop::spawn(loop_cfg, db, transport)?;
-    let service = Arc::new(CoordinatorService::new(raft.clone(), config.clone(), members.clone()));
+    let service = Arc::new(CoordinatorService::new(
+        raft.clone(),
+        config.clone(),
+        members.clone(),
+    ));
 
     let ready = Arc::new(AtomicBool::new(false));
     {

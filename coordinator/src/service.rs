@@ -126,7 +126,10 @@ impl CoordinatorService {
                 // Heartbeats seen by earlier leaders are unknown here: count
                 // every store as alive from now on.
                 *since = (l.term, Instant::now());
-                self.liveness.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                self.liveness
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
             }
             return None;
         }
@@ -166,7 +169,13 @@ impl CoordinatorService {
         let liveness = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
         let (since, last_ms) = match liveness.get(&store.id) {
             Some(l) => (l.last_heartbeat, l.last_heartbeat_ms),
-            None => (self.leader_since.lock().unwrap_or_else(|p| p.into_inner()).1, 0),
+            None => (
+                self.leader_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .1,
+                0,
+            ),
         };
         let elapsed = since.elapsed().as_millis() as u64;
         let live = if elapsed > self.config.max_store_down_time_ms {
@@ -240,10 +249,18 @@ impl CoordinatorService {
             .filter(|s| self.live_state(s).0 == StoreState::Up)
             .map(|s| s.id)
             .collect();
-        let step = next_step(region, &hb.pending_peers, &up, &load, self.config.max_replicas)?;
+        let step = next_step(
+            region,
+            &hb.pending_peers,
+            &up,
+            &load,
+            self.config.max_replicas,
+        )?;
         let order = match step {
             ReplicaStep::Promote(peer) => {
-                metrics::CHECKER_STEPS.with_label_values(&["promote_learner"]).inc();
+                metrics::CHECKER_STEPS
+                    .with_label_values(&["promote_learner"])
+                    .inc();
                 ChangePeer {
                     kind: change_peer::Kind::AddVoter as i32,
                     peer: Some(Peer {
@@ -254,7 +271,9 @@ impl CoordinatorService {
             }
             ReplicaStep::AddLearner { store_id } => {
                 let peer_id = self.ids.alloc(1).await.ok()?;
-                metrics::CHECKER_STEPS.with_label_values(&["add_learner"]).inc();
+                metrics::CHECKER_STEPS
+                    .with_label_values(&["add_learner"])
+                    .inc();
                 ChangePeer {
                     kind: change_peer::Kind::AddLearner as i32,
                     peer: Some(Peer {
@@ -278,7 +297,10 @@ impl CoordinatorService {
         let lead = self.raft.leadership();
         metrics::IS_LEADER.set(i64::from(lead.ready_leader));
         let (regions, stores) = self.raft.read_state(|s| {
-            (s.regions.values().cloned().collect::<Vec<_>>(), s.stores.values().cloned().collect::<Vec<_>>())
+            (
+                s.regions.values().cloned().collect::<Vec<_>>(),
+                s.stores.values().cloned().collect::<Vec<_>>(),
+            )
         });
         metrics::REGIONS.set(regions.len() as i64);
         let mut leaders: HashMap<u64, i64> = HashMap::new();
@@ -294,7 +316,9 @@ impl CoordinatorService {
         }
         let mut by_state: HashMap<&'static str, i64> = HashMap::new();
         for s in &stores {
-            *by_state.entry(self.live_state(s).0.as_str_name()).or_default() += 1;
+            *by_state
+                .entry(self.live_state(s).0.as_str_name())
+                .or_default() += 1;
         }
         for st in ["Up", "Disconnected", "Down", "Offline", "Tombstone"] {
             metrics::STORES
@@ -348,17 +372,26 @@ impl Coordinator for CoordinatorGrpc {
         observe_grpc("Bootstrap", async {
             let req = request.into_inner();
             if let Some(e) = self.check_leader() {
-                return Ok(Response::new(BootstrapResponse { header: self.header(Some(e)) }));
+                return Ok(Response::new(BootstrapResponse {
+                    header: self.header(Some(e)),
+                }));
             }
             let (Some(store), Some(region)) = (&req.store, &req.region) else {
-                return Err(Status::invalid_argument("bootstrap needs a store and a region"));
+                return Err(Status::invalid_argument(
+                    "bootstrap needs a store and a region",
+                ));
             };
             if store.id == 0 || region.id == 0 || region.peers.is_empty() {
-                return Err(Status::invalid_argument("bootstrap store, region and peer ids must be non-zero"));
+                return Err(Status::invalid_argument(
+                    "bootstrap store, region and peer ids must be non-zero",
+                ));
             }
             if self.raft.read_state(|s| s.bootstrapped()) {
                 return Ok(Response::new(BootstrapResponse {
-                    header: self.header(Some(err(ErrorType::AlreadyBootstrapped, "cluster is already bootstrapped"))),
+                    header: self.header(Some(err(
+                        ErrorType::AlreadyBootstrapped,
+                        "cluster is already bootstrapped",
+                    ))),
                 }));
             }
             let cluster_id = loop {
@@ -368,23 +401,36 @@ impl Coordinator for CoordinatorGrpc {
                 }
             };
             let mut cmd = req.clone();
-            cmd.header = Some(RequestHeader { cluster_id, sender_id: store.id });
+            cmd.header = Some(RequestHeader {
+                cluster_id,
+                sender_id: store.id,
+            });
             let res = self
                 .raft
-                .propose(CoordinatorCommand { cmd: Some(coordinator_command::Cmd::Bootstrap(cmd)) })
+                .propose(CoordinatorCommand {
+                    cmd: Some(coordinator_command::Cmd::Bootstrap(cmd)),
+                })
                 .await;
             let error = match res {
                 Ok(ApplyResult::Ok) => {
-                    info!(cluster_id, store_id = store.id, region_id = region.id, "cluster bootstrapped");
+                    info!(
+                        cluster_id,
+                        store_id = store.id,
+                        region_id = region.id,
+                        "cluster bootstrapped"
+                    );
                     None
                 }
-                Ok(ApplyResult::AlreadyBootstrapped) => {
-                    Some(err(ErrorType::AlreadyBootstrapped, "cluster is already bootstrapped"))
-                }
+                Ok(ApplyResult::AlreadyBootstrapped) => Some(err(
+                    ErrorType::AlreadyBootstrapped,
+                    "cluster is already bootstrapped",
+                )),
                 Ok(other) => Some(err(ErrorType::Unknown, format!("{other:?}"))),
                 Err(e) => Some(self.error_from(e)),
             };
-            Ok(Response::new(BootstrapResponse { header: self.header(error) }))
+            Ok(Response::new(BootstrapResponse {
+                header: self.header(error),
+            }))
         })
         .await
     }
@@ -412,12 +458,20 @@ impl Coordinator for CoordinatorGrpc {
                 return Err(Status::invalid_argument("at most 10000 ids per request"));
             }
             if let Some(e) = self.check_leader() {
-                return Ok(Response::new(AllocIdResponse { header: self.header(Some(e)), id: 0, count: 0 }));
+                return Ok(Response::new(AllocIdResponse {
+                    header: self.header(Some(e)),
+                    id: 0,
+                    count: 0,
+                }));
             }
             match self.ids.alloc(count).await {
                 Ok(id) => {
                     metrics::IDS_ALLOCATED.inc_by(u64::from(count));
-                    Ok(Response::new(AllocIdResponse { header: self.header(None), id, count }))
+                    Ok(Response::new(AllocIdResponse {
+                        header: self.header(None),
+                        id,
+                        count,
+                    }))
                 }
                 Err(e) => Ok(Response::new(AllocIdResponse {
                     header: self.header(Some(self.error_from(e))),
@@ -434,7 +488,9 @@ impl Coordinator for CoordinatorGrpc {
         request: Request<TsoRequest>,
     ) -> Result<Response<TsoResponse>, Status> {
         observe_grpc("GetTimestamp", async {
-            Ok(Response::new(self.serve_tso(request.into_inner().count).await))
+            Ok(Response::new(
+                self.serve_tso(request.into_inner().count).await,
+            ))
         })
         .await
     }
@@ -468,14 +524,20 @@ impl Coordinator for CoordinatorGrpc {
                 return Err(Status::invalid_argument("missing store"));
             };
             if store.id == 0 || store.address.is_empty() {
-                return Err(Status::invalid_argument("store id and address are required"));
+                return Err(Status::invalid_argument(
+                    "store id and address are required",
+                ));
             }
             if let Some(e) = self.check_leader() {
-                return Ok(Response::new(PutStoreResponse { header: self.header(Some(e)) }));
+                return Ok(Response::new(PutStoreResponse {
+                    header: self.header(Some(e)),
+                }));
             }
             let conflict = self.raft.read_state(|s| {
                 s.stores.values().any(|o| {
-                    o.id != store.id && o.address == store.address && o.state() != StoreState::Tombstone
+                    o.id != store.id
+                        && o.address == store.address
+                        && o.state() != StoreState::Tombstone
                 })
             });
             if conflict {
@@ -491,18 +553,25 @@ impl Coordinator for CoordinatorGrpc {
             let id = store.id;
             let res = self
                 .raft
-                .propose(CoordinatorCommand { cmd: Some(coordinator_command::Cmd::PutStore(store)) })
+                .propose(CoordinatorCommand {
+                    cmd: Some(coordinator_command::Cmd::PutStore(store)),
+                })
                 .await;
             let error = match res {
                 Ok(ApplyResult::Ok) => {
                     self.touch_store(id, None);
                     None
                 }
-                Ok(ApplyResult::StoreTombstone) => Some(err(ErrorType::StoreTombstone, format!("store {id} is a tombstone"))),
+                Ok(ApplyResult::StoreTombstone) => Some(err(
+                    ErrorType::StoreTombstone,
+                    format!("store {id} is a tombstone"),
+                )),
                 Ok(other) => Some(err(ErrorType::Unknown, format!("{other:?}"))),
                 Err(e) => Some(self.error_from(e)),
             };
-            Ok(Response::new(PutStoreResponse { header: self.header(error) }))
+            Ok(Response::new(PutStoreResponse {
+                header: self.header(error),
+            }))
         })
         .await
     }
@@ -517,10 +586,17 @@ impl Coordinator for CoordinatorGrpc {
             Ok(Response::new(match store {
                 Some(store) => {
                     let info = self.store_info(&store);
-                    GetStoreResponse { header: self.header(None), store: info.store, stats: info.stats }
+                    GetStoreResponse {
+                        header: self.header(None),
+                        store: info.store,
+                        stats: info.stats,
+                    }
                 }
                 None => GetStoreResponse {
-                    header: self.header(Some(err(ErrorType::NotFound, format!("store {id} not found")))),
+                    header: self.header(Some(err(
+                        ErrorType::NotFound,
+                        format!("store {id} not found"),
+                    ))),
                     store: None,
                     stats: None,
                 },
@@ -535,13 +611,18 @@ impl Coordinator for CoordinatorGrpc {
     ) -> Result<Response<GetAllStoresResponse>, Status> {
         observe_grpc("GetAllStores", async {
             let exclude = request.into_inner().exclude_tombstone;
-            let stores = self.raft.read_state(|s| s.stores.values().cloned().collect::<Vec<_>>());
+            let stores = self
+                .raft
+                .read_state(|s| s.stores.values().cloned().collect::<Vec<_>>());
             let stores = stores
                 .iter()
                 .filter(|s| !(exclude && s.state() == StoreState::Tombstone))
                 .map(|s| self.store_info(s))
                 .collect();
-            Ok(Response::new(GetAllStoresResponse { header: self.header(None), stores }))
+            Ok(Response::new(GetAllStoresResponse {
+                header: self.header(None),
+                stores,
+            }))
         })
         .await
     }
@@ -553,20 +634,30 @@ impl Coordinator for CoordinatorGrpc {
         observe_grpc("StoreHeartbeat", async {
             let stats = request.into_inner().stats.unwrap_or_default();
             if let Some(e) = self.check_leader() {
-                return Ok(Response::new(StoreHeartbeatResponse { header: self.header(Some(e)) }));
+                return Ok(Response::new(StoreHeartbeatResponse {
+                    header: self.header(Some(e)),
+                }));
             }
-            let known = self.raft.read_state(|s| s.stores.get(&stats.store_id).map(|s| s.state()));
+            let known = self
+                .raft
+                .read_state(|s| s.stores.get(&stats.store_id).map(|s| s.state()));
             let error = match known {
-                None => Some(err(ErrorType::NotFound, format!("store {} is not registered", stats.store_id))),
-                Some(StoreState::Tombstone) => {
-                    Some(err(ErrorType::StoreTombstone, format!("store {} is a tombstone", stats.store_id)))
-                }
+                None => Some(err(
+                    ErrorType::NotFound,
+                    format!("store {} is not registered", stats.store_id),
+                )),
+                Some(StoreState::Tombstone) => Some(err(
+                    ErrorType::StoreTombstone,
+                    format!("store {} is a tombstone", stats.store_id),
+                )),
                 Some(_) => {
                     self.touch_store(stats.store_id, Some(stats));
                     None
                 }
             };
-            Ok(Response::new(StoreHeartbeatResponse { header: self.header(error) }))
+            Ok(Response::new(StoreHeartbeatResponse {
+                header: self.header(error),
+            }))
         })
         .await
     }
@@ -593,25 +684,33 @@ impl Coordinator for CoordinatorGrpc {
             let (stale, changed) = self.raft.read_state(|s| {
                 let stale = s.is_stale(&region);
                 let changed = match s.regions.get(&region.id) {
-                    Some(known) => known.region.as_ref() != Some(&region) || known.leader != hb.leader,
+                    Some(known) => {
+                        known.region.as_ref() != Some(&region) || known.leader != hb.leader
+                    }
                     None => true,
                 };
                 (stale, changed)
             });
             if stale {
-                resp.header = self.header(Some(err(ErrorType::StaleRegion, "region epoch is older than the coordinator's")));
+                resp.header = self.header(Some(err(
+                    ErrorType::StaleRegion,
+                    "region epoch is older than the coordinator's",
+                )));
                 return Ok(Response::new(resp));
             }
-            self.region_load.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                region.id,
-                RegionLoad {
-                    pending_peers: hb.pending_peers.clone(),
-                    down_peers: hb.down_peers.clone(),
-                    approximate_size_bytes: hb.approximate_size_bytes,
-                    approximate_keys: hb.approximate_keys,
-                    term: hb.term,
-                },
-            );
+            self.region_load
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    region.id,
+                    RegionLoad {
+                        pending_peers: hb.pending_peers.clone(),
+                        down_peers: hb.down_peers.clone(),
+                        approximate_size_bytes: hb.approximate_size_bytes,
+                        approximate_keys: hb.approximate_keys,
+                        term: hb.term,
+                    },
+                );
             if changed {
                 let info = RegionInfo {
                     region: Some(region.clone()),
@@ -621,11 +720,14 @@ impl Coordinator for CoordinatorGrpc {
                 };
                 match self
                     .raft
-                    .propose(CoordinatorCommand { cmd: Some(coordinator_command::Cmd::PutRegion(info)) })
+                    .propose(CoordinatorCommand {
+                        cmd: Some(coordinator_command::Cmd::PutRegion(info)),
+                    })
                     .await
                 {
                     Ok(ApplyResult::StaleRegion) => {
-                        resp.header = self.header(Some(err(ErrorType::StaleRegion, "region epoch is stale")));
+                        resp.header =
+                            self.header(Some(err(ErrorType::StaleRegion, "region epoch is stale")));
                         return Ok(Response::new(resp));
                     }
                     Ok(_) => debug!(region_id = region.id, "region metadata updated"),
@@ -649,7 +751,9 @@ impl Coordinator for CoordinatorGrpc {
         observe_grpc("GetRegion", async {
             let key = request.into_inner().key;
             let info = self.raft.read_state(|s| s.region_by_key(&key).cloned());
-            Ok(Response::new(self.region_response(info, || format!("no region contains key {key:?}"))))
+            Ok(Response::new(self.region_response(info, || {
+                format!("no region contains key {key:?}")
+            })))
         })
         .await
     }
@@ -661,7 +765,9 @@ impl Coordinator for CoordinatorGrpc {
         observe_grpc("GetRegionById", async {
             let id = request.into_inner().region_id;
             let info = self.raft.read_state(|s| s.regions.get(&id).cloned());
-            Ok(Response::new(self.region_response(info, || format!("region {id} not found"))))
+            Ok(Response::new(self.region_response(info, || {
+                format!("region {id} not found")
+            })))
         })
         .await
     }
@@ -673,9 +779,13 @@ impl Coordinator for CoordinatorGrpc {
         observe_grpc("ScanRegions", async {
             let req = request.into_inner();
             if !req.end_key.is_empty() && req.end_key < req.start_key {
-                return Err(Status::invalid_argument("end_key must not be below start_key"));
+                return Err(Status::invalid_argument(
+                    "end_key must not be below start_key",
+                ));
             }
-            let regions = self.raft.read_state(|s| s.scan(&req.start_key, &req.end_key, req.limit as usize));
+            let regions = self
+                .raft
+                .read_state(|s| s.scan(&req.start_key, &req.end_key, req.limit as usize));
             Ok(Response::new(ScanRegionsResponse {
                 header: self.header(None),
                 regions: regions.into_iter().map(|r| self.region_info(r)).collect(),
@@ -697,7 +807,10 @@ impl Coordinator for CoordinatorGrpc {
                 return Err(Status::invalid_argument("split_count must be 1..=1000"));
             }
             if let Some(e) = self.check_leader() {
-                return Ok(Response::new(AskBatchSplitResponse { header: self.header(Some(e)), ids: vec![] }));
+                return Ok(Response::new(AskBatchSplitResponse {
+                    header: self.header(Some(e)),
+                    ids: vec![],
+                }));
             }
             let per_split = 1 + region.peers.len() as u32;
             let first = match self.ids.alloc(per_split * req.split_count).await {
@@ -718,7 +831,10 @@ impl Coordinator for CoordinatorGrpc {
                     }
                 })
                 .collect();
-            Ok(Response::new(AskBatchSplitResponse { header: self.header(None), ids }))
+            Ok(Response::new(AskBatchSplitResponse {
+                header: self.header(None),
+                ids,
+            }))
         })
         .await
     }
@@ -730,19 +846,30 @@ impl Coordinator for CoordinatorGrpc {
         observe_grpc("ReportBatchSplit", async {
             let req = request.into_inner();
             if let Some(e) = self.check_leader() {
-                return Ok(Response::new(ReportBatchSplitResponse { header: self.header(Some(e)) }));
+                return Ok(Response::new(ReportBatchSplitResponse {
+                    header: self.header(Some(e)),
+                }));
             }
             for region in req.regions {
-                let info = RegionInfo { region: Some(region), ..Default::default() };
+                let info = RegionInfo {
+                    region: Some(region),
+                    ..Default::default()
+                };
                 if let Err(e) = self
                     .raft
-                    .propose(CoordinatorCommand { cmd: Some(coordinator_command::Cmd::PutRegion(info)) })
+                    .propose(CoordinatorCommand {
+                        cmd: Some(coordinator_command::Cmd::PutRegion(info)),
+                    })
                     .await
                 {
-                    return Ok(Response::new(ReportBatchSplitResponse { header: self.header(Some(self.error_from(e))) }));
+                    return Ok(Response::new(ReportBatchSplitResponse {
+                        header: self.header(Some(self.error_from(e))),
+                    }));
                 }
             }
-            Ok(Response::new(ReportBatchSplitResponse { header: self.header(None) }))
+            Ok(Response::new(ReportBatchSplitResponse {
+                header: self.header(None),
+            }))
         })
         .await
     }
@@ -751,72 +878,114 @@ impl Coordinator for CoordinatorGrpc {
         &self,
         _request: Request<GetOperatorsRequest>,
     ) -> Result<Response<GetOperatorsResponse>, Status> {
-        observe_grpc("GetOperators", async { Err(Status::unimplemented("operators are not implemented yet")) }).await
+        observe_grpc("GetOperators", async {
+            Err(Status::unimplemented("operators are not implemented yet"))
+        })
+        .await
     }
 
     async fn add_operator(
         &self,
         _request: Request<AddOperatorRequest>,
     ) -> Result<Response<AddOperatorResponse>, Status> {
-        observe_grpc("AddOperator", async { Err(Status::unimplemented("operators are not implemented yet")) }).await
+        observe_grpc("AddOperator", async {
+            Err(Status::unimplemented("operators are not implemented yet"))
+        })
+        .await
     }
 
     async fn cancel_operator(
         &self,
         _request: Request<CancelOperatorRequest>,
     ) -> Result<Response<CancelOperatorResponse>, Status> {
-        observe_grpc("CancelOperator", async { Err(Status::unimplemented("operators are not implemented yet")) }).await
+        observe_grpc("CancelOperator", async {
+            Err(Status::unimplemented("operators are not implemented yet"))
+        })
+        .await
     }
 
     async fn get_schedulers(
         &self,
         _request: Request<GetSchedulersRequest>,
     ) -> Result<Response<GetSchedulersResponse>, Status> {
-        observe_grpc("GetSchedulers", async { Err(Status::unimplemented("scheduler control is not implemented yet")) }).await
+        observe_grpc("GetSchedulers", async {
+            Err(Status::unimplemented(
+                "scheduler control is not implemented yet",
+            ))
+        })
+        .await
     }
 
     async fn pause_scheduler(
         &self,
         _request: Request<PauseSchedulerRequest>,
     ) -> Result<Response<PauseSchedulerResponse>, Status> {
-        observe_grpc("PauseScheduler", async { Err(Status::unimplemented("scheduler control is not implemented yet")) }).await
+        observe_grpc("PauseScheduler", async {
+            Err(Status::unimplemented(
+                "scheduler control is not implemented yet",
+            ))
+        })
+        .await
     }
 
     async fn delete_store(
         &self,
         _request: Request<DeleteStoreRequest>,
     ) -> Result<Response<DeleteStoreResponse>, Status> {
-        observe_grpc("DeleteStore", async { Err(Status::unimplemented("store decommission is not implemented yet")) }).await
+        observe_grpc("DeleteStore", async {
+            Err(Status::unimplemented(
+                "store decommission is not implemented yet",
+            ))
+        })
+        .await
     }
 
     async fn get_gc_safe_point(
         &self,
         _request: Request<GetGcSafePointRequest>,
     ) -> Result<Response<GetGcSafePointResponse>, Status> {
-        observe_grpc("GetGcSafePoint", async { Err(Status::unimplemented("MVCC GC is not implemented yet")) }).await
+        observe_grpc("GetGcSafePoint", async {
+            Err(Status::unimplemented("MVCC GC is not implemented yet"))
+        })
+        .await
     }
 
     async fn update_gc_safe_point(
         &self,
         _request: Request<UpdateGcSafePointRequest>,
     ) -> Result<Response<UpdateGcSafePointResponse>, Status> {
-        observe_grpc("UpdateGcSafePoint", async { Err(Status::unimplemented("MVCC GC is not implemented yet")) }).await
+        observe_grpc("UpdateGcSafePoint", async {
+            Err(Status::unimplemented("MVCC GC is not implemented yet"))
+        })
+        .await
     }
 }
 
 impl CoordinatorService {
     async fn serve_tso(&self, count: u32) -> TsoResponse {
         if let Some(e) = self.check_leader() {
-            return TsoResponse { header: self.header(Some(e)), first: 0, count: 0 };
+            return TsoResponse {
+                header: self.header(Some(e)),
+                first: 0,
+                count: 0,
+            };
         }
         metrics::TSO_REQUESTS.inc();
         let count = count.clamp(1, crate::tso::MAX_BATCH);
         match self.tso.next(count).await {
             Ok(first) => {
                 metrics::TSO_TIMESTAMPS.inc_by(u64::from(count));
-                TsoResponse { header: self.header(None), first, count }
+                TsoResponse {
+                    header: self.header(None),
+                    first,
+                    count,
+                }
             }
-            Err(e) => TsoResponse { header: self.header(Some(self.error_from(e))), first: 0, count: 0 },
+            Err(e) => TsoResponse {
+                header: self.header(Some(self.error_from(e))),
+                first: 0,
+                count: 0,
+            },
         }
     }
 
@@ -825,7 +994,10 @@ impl CoordinatorService {
         let entry = l.entry(store_id).or_insert_with(|| Liveness {
             last_heartbeat: Instant::now(),
             last_heartbeat_ms: now_ms(),
-            stats: StoreStats { store_id, ..Default::default() },
+            stats: StoreStats {
+                store_id,
+                ..Default::default()
+            },
         });
         entry.last_heartbeat = Instant::now();
         entry.last_heartbeat_ms = now_ms();
@@ -834,9 +1006,17 @@ impl CoordinatorService {
         }
     }
 
-    fn region_response(&self, info: Option<RegionInfo>, missing: impl FnOnce() -> String) -> GetRegionResponse {
+    fn region_response(
+        &self,
+        info: Option<RegionInfo>,
+        missing: impl FnOnce() -> String,
+    ) -> GetRegionResponse {
         match info {
-            Some(info) => GetRegionResponse { header: self.header(None), region: info.region, leader: info.leader },
+            Some(info) => GetRegionResponse {
+                header: self.header(None),
+                region: info.region,
+                leader: info.leader,
+            },
             None => GetRegionResponse {
                 header: self.header(Some(err(ErrorType::NotFound, missing()))),
                 region: None,

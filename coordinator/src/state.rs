@@ -87,7 +87,12 @@ impl ClusterState {
     }
 
     /// Applies one command, recording its effect in `wb`.
-    pub fn apply(&mut self, db: &DB, cmd: CoordinatorCommand, wb: &mut WriteBatch) -> Result<ApplyResult> {
+    pub fn apply(
+        &mut self,
+        db: &DB,
+        cmd: CoordinatorCommand,
+        wb: &mut WriteBatch,
+    ) -> Result<ApplyResult> {
         let cf = cf(db, CF_STATE)?;
         let Some(cmd) = cmd.cmd else {
             return Ok(ApplyResult::Ok);
@@ -367,7 +372,12 @@ mod tests {
         let loaded = ClusterState::load(&db).unwrap();
         assert_eq!(loaded.cluster_id, 77);
         assert_eq!(loaded.stores.len(), 1);
-        assert_eq!(loaded.region_by_key(b"anything").map(|i| i.region.as_ref().unwrap().id), Some(2));
+        assert_eq!(
+            loaded
+                .region_by_key(b"anything")
+                .map(|i| i.region.as_ref().unwrap().id),
+            Some(2)
+        );
     }
 
     #[test]
@@ -375,16 +385,34 @@ mod tests {
         let (_d, db) = db();
         let mut s = ClusterState::default();
         assert_eq!(put(&mut s, &db, region(1, b"", b"", 1, 2)), ApplyResult::Ok);
-        assert_eq!(put(&mut s, &db, region(1, b"", b"", 1, 1)), ApplyResult::StaleRegion);
+        assert_eq!(
+            put(&mut s, &db, region(1, b"", b"", 1, 1)),
+            ApplyResult::StaleRegion
+        );
         // Split at "m": region 1 keeps [.., m), region 3 gets [m, ..).
-        assert_eq!(put(&mut s, &db, region(1, b"", b"m", 2, 2)), ApplyResult::Ok);
-        assert_eq!(put(&mut s, &db, region(3, b"m", b"", 2, 2)), ApplyResult::Ok);
-        assert_eq!(s.region_by_key(b"a").unwrap().region.as_ref().unwrap().id, 1);
-        assert_eq!(s.region_by_key(b"z").unwrap().region.as_ref().unwrap().id, 3);
+        assert_eq!(
+            put(&mut s, &db, region(1, b"", b"m", 2, 2)),
+            ApplyResult::Ok
+        );
+        assert_eq!(
+            put(&mut s, &db, region(3, b"m", b"", 2, 2)),
+            ApplyResult::Ok
+        );
+        assert_eq!(
+            s.region_by_key(b"a").unwrap().region.as_ref().unwrap().id,
+            1
+        );
+        assert_eq!(
+            s.region_by_key(b"z").unwrap().region.as_ref().unwrap().id,
+            3
+        );
         assert_eq!(s.scan(b"", b"", 0).len(), 2);
         assert_eq!(s.scan(b"n", b"", 0).len(), 1);
         // A pre-split heartbeat of region 1 covering everything is stale.
-        assert_eq!(put(&mut s, &db, region(1, b"", b"", 1, 2)), ApplyResult::StaleRegion);
+        assert_eq!(
+            put(&mut s, &db, region(1, b"", b"", 1, 2)),
+            ApplyResult::StaleRegion
+        );
         let loaded = ClusterState::load(&db).unwrap();
         assert_eq!(loaded.scan(b"", b"", 0).len(), 2);
     }
@@ -395,8 +423,22 @@ mod tests {
         let mut s = ClusterState::default();
         for v in [10u64, 5] {
             let mut wb = WriteBatch::default();
-            s.apply(&db, CoordinatorCommand { cmd: Some(Cmd::RaiseIdHigh(v)) }, &mut wb).unwrap();
-            s.apply(&db, CoordinatorCommand { cmd: Some(Cmd::RaiseTsoHigh(v)) }, &mut wb).unwrap();
+            s.apply(
+                &db,
+                CoordinatorCommand {
+                    cmd: Some(Cmd::RaiseIdHigh(v)),
+                },
+                &mut wb,
+            )
+            .unwrap();
+            s.apply(
+                &db,
+                CoordinatorCommand {
+                    cmd: Some(Cmd::RaiseTsoHigh(v)),
+                },
+                &mut wb,
+            )
+            .unwrap();
             db.write(wb).unwrap();
         }
         let loaded = ClusterState::load(&db).unwrap();

@@ -4,12 +4,12 @@
 //! so the batch is flushed (with the apply state of the entries before it)
 //! first.
 
-use nokv_consensus::peer::ProposalCallback;
 use nokv_consensus::metrics::RAFT_APPLIED_ENTRIES;
+use nokv_consensus::peer::ProposalCallback;
 use nokv_proto::metapb::{Peer as PeerMeta, PeerRole};
 use nokv_proto::raft_cmdpb::{
-    admin_request, admin_response, request, response, AdminResponse, ChangePeerResponse, CompareAndSwapResponse,
-    RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Request, Response,
+    admin_request, admin_response, request, response, AdminResponse, ChangePeerResponse,
+    CompareAndSwapResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Request, Response,
 };
 use nokv_proto::raft_serverpb::PeerState;
 use prost::Message as _;
@@ -40,7 +40,12 @@ fn error_response(e: nokv_proto::errorpb::RegionError) -> RaftCmdResponse {
 impl Peer {
     /// Applies `entries` (in order) into `wb` and writes it with the new
     /// apply state. Returns the proposers to answer.
-    pub fn apply_entries(&mut self, db: &DB, entries: Vec<Entry>, mut wb: WriteBatch) -> Result<Answers> {
+    pub fn apply_entries(
+        &mut self,
+        db: &DB,
+        entries: Vec<Entry>,
+        mut wb: WriteBatch,
+    ) -> Result<Answers> {
         let mut answers = Vec::new();
         for e in entries {
             if e.index <= self.apply_state.applied_index {
@@ -58,7 +63,10 @@ impl Peer {
                     Some(self.apply_conf_change(db, &cc, &mut wb)?)
                 }
                 EntryType::EntryConfChangeV2 => {
-                    warn!(region_id = self.region.id, "joint conf change is not supported yet; ignored");
+                    warn!(
+                        region_id = self.region.id,
+                        "joint conf change is not supported yet; ignored"
+                    );
                     None
                 }
             };
@@ -80,7 +88,12 @@ impl Peer {
         Ok(())
     }
 
-    fn apply_command(&mut self, db: &DB, cmd: RaftCmdRequest, wb: &mut WriteBatch) -> Result<RaftCmdResponse> {
+    fn apply_command(
+        &mut self,
+        db: &DB,
+        cmd: RaftCmdRequest,
+        wb: &mut WriteBatch,
+    ) -> Result<RaftCmdResponse> {
         let header = cmd.header.unwrap_or_default();
         if let Some(admin) = cmd.admin_request.and_then(|a| a.cmd) {
             let name = match admin {
@@ -89,10 +102,16 @@ impl Peer {
                 admin_request::Cmd::PrepareMerge(_) => "PrepareMerge",
                 admin_request::Cmd::CommitMerge(_) => "CommitMerge",
                 admin_request::Cmd::RollbackMerge(_) => "RollbackMerge",
-                admin_request::Cmd::ChangePeer(_) | admin_request::Cmd::ChangePeerV2(_) => "ChangePeer",
+                admin_request::Cmd::ChangePeer(_) | admin_request::Cmd::ChangePeerV2(_) => {
+                    "ChangePeer"
+                }
                 admin_request::Cmd::TransferLeader(_) => "TransferLeader",
             };
-            warn!(region_id = self.region.id, command = name, "admin command is not implemented yet; skipped");
+            warn!(
+                region_id = self.region.id,
+                command = name,
+                "admin command is not implemented yet; skipped"
+            );
             return Ok(error_response(nokv_proto::errorpb::RegionError {
                 message: format!("admin command {name} is not implemented yet"),
                 kind: None,
@@ -110,6 +129,11 @@ impl Peer {
                 Some(request::Cmd::Put(p)) => wb.put_cf(cf(db, &p.cf)?, p.key, p.value),
                 Some(request::Cmd::Delete(d)) => wb.delete_cf(cf(db, &d.cf)?, d.key),
                 Some(request::Cmd::DeleteRange(d)) => {
+                    let start = if d.start_key.is_empty() {
+                        self.region.start_key.clone()
+                    } else {
+                        d.start_key.max(self.region.start_key.clone())
+                    };
                     let end = if d.end_key.is_empty() {
                         if self.region.end_key.is_empty() {
                             unbounded_upper()
@@ -119,13 +143,17 @@ impl Peer {
                     } else {
                         d.end_key
                     };
-                    wb.delete_range_cf(cf(db, &d.cf)?, d.start_key, end);
+                    wb.delete_range_cf(cf(db, &d.cf)?, start, end);
                 }
                 Some(request::Cmd::CompareAndSwap(c)) => {
                     self.flush(db, wb)?;
-                    let now = raw_value::now_secs();
+                    // Judge expiry at the proposer's time, never the local
+                    // clock: every replica must reach the same outcome.
                     let current = db.get_cf(raw, &c.key)?;
-                    let current = current.as_deref().and_then(|v| raw_value::decode(v, now)).map(|v| v.to_vec());
+                    let current = current
+                        .as_deref()
+                        .and_then(|v| raw_value::decode(v, c.evaluated_at_secs))
+                        .map(|v| v.to_vec());
                     let succeed = match &current {
                         None => c.previous_not_exist,
                         Some(v) => !c.previous_not_exist && *v == c.previous_value,
@@ -154,30 +182,49 @@ impl Peer {
         })
     }
 
-    fn apply_conf_change(&mut self, db: &DB, cc: &ConfChange, wb: &mut WriteBatch) -> Result<RaftCmdResponse> {
+    fn apply_conf_change(
+        &mut self,
+        db: &DB,
+        cc: &ConfChange,
+        wb: &mut WriteBatch,
+    ) -> Result<RaftCmdResponse> {
         let ctx = RaftCmdRequest::decode(cc.context.as_ref())?;
-        let change = ctx
-            .admin_request
-            .and_then(|a| a.cmd)
-            .and_then(|c| match c {
-                admin_request::Cmd::ChangePeer(c) => Some(c),
-                _ => None,
-            });
-        let target = change.as_ref().and_then(|c| c.peer.clone()).unwrap_or(PeerMeta {
-            id: cc.node_id,
-            store_id: 0,
-            role: 0,
+        let change = ctx.admin_request.and_then(|a| a.cmd).and_then(|c| match c {
+            admin_request::Cmd::ChangePeer(c) => Some(c),
+            _ => None,
         });
+        let target = change
+            .as_ref()
+            .and_then(|c| c.peer.clone())
+            .unwrap_or(PeerMeta {
+                id: cc.node_id,
+                store_id: 0,
+                role: 0,
+            });
+        // raft-rs decides first; the region follows only what raft accepted,
+        // so the two memberships can never disagree.
+        match self.raft.raw_mut().apply_conf_change(cc) {
+            Ok(cs) => self.raft.raw_mut().mut_store().set_conf_state(cs),
+            Err(e) => {
+                warn!(region_id = self.region.id, error = %e, "raft rejected conf change; region unchanged");
+                return Ok(error_response(nokv_proto::errorpb::RegionError {
+                    message: format!("conf change rejected: {e}"),
+                    kind: None,
+                }));
+            }
+        }
         let mut changed = true;
         match cc.get_change_type() {
-            raft::prelude::ConfChangeType::AddNode => match self.region.peers.iter_mut().find(|p| p.id == cc.node_id) {
-                Some(p) if p.role() == PeerRole::Voter => changed = false,
-                Some(p) => p.role = PeerRole::Voter as i32,
-                None => self.region.peers.push(PeerMeta {
-                    role: PeerRole::Voter as i32,
-                    ..target.clone()
-                }),
-            },
+            raft::prelude::ConfChangeType::AddNode => {
+                match self.region.peers.iter_mut().find(|p| p.id == cc.node_id) {
+                    Some(p) if p.role() == PeerRole::Voter => changed = false,
+                    Some(p) => p.role = PeerRole::Voter as i32,
+                    None => self.region.peers.push(PeerMeta {
+                        role: PeerRole::Voter as i32,
+                        ..target.clone()
+                    }),
+                }
+            }
             raft::prelude::ConfChangeType::AddLearnerNode => {
                 if self.region.peers.iter().any(|p| p.id == cc.node_id) {
                     changed = false;
@@ -193,10 +240,6 @@ impl Peer {
                 self.region.peers.retain(|p| p.id != cc.node_id);
                 changed = before != self.region.peers.len();
             }
-        }
-        match self.raft.raw_mut().apply_conf_change(cc) {
-            Ok(cs) => self.raft.raw_mut().mut_store().set_conf_state(cs),
-            Err(e) => warn!(region_id = self.region.id, error = %e, "raft rejected conf change"),
         }
         if changed {
             let epoch = self.region.epoch.get_or_insert_with(Default::default);
@@ -217,7 +260,9 @@ impl Peer {
                 "conf change applied"
             );
         }
-        if cc.get_change_type() == raft::prelude::ConfChangeType::RemoveNode && cc.node_id == self.meta.id {
+        if cc.get_change_type() == raft::prelude::ConfChangeType::RemoveNode
+            && cc.node_id == self.meta.id
+        {
             self.pending_destroy = true;
         }
         Ok(RaftCmdResponse {

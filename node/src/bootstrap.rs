@@ -13,12 +13,14 @@ use std::time::Duration;
 use nokv_client::CoordinatorClient;
 use nokv_consensus::engine::{cf, CF_META, CF_RAFT};
 use nokv_consensus::keys::{
-    apply_state_key, hard_state_key, parse_region_state_key, region_state_key, PREPARE_BOOTSTRAP_KEY,
-    STORE_IDENT_KEY,
+    apply_state_key, hard_state_key, parse_region_state_key, region_state_key,
+    PREPARE_BOOTSTRAP_KEY, STORE_IDENT_KEY,
 };
 use nokv_consensus::SnapshotSource;
 use nokv_proto::metapb::{Peer as PeerMeta, PeerRole, Region, RegionEpoch, Store};
-use nokv_proto::raft_serverpb::{ApplyState, PeerState, RaftTruncatedState, RegionLocalState, StoreIdent};
+use nokv_proto::raft_serverpb::{
+    ApplyState, PeerState, RaftTruncatedState, RegionLocalState, StoreIdent,
+};
 use prost::Message as _;
 use protobuf::Message as _;
 use rocksdb::{WriteBatch, WriteOptions, DB};
@@ -73,7 +75,11 @@ pub async fn ensure_store_id(db: &Arc<DB>, coordinator: &CoordinatorClient) -> R
     wb.put_cf(
         cf(db, CF_META)?,
         STORE_IDENT_KEY,
-        StoreIdent { cluster_id: 0, store_id }.encode_to_vec(),
+        StoreIdent {
+            cluster_id: 0,
+            store_id,
+        }
+        .encode_to_vec(),
     );
     synced(db, wb)?;
     info!(store_id, "store id allocated");
@@ -88,14 +94,19 @@ pub fn load_regions(db: &DB, store_id: u64) -> Result<(Vec<(Region, u64)>, Vec<u
     let raft = cf(db, CF_RAFT)?;
     for item in db.iterator_cf(meta, rocksdb::IteratorMode::Start) {
         let (k, v) = item?;
-        let Some(region_id) = parse_region_state_key(&k) else { continue };
+        let Some(region_id) = parse_region_state_key(&k) else {
+            continue;
+        };
         let local = RegionLocalState::decode(v.as_ref())?;
         if local.state() == PeerState::Tombstone {
             continue;
         }
         let Some(region) = local.region else { continue };
         let Some(me) = region.peers.iter().find(|p| p.store_id == store_id) else {
-            warn!(region_id, "region state without a peer on this store; skipped");
+            warn!(
+                region_id,
+                "region state without a peer on this store; skipped"
+            );
             continue;
         };
         if db.get_cf(raft, hard_state_key(region_id))?.is_none() {
@@ -118,7 +129,17 @@ pub fn open_peers(
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     regions
         .into_iter()
-        .map(|(region, peer_id)| Peer::open(db.clone(), store_id, region, peer_id, cfg, snapshots.clone(), &logger))
+        .map(|(region, peer_id)| {
+            Peer::open(
+                db.clone(),
+                store_id,
+                region,
+                peer_id,
+                cfg,
+                snapshots.clone(),
+                &logger,
+            )
+        })
         .collect()
 }
 
@@ -129,7 +150,11 @@ fn write_initial_region(db: &DB, region: &Region) -> Result<()> {
         state: PeerState::Normal as i32,
         merge_state: None,
     };
-    wb.put_cf(cf(db, CF_META)?, region_state_key(region.id), local.encode_to_vec());
+    wb.put_cf(
+        cf(db, CF_META)?,
+        region_state_key(region.id),
+        local.encode_to_vec(),
+    );
     let apply = ApplyState {
         applied_index: RAFT_INIT_LOG_INDEX,
         applied_term: RAFT_INIT_LOG_TERM,
@@ -138,7 +163,11 @@ fn write_initial_region(db: &DB, region: &Region) -> Result<()> {
             term: RAFT_INIT_LOG_TERM,
         }),
     };
-    wb.put_cf(cf(db, CF_META)?, apply_state_key(region.id), apply.encode_to_vec());
+    wb.put_cf(
+        cf(db, CF_META)?,
+        apply_state_key(region.id),
+        apply.encode_to_vec(),
+    );
     let mut hs = raft::prelude::HardState::default();
     hs.term = RAFT_INIT_LOG_TERM;
     hs.commit = RAFT_INIT_LOG_INDEX;
@@ -146,7 +175,11 @@ fn write_initial_region(db: &DB, region: &Region) -> Result<()> {
         .write_to_bytes()
         .map_err(|e| Error::Corrupted(format!("hard state: {e}")))?;
     wb.put_cf(cf(db, CF_RAFT)?, hard_state_key(region.id), hs);
-    wb.put_cf(cf(db, CF_META)?, PREPARE_BOOTSTRAP_KEY, region.encode_to_vec());
+    wb.put_cf(
+        cf(db, CF_META)?,
+        PREPARE_BOOTSTRAP_KEY,
+        region.encode_to_vec(),
+    );
     synced(db, wb)
 }
 
@@ -163,7 +196,11 @@ fn clear_initial_region(db: &DB, region_id: u64, keep_region: bool) -> Result<()
 
 /// Bootstraps the cluster with this store's first region if no cluster
 /// exists yet. Returns true when this store now holds region 1.
-pub async fn bootstrap_if_needed(db: &Arc<DB>, coordinator: &CoordinatorClient, store: &Store) -> Result<bool> {
+pub async fn bootstrap_if_needed(
+    db: &Arc<DB>,
+    coordinator: &CoordinatorClient,
+    store: &Store,
+) -> Result<bool> {
     let prepared = db
         .get_cf(cf(db, CF_META)?, PREPARE_BOOTSTRAP_KEY)?
         .map(|b| Region::decode(b.as_slice()))
@@ -174,12 +211,16 @@ pub async fn bootstrap_if_needed(db: &Arc<DB>, coordinator: &CoordinatorClient, 
             if retry_forever("checking bootstrap state", || coordinator.is_bootstrapped()).await {
                 return Ok(false);
             }
-            let peer_id = retry_forever("allocating the first peer id", || coordinator.alloc_id(1)).await;
+            let peer_id =
+                retry_forever("allocating the first peer id", || coordinator.alloc_id(1)).await;
             let region = Region {
                 id: FIRST_REGION_ID,
                 start_key: Vec::new(),
                 end_key: Vec::new(),
-                epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+                epoch: Some(RegionEpoch {
+                    conf_ver: 1,
+                    version: 1,
+                }),
                 peers: vec![PeerMeta {
                     id: peer_id,
                     store_id: store.id,
@@ -208,18 +249,32 @@ pub async fn bootstrap_if_needed(db: &Arc<DB>, coordinator: &CoordinatorClient, 
     };
     clear_initial_region(db, region.id, outcome)?;
     if outcome {
-        info!(region_id = region.id, store_id = store.id, "bootstrapped the cluster");
+        info!(
+            region_id = region.id,
+            store_id = store.id,
+            "bootstrapped the cluster"
+        );
     }
     Ok(outcome)
 }
 
 /// Whether the coordinator's region `region_id` includes peer `peer_id`
 /// (so the bootstrap that won was ours), retrying transient failures.
-async fn first_region_has_peer(coordinator: &CoordinatorClient, region_id: u64, peer_id: u64) -> bool {
+async fn first_region_has_peer(
+    coordinator: &CoordinatorClient,
+    region_id: u64,
+    peer_id: u64,
+) -> bool {
     loop {
         match coordinator.get_region_by_id(region_id).await {
-            Ok(r) => return r.region.is_some_and(|r| r.peers.iter().any(|p| p.id == peer_id)),
-            Err(nokv_client::Error::Coordinator { kind, .. }) if kind == "NOT_FOUND" => return false,
+            Ok(r) => {
+                return r
+                    .region
+                    .is_some_and(|r| r.peers.iter().any(|p| p.id == peer_id))
+            }
+            Err(nokv_client::Error::Coordinator { kind, .. }) if kind == "NOT_FOUND" => {
+                return false
+            }
             Err(e) => {
                 warn!(error = %e, "looking up the first region failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -124,7 +124,8 @@ impl NodeConfig {
         if self.coordinators.is_empty() {
             return Err("at least one coordinator address is required".into());
         }
-        if self.raft.tick_interval_ms == 0 || self.raft.election_ticks <= self.raft.heartbeat_ticks {
+        if self.raft.tick_interval_ms == 0 || self.raft.election_ticks <= self.raft.heartbeat_ticks
+        {
             return Err("raft: tick must be > 0 and election_ticks > heartbeat_ticks".into());
         }
         if self.limits.max_key_bytes == 0 || self.limits.max_value_bytes == 0 {
@@ -140,8 +141,12 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_yaml_overrides_nested_keys() {
-        NodeConfig::default().validate().expect("defaults are valid");
-        let c: NodeConfig = serde_yaml::from_str("raft:\n  tick_interval_ms: 50\nlimits:\n  max_key_bytes: 10\n").unwrap();
+        NodeConfig::default()
+            .validate()
+            .expect("defaults are valid");
+        let c: NodeConfig =
+            serde_yaml::from_str("raft:\n  tick_interval_ms: 50\nlimits:\n  max_key_bytes: 10\n")
+                .unwrap();
         assert_eq!(c.raft.tick_interval_ms, 50);
         assert_eq!(c.raft.election_ticks, 10);
         assert_eq!(c.limits.max_key_bytes, 10);

@@ -52,11 +52,15 @@ pub fn spawn_store_heartbeats(
             let db = db.clone();
             let (capacity, available, used) = tokio::task::spawn_blocking(move || {
                 let (cap, avail) = disk_space(&dir);
-                let used = db
-                    .property_int_value("rocksdb.total-sst-files-size")
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0);
+                let used = crate::engine::ALL_CFS
+                    .iter()
+                    .filter_map(|name| {
+                        let h = db.cf_handle(name)?;
+                        db.property_int_value_cf(h, "rocksdb.total-sst-files-size")
+                            .ok()
+                            .flatten()
+                    })
+                    .sum::<u64>();
                 (cap, avail, used)
             })
             .await
@@ -88,7 +92,9 @@ pub fn spawn_region_heartbeats(
     tokio::spawn(async move {
         let limit = Arc::new(Semaphore::new(16));
         while let Some(hb) = rx.recv().await {
-            let Ok(permit) = limit.clone().acquire_owned().await else { return };
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                return;
+            };
             let coordinator = coordinator.clone();
             let router = router.clone();
             tokio::spawn(async move {
@@ -96,7 +102,9 @@ pub fn spawn_region_heartbeats(
                 match coordinator.region_heartbeat(hb).await {
                     Ok(resp) => {
                         REGION_HEARTBEATS.with_label_values(&["ok"]).inc();
-                        if resp.change_peer.is_some() && router.send(StoreMsg::HeartbeatResponse(resp)).is_err() {
+                        if resp.change_peer.is_some()
+                            && router.send(StoreMsg::HeartbeatResponse(resp)).is_err()
+                        {
                             debug!(region_id, "raftstore busy; coordinator order dropped");
                         }
                     }

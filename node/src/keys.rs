@@ -64,7 +64,11 @@ pub fn data_range(cf: &str, start: &[u8], end: &[u8]) -> (Vec<u8>, Option<Vec<u8
     if cf == CF_RAW {
         return (start.to_vec(), (!end.is_empty()).then(|| end.to_vec()));
     }
-    let lower = if start.is_empty() { Vec::new() } else { encode_bytes(start) };
+    let lower = if start.is_empty() {
+        Vec::new()
+    } else {
+        encode_bytes(start)
+    };
     (lower, (!end.is_empty()).then(|| encode_bytes(end)))
 }
 

@@ -7,12 +7,14 @@ use prometheus::{register_int_counter, register_int_gauge, IntCounter, IntGauge}
 
 /// Initialized regions on this store.
 pub static REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("nokv_store_regions", "Region replicas on this store").expect("metric registers once")
+    register_int_gauge!("nokv_store_regions", "Region replicas on this store")
+        .expect("metric registers once")
 });
 
 /// Regions this store leads.
 pub static LEADERS: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("nokv_store_leaders", "Region leaders on this store").expect("metric registers once")
+    register_int_gauge!("nokv_store_leaders", "Region leaders on this store")
+        .expect("metric registers once")
 });
 
 /// Times a replica on this store gained or lost leadership.

@@ -11,8 +11,19 @@ use nokv_proto::raft_serverpb::RaftMessage;
 /// Answer to a write: the apply response (which may carry a region error
 /// found at apply time) or a region error found before proposing.
 pub type CmdCallback = Box<dyn FnOnce(Result<RaftCmdResponse, RegionError>) + Send>;
-/// Answer to a read request: the applied index to read at.
-pub type ReadCallback = Box<dyn FnOnce(Result<u64, RegionError>) + Send>;
+/// Permission to read a region at a linearizable point.
+#[derive(Debug, Clone)]
+pub struct ReadGrant {
+    /// Applied index the read is linearizable at.
+    pub applied_index: u64,
+    /// The region's start key when the read was admitted.
+    pub start_key: Vec<u8>,
+    /// The region's end key when the read was admitted (empty = unbounded).
+    pub end_key: Vec<u8>,
+}
+
+/// Answer to a read request.
+pub type ReadCallback = Box<dyn FnOnce(Result<ReadGrant, RegionError>) + Send>;
 
 /// A request to the raftstore thread.
 pub enum StoreMsg {

@@ -75,7 +75,13 @@ impl Peer {
             .as_ref()
             .map(|t| (t.index, t.term))
             .unwrap_or((0, 0));
-        let log = RocksRaftLog::open(db, region.id, conf_state_of(&region), truncated, Some(snapshots))?;
+        let log = RocksRaftLog::open(
+            db,
+            region.id,
+            conf_state_of(&region),
+            truncated,
+            Some(snapshots),
+        )?;
         let mut raft_cfg = RaftPeerConfig::new(peer_id, apply_state.applied_index);
         raft_cfg.election_tick = cfg.election_ticks;
         raft_cfg.heartbeat_tick = cfg.heartbeat_ticks;
@@ -89,7 +95,9 @@ impl Peer {
             .map(|p| p.id)
             .collect();
         if voters == [peer_id] {
-            raft.raw_mut().campaign().map_err(nokv_consensus::Error::from)?;
+            raft.raw_mut()
+                .campaign()
+                .map_err(nokv_consensus::Error::from)?;
         }
         let peer_stores = region.peers.iter().map(|p| (p.id, p.store_id)).collect();
         Ok(Peer {
@@ -147,7 +155,11 @@ impl Peer {
             state: state as i32,
             merge_state: None,
         };
-        wb.put_cf(cf(db, CF_META)?, region_state_key(self.region.id), local.encode_to_vec());
+        wb.put_cf(
+            cf(db, CF_META)?,
+            region_state_key(self.region.id),
+            local.encode_to_vec(),
+        );
         Ok(())
     }
 
@@ -163,7 +175,11 @@ impl Peer {
 
     /// The truncated index (the log starts right after it).
     pub fn truncated_index(&self) -> u64 {
-        self.apply_state.truncated_state.as_ref().map(|t| t.index).unwrap_or(0)
+        self.apply_state
+            .truncated_state
+            .as_ref()
+            .map(|t| t.index)
+            .unwrap_or(0)
     }
 
     /// Peers the leader considers not caught up.
@@ -180,7 +196,11 @@ impl Peer {
             .filter(|p| p.id != self.meta.id)
             .filter(|p| match raft.prs().get(p.id) {
                 None => true,
-                Some(pr) => pr.matched < truncated || pr.matched + PENDING_LAG_ENTRIES < committed || pr.matched == 0,
+                Some(pr) => {
+                    pr.matched < truncated
+                        || pr.matched + PENDING_LAG_ENTRIES < committed
+                        || pr.matched == 0
+                }
             })
             .cloned()
             .collect()

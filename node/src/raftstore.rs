@@ -22,7 +22,8 @@ use nokv_proto::coordinatorpb::{change_peer, RegionHeartbeatRequest, RegionHeart
 use nokv_proto::errorpb::RegionError;
 use nokv_proto::metapb::{self, Region};
 use nokv_proto::raft_cmdpb::{
-    admin_request, request, AdminRequest, ChangePeerRequest, ConfChangeType, RaftCmdRequest, RaftRequestHeader,
+    admin_request, request, AdminRequest, ChangePeerRequest, ConfChangeType, RaftCmdRequest,
+    RaftRequestHeader,
 };
 use nokv_proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
 use prost::Message as _;
@@ -33,7 +34,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::RaftConfig;
 use crate::metrics;
-use crate::msg::{CmdCallback, ReadCallback, StoreMsg};
+use crate::msg::{CmdCallback, ReadCallback, ReadGrant, StoreMsg};
 use crate::peer::Peer;
 use crate::region::{
     check_epoch, check_key, check_range, not_leader, overlaps, region_not_found, stale_command,
@@ -130,7 +131,11 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
     let mut store = Raftstore {
         store_id: parts.store_id,
         db: parts.db,
-        peers: parts.peers.into_iter().map(|p| (p.region_id(), p)).collect(),
+        peers: parts
+            .peers
+            .into_iter()
+            .map(|p| (p.region_id(), p))
+            .collect(),
         transport: parts.transport,
         heartbeats: parts.heartbeats,
         tick: Duration::from_millis(parts.config.tick_interval_ms.max(1)),
@@ -166,7 +171,11 @@ const MAX_MSGS_PER_ROUND: usize = 4096;
 
 impl Raftstore {
     fn run(&mut self) {
-        info!(store_id = self.store_id, regions = self.peers.len(), "raftstore started");
+        info!(
+            store_id = self.store_id,
+            regions = self.peers.len(),
+            "raftstore started"
+        );
         let mut next_tick = Instant::now() + self.tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
@@ -195,7 +204,8 @@ impl Raftstore {
             }
         }
         for p in self.peers.values_mut() {
-            p.raft.fail_all(ProposeError::Dropped("store is stopping".into()));
+            p.raft
+                .fail_all(ProposeError::Dropped("store is stopping".into()));
         }
     }
 
@@ -211,8 +221,16 @@ impl Raftstore {
                 ranges,
                 cb,
             } => self.on_read(region_id, epoch, peer, keys, ranges, cb),
-            StoreMsg::ChangePeer { region_id, change, cb } => self.on_change_peer(region_id, change, cb),
-            StoreMsg::TransferLeader { region_id, to_store, cb } => {
+            StoreMsg::ChangePeer {
+                region_id,
+                change,
+                cb,
+            } => self.on_change_peer(region_id, change, cb),
+            StoreMsg::TransferLeader {
+                region_id,
+                to_store,
+                cb,
+            } => {
                 cb(self.on_transfer_leader(region_id, to_store));
             }
             StoreMsg::Status { region_id, cb } => {
@@ -234,7 +252,11 @@ impl Raftstore {
             return;
         };
         if to.store_id != self.store_id {
-            debug!(store_id = self.store_id, to_store = to.store_id, "raft message for another store dropped");
+            debug!(
+                store_id = self.store_id,
+                to_store = to.store_id,
+                "raft message for another store dropped"
+            );
             return;
         }
         let msg = match decode_message(&env.message) {
@@ -251,7 +273,12 @@ impl Raftstore {
             return;
         };
         if peer.meta.id != to.id {
-            debug!(region_id = env.region_id, peer_id = peer.meta.id, to_peer = to.id, "message for another peer id dropped");
+            debug!(
+                region_id = env.region_id,
+                peer_id = peer.meta.id,
+                to_peer = to.id,
+                "message for another peer id dropped"
+            );
             return;
         }
         if let Some(from) = &env.from_peer {
@@ -281,7 +308,10 @@ impl Raftstore {
                 let local_epoch = local.region.and_then(|r| r.epoch).unwrap_or_default();
                 let msg_epoch = env.region_epoch.clone().unwrap_or_default();
                 if msg_epoch.conf_ver <= local_epoch.conf_ver {
-                    debug!(region_id = env.region_id, "message for a destroyed peer dropped");
+                    debug!(
+                        region_id = env.region_id,
+                        "message for a destroyed peer dropped"
+                    );
                     return false;
                 }
             }
@@ -302,7 +332,10 @@ impl Raftstore {
             .values()
             .any(|p| p.is_initialized() && overlaps(&p.region, &probe))
         {
-            debug!(region_id = env.region_id, "new peer would overlap an existing region; dropped");
+            debug!(
+                region_id = env.region_id,
+                "new peer would overlap an existing region; dropped"
+            );
             return false;
         }
         let region = Region {
@@ -319,7 +352,11 @@ impl Raftstore {
             &self.logger,
         ) {
             Ok(p) => {
-                info!(region_id = env.region_id, peer_id = to.id, "created peer from raft message");
+                info!(
+                    region_id = env.region_id,
+                    peer_id = to.id,
+                    "created peer from raft message"
+                );
                 self.peers.insert(env.region_id, p);
                 true
             }
@@ -331,8 +368,11 @@ impl Raftstore {
     }
 
     fn load_region_state(&self, region_id: u64) -> Result<Option<RegionLocalState>> {
-        let b = self.db.get_cf(cf(&self.db, CF_META)?, region_state_key(region_id))?;
-        Ok(b.map(|b| RegionLocalState::decode(b.as_slice())).transpose()?)
+        let b = self
+            .db
+            .get_cf(cf(&self.db, CF_META)?, region_state_key(region_id))?;
+        Ok(b.map(|b| RegionLocalState::decode(b.as_slice()))
+            .transpose()?)
     }
 
     /// Common admission checks; returns the peer when the request may go on.
@@ -381,7 +421,9 @@ impl Raftstore {
                 Some(request::Cmd::Put(p)) => check_key(&peer.region, &p.key),
                 Some(request::Cmd::Delete(d)) => check_key(&peer.region, &d.key),
                 Some(request::Cmd::CompareAndSwap(c)) => check_key(&peer.region, &c.key),
-                Some(request::Cmd::DeleteRange(d)) => check_range(&peer.region, &d.start_key, &d.end_key),
+                Some(request::Cmd::DeleteRange(d)) => {
+                    check_range(&peer.region, &d.start_key, &d.end_key)
+                }
                 None => Ok(()),
             };
             if let Err(e) = check {
@@ -405,7 +447,11 @@ impl Raftstore {
         ranges: Vec<(Vec<u8>, Vec<u8>)>,
         cb: ReadCallback,
     ) {
-        let peer = match self.admit(region_id, req_peer.as_ref(), EpochCheck::Data(epoch.as_ref())) {
+        let peer = match self.admit(
+            region_id,
+            req_peer.as_ref(),
+            EpochCheck::Data(epoch.as_ref()),
+        ) {
             Ok(p) => p,
             Err(e) => return cb(Err(e)),
         };
@@ -419,7 +465,15 @@ impl Raftstore {
             }
         }
         let peers = peer.region.peers.clone();
-        peer.raft.read_index(Box::new(move |r| cb(r.map_err(|e| map_propose_error(region_id, &peers, e)))));
+        let (start_key, end_key) = (peer.region.start_key.clone(), peer.region.end_key.clone());
+        peer.raft.read_index(Box::new(move |r| {
+            cb(r.map(|applied_index| ReadGrant {
+                applied_index,
+                start_key,
+                end_key,
+            })
+            .map_err(|e| map_propose_error(region_id, &peers, e)))
+        }));
     }
 
     fn on_change_peer(&mut self, region_id: u64, change: ChangePeerRequest, cb: CmdCallback) {
@@ -461,9 +515,19 @@ impl Raftstore {
         );
     }
 
-    fn on_transfer_leader(&mut self, region_id: u64, to_store: u64) -> std::result::Result<metapb::Peer, RegionError> {
+    fn on_transfer_leader(
+        &mut self,
+        region_id: u64,
+        to_store: u64,
+    ) -> std::result::Result<metapb::Peer, RegionError> {
         let peer = self.admit(region_id, None, EpochCheck::Skip)?;
-        let Some(target) = peer.region.peers.iter().find(|p| p.store_id == to_store).cloned() else {
+        let Some(target) = peer
+            .region
+            .peers
+            .iter()
+            .find(|p| p.store_id == to_store)
+            .cloned()
+        else {
             return Err(RegionError {
                 message: format!("region {region_id} has no peer on store {to_store}"),
                 kind: None,
@@ -477,7 +541,11 @@ impl Raftstore {
         let matched = raft.prs().get(target.id).map(|p| p.matched).unwrap_or(0);
         if matched + 100 < last {
             return Err(RegionError {
-                message: format!("transfer refused: peer {} lags {} entries behind", target.id, last - matched),
+                message: format!(
+                    "transfer refused: peer {} lags {} entries behind",
+                    target.id,
+                    last - matched
+                ),
                 kind: None,
             });
         }
@@ -536,7 +604,11 @@ impl Raftstore {
     fn send_messages(&self, peer: &Peer, msgs: Vec<Message>) {
         for m in msgs {
             let Some(store) = peer.store_of(m.to) else {
-                debug!(region_id = peer.region.id, to = m.to, "no store known for peer; message dropped");
+                debug!(
+                    region_id = peer.region.id,
+                    to = m.to,
+                    "no store known for peer; message dropped"
+                );
                 continue;
             };
             let env = RaftMessage {
@@ -562,7 +634,9 @@ impl Raftstore {
         let mut pending: Vec<(u64, PendingReady)> = Vec::new();
         let ids: Vec<u64> = self.peers.keys().copied().collect();
         for id in &ids {
-            let Some(peer) = self.peers.get_mut(id) else { continue };
+            let Some(peer) = self.peers.get_mut(id) else {
+                continue;
+            };
             if !peer.raft.has_ready() {
                 continue;
             }
@@ -571,7 +645,11 @@ impl Raftstore {
             };
             if let Some(snap) = &ready.snapshot {
                 install(&self.db, peer, snap, &mut wb)?;
-                info!(region_id = id, index = snap.get_metadata().index, "installing snapshot");
+                info!(
+                    region_id = id,
+                    index = snap.get_metadata().index,
+                    "installing snapshot"
+                );
             }
             let peer = &self.peers[id];
             self.send_messages(peer, msgs);
@@ -590,7 +668,9 @@ impl Raftstore {
         let start = Instant::now();
         let mut destroyed = Vec::new();
         for (id, ready) in pending {
-            let Some(peer) = self.peers.get_mut(&id) else { continue };
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
             let mut apply_wb = WriteBatch::default();
             let out = peer.raft.finish_ready(ready, &mut apply_wb)?;
             let answers = peer.apply_entries(&self.db, out.committed, apply_wb)?;
@@ -599,7 +679,9 @@ impl Raftstore {
                 cb(Ok(resp));
             }
             peer.raft.advance_apply(applied);
-            RAFT_APPLIED_INDEX.with_label_values(&[&id.to_string()]).set(applied as i64);
+            RAFT_APPLIED_INDEX
+                .with_label_values(&[&id.to_string()])
+                .set(applied as i64);
             if peer.pending_destroy {
                 destroyed.push(id);
             }
@@ -647,14 +729,20 @@ impl Raftstore {
             .values()
             .any(|p| p.is_initialized() && overlaps(&p.region, &peer.region));
         if !still_owned {
-            clear_range(&self.db, &peer.region.start_key, &peer.region.end_key, &mut wb)?;
+            clear_range(
+                &self.db,
+                &peer.region.start_key,
+                &peer.region.end_key,
+                &mut wb,
+            )?;
         }
         peer.persist_region(&self.db, PeerState::Tombstone, &mut wb)?;
         wb.delete_cf(cf(&self.db, CF_META)?, apply_state_key(region_id));
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db.write_opt(wb, &opts).map_err(Error::from)?;
-        peer.raft.fail_all(ProposeError::Dropped("peer removed".into()));
+        peer.raft
+            .fail_all(ProposeError::Dropped("peer removed".into()));
         info!(region_id, peer_id = peer.meta.id, "peer destroyed");
         Ok(())
     }

@@ -71,7 +71,11 @@ pub fn store_not_match(requested: u64, actual: u64) -> RegionError {
 
 /// Checks the request's epoch. Data requests compare `version` (the key
 /// range); admin requests compare `conf_ver` as well.
-pub fn check_epoch(region: &Region, req: Option<&RegionEpoch>, check_conf_ver: bool) -> Result<(), RegionError> {
+pub fn check_epoch(
+    region: &Region,
+    req: Option<&RegionEpoch>,
+    check_conf_ver: bool,
+) -> Result<(), RegionError> {
     let current = region.epoch.clone().unwrap_or_default();
     let req = req.cloned().unwrap_or_default();
     if req.version != current.version || (check_conf_ver && req.conf_ver != current.conf_ver) {
@@ -82,7 +86,9 @@ pub fn check_epoch(region: &Region, req: Option<&RegionEpoch>, check_conf_ver: b
 
 /// Checks `key` is in `[start_key, end_key)`.
 pub fn check_key(region: &Region, key: &[u8]) -> Result<(), RegionError> {
-    if key < region.start_key.as_slice() || (!region.end_key.is_empty() && key >= region.end_key.as_slice()) {
+    if key < region.start_key.as_slice()
+        || (!region.end_key.is_empty() && key >= region.end_key.as_slice())
+    {
         return Err(RegionError {
             message: format!("key is not in region {}", region.id),
             kind: Some(Kind::KeyNotInRegion(errorpb::KeyNotInRegion {
@@ -99,7 +105,11 @@ pub fn check_key(region: &Region, key: &[u8]) -> Result<(), RegionError> {
 /// Checks `[start, end)` lies inside the region. An empty `start` means
 /// the region's start and an empty `end` the region's end.
 pub fn check_range(region: &Region, start: &[u8], end: &[u8]) -> Result<(), RegionError> {
-    let start = if start.is_empty() { region.start_key.as_slice() } else { start };
+    let start = if start.is_empty() {
+        region.start_key.as_slice()
+    } else {
+        start
+    };
     check_key(region, start)?;
     if !end.is_empty() && !region.end_key.is_empty() && end > region.end_key.as_slice() {
         return check_key(region, end);
@@ -121,7 +131,8 @@ pub fn conf_state_of(region: &Region) -> ConfState {
 
 /// Whether two regions' ranges overlap.
 pub fn overlaps(a: &Region, b: &Region) -> bool {
-    (b.end_key.is_empty() || a.start_key < b.end_key) && (a.end_key.is_empty() || b.start_key < a.end_key)
+    (b.end_key.is_empty() || a.start_key < b.end_key)
+        && (a.end_key.is_empty() || b.start_key < a.end_key)
 }
 
 #[cfg(test)]
@@ -133,10 +144,21 @@ mod tests {
             id: 9,
             start_key: start.to_vec(),
             end_key: end.to_vec(),
-            epoch: Some(RegionEpoch { conf_ver: 2, version: 3 }),
+            epoch: Some(RegionEpoch {
+                conf_ver: 2,
+                version: 3,
+            }),
             peers: vec![
-                Peer { id: 1, store_id: 1, role: PeerRole::Voter as i32 },
-                Peer { id: 2, store_id: 2, role: PeerRole::Learner as i32 },
+                Peer {
+                    id: 1,
+                    store_id: 1,
+                    role: PeerRole::Voter as i32,
+                },
+                Peer {
+                    id: 2,
+                    store_id: 2,
+                    role: PeerRole::Learner as i32,
+                },
             ],
         }
     }
@@ -144,8 +166,14 @@ mod tests {
     #[test]
     fn epoch_checks_version_always_and_conf_ver_for_admin() {
         let r = region(b"", b"");
-        let same = RegionEpoch { conf_ver: 2, version: 3 };
-        let old_conf = RegionEpoch { conf_ver: 1, version: 3 };
+        let same = RegionEpoch {
+            conf_ver: 2,
+            version: 3,
+        };
+        let old_conf = RegionEpoch {
+            conf_ver: 1,
+            version: 3,
+        };
         assert!(check_epoch(&r, Some(&same), true).is_ok());
         assert!(check_epoch(&r, Some(&old_conf), false).is_ok());
         let e = check_epoch(&r, Some(&old_conf), true).unwrap_err();
@@ -161,8 +189,14 @@ mod tests {
         assert!(check_key(&r, b"a").is_err());
         assert!(check_range(&r, b"c", b"m").is_ok());
         assert!(check_range(&r, b"c", b"n").is_err());
-        assert!(check_range(&r, b"c", b"").is_ok(), "empty end means the region's end");
-        assert!(check_range(&r, b"", b"c").is_ok(), "empty start means the region's start");
+        assert!(
+            check_range(&r, b"c", b"").is_ok(),
+            "empty end means the region's end"
+        );
+        assert!(
+            check_range(&r, b"", b"c").is_ok(),
+            "empty start means the region's start"
+        );
         assert!(check_range(&region(b"", b""), b"", b"").is_ok());
     }
 

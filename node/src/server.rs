@@ -23,7 +23,9 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
-use crate::bootstrap::{bootstrap_if_needed, ensure_store_id, load_regions, open_peers, retry_forever};
+use crate::bootstrap::{
+    bootstrap_if_needed, ensure_store_id, load_regions, open_peers, retry_forever,
+};
 use crate::config::NodeConfig;
 use crate::engine::ALL_CFS;
 use crate::heartbeat::{spawn_region_heartbeats, spawn_store_heartbeats};
@@ -42,10 +44,21 @@ struct StoreResolver {
 impl AddressResolver for StoreResolver {
     fn resolve(&self, store_id: u64) -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>> {
         Box::pin(async move {
-            if let Some(a) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&store_id) {
+            if let Some(a) = self
+                .cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&store_id)
+            {
                 return Some(a.clone());
             }
-            let addr = self.coordinator.get_store(store_id).await.ok()?.store?.address;
+            let addr = self
+                .coordinator
+                .get_store(store_id)
+                .await
+                .ok()?
+                .store?
+                .address;
             self.cache
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -55,7 +68,10 @@ impl AddressResolver for StoreResolver {
     }
 
     fn invalidate(&self, store_id: u64) {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).remove(&store_id);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&store_id);
     }
 }
 
@@ -74,7 +90,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// # Errors
 /// Invalid configuration, ports that cannot be bound, or storage that
 /// cannot be opened.
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     config.validate().map_err(Error::Config)?;
     let stop = watch_signal(shutdown);
     crate::metrics::register();
@@ -128,7 +147,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
         start_time_ms: now_ms(),
         last_heartbeat_ms: 0,
     };
-    retry_forever("registering the store", || coordinator.put_store(store.clone())).await;
+    retry_forever("registering the store", || {
+        coordinator.put_store(store.clone())
+    })
+    .await;
 
     let snapshots = Arc::new(RegionSnapshotSource::new(db.clone()));
     let (mut regions, missing) = load_regions(&db, store_id)?;

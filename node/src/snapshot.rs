@@ -10,7 +10,9 @@ use std::sync::Arc;
 use nokv_consensus::engine::{cf, CF_META};
 use nokv_consensus::keys::{apply_state_key, region_state_key};
 use nokv_consensus::SnapshotSource;
-use nokv_proto::raft_serverpb::{ApplyState, PeerState, RegionLocalState, RegionSnapshotData, SnapshotCfData};
+use nokv_proto::raft_serverpb::{
+    ApplyState, PeerState, RegionLocalState, RegionSnapshotData, SnapshotCfData,
+};
 use prost::Message as _;
 use raft::prelude::Snapshot;
 use raft::StorageError;
@@ -63,7 +65,9 @@ impl RegionSnapshotSource {
                 keys: Vec::new(),
                 values: Vec::new(),
             };
-            for item in snap.iterator_cf_opt(handle, opts, IteratorMode::From(&lower, Direction::Forward)) {
+            for item in
+                snap.iterator_cf_opt(handle, opts, IteratorMode::From(&lower, Direction::Forward))
+            {
                 let (k, v) = item?;
                 cf_data.keys.push(k.to_vec());
                 cf_data.values.push(v.to_vec());

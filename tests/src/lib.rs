@@ -85,7 +85,10 @@ impl LocalCluster {
     /// `extra_topology` is YAML appended to the topology file (for
     /// `coordinator_config:` / `node_config:` overrides).
     pub fn start(coordinators: usize, nodes: usize, extra_topology: &str) -> LocalCluster {
-        let dir = tempfile::Builder::new().prefix("nokv-e2e").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("nokv-e2e")
+            .tempdir()
+            .expect("tempdir");
         let topology = dir.path().join("topology.yaml");
         let mut c = LocalCluster {
             dir,
@@ -116,7 +119,11 @@ impl LocalCluster {
             if out.status.success() {
                 return c;
             }
-            last = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
             c.kill_all();
         }
         panic!("cluster up failed three times; last output:\n{last}");
@@ -172,8 +179,11 @@ impl LocalCluster {
 
     /// The processes as last recorded.
     pub fn processes(&self) -> Vec<Process> {
-        let text = std::fs::read_to_string(self.data_dir().join("cluster.json")).expect("cluster.json");
-        serde_json::from_str::<StateFile>(&text).expect("parse cluster.json").processes
+        let text =
+            std::fs::read_to_string(self.data_dir().join("cluster.json")).expect("cluster.json");
+        serde_json::from_str::<StateFile>(&text)
+            .expect("parse cluster.json")
+            .processes
     }
 
     /// The process with `name`.
@@ -252,7 +262,10 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -268,7 +281,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -276,15 +292,22 @@ where
 /// Applied index of `region_id` on the node at `address` (None if the node
 /// does not answer or has no such region).
 pub async fn applied_index(address: &str, region_id: u64) -> Option<u64> {
-    let mut c = AdminClient::connect(format!("http://{address}")).await.ok()?;
-    let resp = c.region_status(RegionStatusRequest { region_id }).await.ok()?.into_inner();
+    let mut c = AdminClient::connect(format!("http://{address}"))
+        .await
+        .ok()?;
+    let resp = c
+        .region_status(RegionStatusRequest { region_id })
+        .await
+        .ok()?
+        .into_inner();
     resp.regions.first().map(|r| r.applied_index)
 }
 
 /// Fetches `path` over HTTP from `addr`; returns (status code, body).
 pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut buf = String::new();

@@ -24,7 +24,11 @@ fn json(s: &str) -> Value {
 /// The first region and its leader's store, from `nokv regions -o json`.
 fn first_region(c: &LocalCluster) -> Value {
     let regions = json(&c.nokv_ok(&["regions", "-o", "json"]));
-    regions.as_array().and_then(|a| a.first()).cloned().expect("at least one region")
+    regions
+        .as_array()
+        .and_then(|a| a.first())
+        .cloned()
+        .expect("at least one region")
 }
 
 #[test]
@@ -38,7 +42,10 @@ fn cluster_up_serves_put_get_and_shows_stores_and_regions() {
     let peers = region["peers"].as_array().expect("peers");
     assert_eq!(peers.len(), 3);
     assert!(peers.iter().all(|p| p["role"] == "voter"));
-    let stores_of: std::collections::HashSet<u64> = peers.iter().map(|p| p["store_id"].as_u64().unwrap()).collect();
+    let stores_of: std::collections::HashSet<u64> = peers
+        .iter()
+        .map(|p| p["store_id"].as_u64().unwrap())
+        .collect();
     assert_eq!(stores_of.len(), 3, "replicas on three different stores");
     assert_ne!(region["leader_store_id"], 0, "region has a leader");
 
@@ -68,7 +75,10 @@ fn leader_crash_loses_no_acknowledged_write_and_restarted_node_catches_up() {
             tasks.push(tokio::spawn(async move {
                 for i in (t..1000).step_by(8) {
                     let k = format!("key-{i:04}");
-                    client.put(k.as_bytes(), format!("value-{i}").as_bytes()).await.expect("put");
+                    client
+                        .put(k.as_bytes(), format!("value-{i}").as_bytes())
+                        .await
+                        .expect("put");
                 }
             }));
         }
@@ -95,31 +105,46 @@ fn leader_crash_loses_no_acknowledged_write_and_restarted_node_catches_up() {
     let killed_at = Instant::now();
     let client = RawClient::new(c.coordinators.clone(), Duration::from_secs(2)).expect("client");
     rt.block_on(async {
-        wait_until_async("a write to succeed after the leader crash", Duration::from_secs(60), || async {
-            client.put(b"after-crash", b"1").await.ok()
-        })
+        wait_until_async(
+            "a write to succeed after the leader crash",
+            Duration::from_secs(60),
+            || async { client.put(b"after-crash", b"1").await.ok() },
+        )
         .await;
     });
     let unavailable = killed_at.elapsed();
-    println!("measured unavailability after leader kill -9: {:.2}s", unavailable.as_secs_f64());
+    println!(
+        "measured unavailability after leader kill -9: {:.2}s",
+        unavailable.as_secs_f64()
+    );
 
     let client = RawClient::new(c.coordinators.clone(), Duration::from_secs(20)).expect("client");
     rt.block_on(async {
-        let pairs = client.scan(b"key-", b"key-~", 2000, Default::default()).await.expect("scan");
+        let pairs = client
+            .scan(b"key-", b"key-~", 2000, Default::default())
+            .await
+            .expect("scan");
         assert_eq!(pairs.len(), 1000, "every acknowledged key survives");
         for (i, p) in pairs.iter().enumerate() {
             assert_eq!(p.key, format!("key-{i:04}").into_bytes());
             assert_eq!(p.value, format!("value-{i}").into_bytes());
         }
-        assert_eq!(client.get(b"key-0777").await.expect("get"), Some(b"value-777".to_vec()));
+        assert_eq!(
+            client.get(b"key-0777").await.expect("get"),
+            Some(b"value-777".to_vec())
+        );
     });
 
     c.restart(&victim.name);
-    let new_leader = wait_until("a new leader to be reported", Duration::from_secs(30), || {
-        let r = first_region(&c);
-        let s = r["leader_store_id"].as_u64()?;
-        (s != 0 && s != leader_store).then_some(s)
-    });
+    let new_leader = wait_until(
+        "a new leader to be reported",
+        Duration::from_secs(30),
+        || {
+            let r = first_region(&c);
+            let s = r["leader_store_id"].as_u64()?;
+            (s != 0 && s != leader_store).then_some(s)
+        },
+    );
     let leader_addr = json(&c.nokv_ok(&["stores", "-o", "json"]))
         .as_array()
         .unwrap()
@@ -128,11 +153,17 @@ fn leader_crash_loses_no_acknowledged_write_and_restarted_node_catches_up() {
         .and_then(|s| s["address"].as_str().map(String::from))
         .expect("leader address");
     rt.block_on(async {
-        let target = applied_index(&leader_addr, region_id).await.expect("leader applied index");
-        let caught_up = wait_until_async("the restarted node to catch up", Duration::from_secs(60), || async {
-            let a = applied_index(&victim.grpc, region_id).await?;
-            (a >= target).then_some(a)
-        })
+        let target = applied_index(&leader_addr, region_id)
+            .await
+            .expect("leader applied index");
+        let caught_up = wait_until_async(
+            "the restarted node to catch up",
+            Duration::from_secs(60),
+            || async {
+                let a = applied_index(&victim.grpc, region_id).await?;
+                (a >= target).then_some(a)
+            },
+        )
         .await;
         println!("restarted node applied index {caught_up} >= leader's {target}");
     });
@@ -165,8 +196,21 @@ fn full_restart_keeps_data_and_ids() {
     let before = ids(&c);
     c.down();
     c.up_again();
-    assert_eq!(ids(&c), before, "store and region ids survive a full restart");
-    let scanned = json(&c.nokv_ok(&["raw", "scan", "--start", "persist-", "--end", "persist-~", "-o", "json"]));
+    assert_eq!(
+        ids(&c),
+        before,
+        "store and region ids survive a full restart"
+    );
+    let scanned = json(&c.nokv_ok(&[
+        "raw",
+        "scan",
+        "--start",
+        "persist-",
+        "--end",
+        "persist-~",
+        "-o",
+        "json",
+    ]));
     let scanned = scanned.as_array().expect("pairs");
     assert_eq!(scanned.len(), 50);
     assert_eq!(scanned[7]["value"], "v7");
@@ -180,7 +224,10 @@ fn bad_input_gets_typed_errors_and_the_cli_fails_fast() {
     // Talk to the store directly so the server's own validation is tested,
     // not just the SDK's.
     let region = first_region(&c);
-    let store = json(&c.nokv_ok(&["stores", "-o", "json"]))[0]["address"].as_str().unwrap().to_string();
+    let store = json(&c.nokv_ok(&["stores", "-o", "json"]))[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let ctx = Context {
         region_id: region["id"].as_u64().unwrap(),
         region_epoch: Some(nokv_proto::metapb::RegionEpoch {
@@ -190,16 +237,28 @@ fn bad_input_gets_typed_errors_and_the_cli_fails_fast() {
         ..Default::default()
     };
     rt.block_on(async {
-        let mut kv = KvClient::connect(format!("http://{store}")).await.expect("connect");
+        let mut kv = KvClient::connect(format!("http://{store}"))
+            .await
+            .expect("connect");
         let err = kv
-            .raw_put(RawPutRequest { context: Some(ctx.clone()), key: vec![], value: b"v".to_vec(), ttl_seconds: 0 })
+            .raw_put(RawPutRequest {
+                context: Some(ctx.clone()),
+                key: vec![],
+                value: b"v".to_vec(),
+                ttl_seconds: 0,
+            })
             .await
             .expect_err("empty key");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("empty"), "{}", err.message());
 
         let err = kv
-            .raw_put(RawPutRequest { context: Some(ctx.clone()), key: vec![b'k'; 8 * 1024 + 1], value: vec![], ttl_seconds: 0 })
+            .raw_put(RawPutRequest {
+                context: Some(ctx.clone()),
+                key: vec![b'k'; 8 * 1024 + 1],
+                value: vec![],
+                ttl_seconds: 0,
+            })
             .await
             .expect_err("key too large");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -217,16 +276,25 @@ fn bad_input_gets_typed_errors_and_the_cli_fails_fast() {
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
         let err = kv
-            .raw_get(RawGetRequest { context: None, key: b"k".to_vec() })
+            .raw_get(RawGetRequest {
+                context: None,
+                key: b"k".to_vec(),
+            })
             .await
             .expect_err("missing context");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
         // A stale epoch is a typed region error, not a failure.
         let mut stale = ctx.clone();
-        stale.region_epoch = Some(nokv_proto::metapb::RegionEpoch { conf_ver: 0, version: 99 });
+        stale.region_epoch = Some(nokv_proto::metapb::RegionEpoch {
+            conf_ver: 0,
+            version: 99,
+        });
         let resp = kv
-            .raw_get(RawGetRequest { context: Some(stale), key: b"k".to_vec() })
+            .raw_get(RawGetRequest {
+                context: Some(stale),
+                key: b"k".to_vec(),
+            })
             .await
             .expect("region errors are answers")
             .into_inner();
@@ -254,7 +322,15 @@ fn bad_input_gets_typed_errors_and_the_cli_fails_fast() {
     // An unreachable coordinator: one line, non-zero, within the timeout.
     let start = Instant::now();
     let out = std::process::Command::new(nokv_tests::bin_dir().join("nokv"))
-        .args(["--coordinator", "127.0.0.1:1", "--timeout", "2", "raw", "get", "k"])
+        .args([
+            "--coordinator",
+            "127.0.0.1:1",
+            "--timeout",
+            "2",
+            "raw",
+            "get",
+            "k",
+        ])
         .output()
         .expect("run nokv");
     let took = start.elapsed();
@@ -268,7 +344,8 @@ fn bad_input_gets_typed_errors_and_the_cli_fails_fast() {
 fn scrape(addr: &str) -> prometheus_parse::Scrape {
     let (code, body) = http_get(addr, "/metrics").expect("metrics endpoint answers");
     assert_eq!(code, 200);
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("valid Prometheus text")
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text")
 }
 
 #[test]
@@ -279,14 +356,25 @@ fn every_process_exposes_prometheus_metrics_and_health() {
     }
     c.nokv_ok(&["raw", "get", "m1"]);
     for p in c.processes() {
-        assert_eq!(http_get(&p.status, "/health").map(|r| r.0), Some(200), "{} /health", p.name);
-        assert_eq!(http_get(&p.status, "/ready").map(|r| r.0), Some(200), "{} /ready", p.name);
+        assert_eq!(
+            http_get(&p.status, "/health").map(|r| r.0),
+            Some(200),
+            "{} /health",
+            p.name
+        );
+        assert_eq!(
+            http_get(&p.status, "/ready").map(|r| r.0),
+            Some(200),
+            "{} /ready",
+            p.name
+        );
         let (_, status) = http_get(&p.status, "/status").expect("/status");
         let status = json(&status);
         assert_eq!(status["component"], p.kind);
 
         let s = scrape(&p.status);
-        let names: std::collections::HashSet<&str> = s.samples.iter().map(|x| x.metric.as_str()).collect();
+        let names: std::collections::HashSet<&str> =
+            s.samples.iter().map(|x| x.metric.as_str()).collect();
         let mut required = vec![
             "nokv_grpc_requests_total",
             "nokv_grpc_request_duration_seconds",
@@ -298,7 +386,11 @@ fn every_process_exposes_prometheus_metrics_and_health() {
         if p.kind == "node" {
             required.extend(["nokv_store_regions", "nokv_store_leaders"]);
         } else {
-            required.extend(["nokv_coordinator_regions", "nokv_coordinator_store_leaders", "nokv_coordinator_tso_requests_total"]);
+            required.extend([
+                "nokv_coordinator_regions",
+                "nokv_coordinator_store_leaders",
+                "nokv_coordinator_tso_requests_total",
+            ]);
         }
         for m in required {
             assert!(names.contains(m), "{} lacks {m}", p.name);
@@ -308,15 +400,24 @@ fn every_process_exposes_prometheus_metrics_and_health() {
             "nokv_raft_persist_duration_seconds",
             "nokv_raft_apply_duration_seconds",
         ] {
-            let sample = s.samples.iter().find(|x| x.metric == h).expect("histogram sample");
-            assert!(matches!(sample.value, prometheus_parse::Value::Histogram(_)), "{h} is a histogram");
+            let sample = s
+                .samples
+                .iter()
+                .find(|x| x.metric == h)
+                .expect("histogram sample");
+            assert!(
+                matches!(sample.value, prometheus_parse::Value::Histogram(_)),
+                "{h} is a histogram"
+            );
         }
         let with_labels = s
             .samples
             .iter()
             .find(|x| x.metric == "nokv_grpc_requests_total")
             .expect("request counter");
-        assert!(with_labels.labels.get("method").is_some() && with_labels.labels.get("code").is_some());
+        assert!(
+            with_labels.labels.get("method").is_some() && with_labels.labels.get("code").is_some()
+        );
     }
     // The node that leads counts one leader and one region.
     let leaders: f64 = c
@@ -343,7 +444,17 @@ fn bench_runs_against_the_cluster_and_reports_json() {
     let c = LocalCluster::start(1, 3, "");
     for workload in ["put", "get"] {
         let out = json(&c.nokv_ok(&[
-            "bench", "--workload", workload, "--clients", "4", "--duration", "2", "--preload", "200", "-o", "json",
+            "bench",
+            "--workload",
+            workload,
+            "--clients",
+            "4",
+            "--duration",
+            "2",
+            "--preload",
+            "200",
+            "-o",
+            "json",
         ]));
         assert_eq!(out["workload"], workload);
         assert!(out["ops"].as_u64().unwrap() > 0, "{out}");

@@ -20,7 +20,8 @@ fn coordinator_leader_crash_never_repeats_timestamps_or_ids() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for _ in 0..4 {
-        let client = CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(2)).expect("client");
+        let client =
+            CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(2)).expect("client");
         let stop = stop.clone();
         workers.push(rt.spawn(async move {
             let mut ts = Vec::new();
@@ -53,14 +54,23 @@ fn coordinator_leader_crash_never_repeats_timestamps_or_ids() {
     c.kill9(&victim.name);
     let killed_at = Instant::now();
     let probe = CoordinatorClient::new(
-        c.coordinators.iter().filter(|a| **a != leader).cloned().collect(),
+        c.coordinators
+            .iter()
+            .filter(|a| **a != leader)
+            .cloned()
+            .collect(),
         Duration::from_secs(1),
     )
     .unwrap();
-    wait_until("a new coordinator leader to serve TSO", Duration::from_secs(30), || {
-        rt.block_on(probe.get_timestamp(1)).ok()
-    });
-    println!("measured coordinator unavailability: {:.2}s", killed_at.elapsed().as_secs_f64());
+    wait_until(
+        "a new coordinator leader to serve TSO",
+        Duration::from_secs(30),
+        || rt.block_on(probe.get_timestamp(1)).ok(),
+    );
+    println!(
+        "measured coordinator unavailability: {:.2}s",
+        killed_at.elapsed().as_secs_f64()
+    );
     std::thread::sleep(Duration::from_millis(800));
     stop.store(true, Ordering::Relaxed);
 
@@ -72,7 +82,12 @@ fn coordinator_leader_crash_never_repeats_timestamps_or_ids() {
         assert!(ts.len() > 2, "worker got timestamps");
         for pair in ts.windows(2) {
             // Each request took 3 timestamps: [first, first + 3).
-            assert!(pair[1] >= pair[0] + 3, "timestamps went back or overlapped: {} then {}", pair[0], pair[1]);
+            assert!(
+                pair[1] >= pair[0] + 3,
+                "timestamps went back or overlapped: {} then {}",
+                pair[0],
+                pair[1]
+            );
         }
         for t in &ts {
             for k in 0..3 {

@@ -182,7 +182,11 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
         let config = plan.dir.join("config.yaml");
         std::fs::write(&config, topo.config_for(&plan)?)?;
         let log = plan.dir.join("log");
-        let binary = if plan.kind == "coordinator" { &coordinator_bin } else { &node_bin };
+        let binary = if plan.kind == "coordinator" {
+            &coordinator_bin
+        } else {
+            &node_bin
+        };
         let child = match start(binary, &config, &log) {
             Ok(c) => c,
             Err(e) => {
@@ -202,7 +206,19 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
         state.save()?;
     }
     let deadline = started + Duration::from_secs(args.wait_timeout);
-    if let Err(e) = wait_healthy(&state.coordinators, topo.nodes, deadline).await {
+    let max_replicas = topo
+        .coordinator_config
+        .get("max_replicas")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(3) as usize;
+    if let Err(e) = wait_healthy(
+        &state.coordinators,
+        topo.nodes,
+        topo.nodes.min(max_replicas),
+        deadline,
+    )
+    .await
+    {
         let pids: Vec<u32> = state.processes.iter().map(|p| p.pid).collect();
         stop_all(&pids, &mut children, Duration::from_secs(5));
         let _ = std::fs::remove_file(state_path(&state.data_dir));
@@ -216,7 +232,14 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
     output::emit(format, &rows, || {
         let mut t = output::table(&["NAME", "KIND", "GRPC", "STATUS", "PID", "DATA DIR"]);
         for r in &rows {
-            t.add_row(vec![r.name.clone(), r.kind.clone(), r.grpc.clone(), r.status.clone(), r.pid.to_string(), r.dir.clone()]);
+            t.add_row(vec![
+                r.name.clone(),
+                r.kind.clone(),
+                r.grpc.clone(),
+                r.status.clone(),
+                r.pid.to_string(),
+                r.dir.clone(),
+            ]);
         }
         t
     })?;
@@ -235,7 +258,12 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
     }
     wait_for_stop_signal().await;
     eprintln!("stopping the cluster…");
-    let mut pids: Vec<u32> = state.processes.iter().filter(|p| p.plan.kind == "node").map(|p| p.pid).collect();
+    let mut pids: Vec<u32> = state
+        .processes
+        .iter()
+        .filter(|p| p.plan.kind == "node")
+        .map(|p| p.pid)
+        .collect();
     stop_all(&pids, &mut children, Duration::from_secs(10));
     pids = state.processes.iter().map(|p| p.pid).collect();
     stop_all(&pids, &mut children, Duration::from_secs(10));
@@ -259,10 +287,14 @@ async fn wait_for_stop_signal() {
 }
 
 /// Polls until a coordinator leads, every node is Up and every region has
-/// its full voter set and a leader.
-pub async fn wait_healthy(coordinators: &[String], nodes: usize, deadline: Instant) -> anyhow::Result<()> {
+/// `want_voters` voters and a leader.
+pub async fn wait_healthy(
+    coordinators: &[String],
+    nodes: usize,
+    want_voters: usize,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     let client = CoordinatorClient::new(coordinators.to_vec(), Duration::from_secs(2))?;
-    let want_voters = nodes.min(3);
     let mut last = String::from("not checked yet");
     while Instant::now() < deadline {
         match health_once(&client, nodes, want_voters).await {
@@ -274,7 +306,11 @@ pub async fn wait_healthy(coordinators: &[String], nodes: usize, deadline: Insta
     bail!("{last}")
 }
 
-async fn health_once(client: &CoordinatorClient, nodes: usize, want_voters: usize) -> anyhow::Result<()> {
+async fn health_once(
+    client: &CoordinatorClient,
+    nodes: usize,
+    want_voters: usize,
+) -> anyhow::Result<()> {
     let members = client.members().await?;
     if members.leader.is_none() {
         bail!("no coordinator leader yet");
@@ -282,7 +318,11 @@ async fn health_once(client: &CoordinatorClient, nodes: usize, want_voters: usiz
     let stores = client.get_all_stores().await?;
     let up = stores
         .iter()
-        .filter(|s| s.store.as_ref().is_some_and(|s| s.state() == StoreState::Up))
+        .filter(|s| {
+            s.store
+                .as_ref()
+                .is_some_and(|s| s.state() == StoreState::Up)
+        })
         .count();
     if up < nodes {
         bail!("{up} of {nodes} stores up");
@@ -292,8 +332,14 @@ async fn health_once(client: &CoordinatorClient, nodes: usize, want_voters: usiz
         bail!("no region yet");
     }
     for r in &regions {
-        let Some(region) = &r.region else { bail!("region without metadata") };
-        let voters = region.peers.iter().filter(|p| p.role() == PeerRole::Voter).count();
+        let Some(region) = &r.region else {
+            bail!("region without metadata")
+        };
+        let voters = region
+            .peers
+            .iter()
+            .filter(|p| p.role() == PeerRole::Voter)
+            .count();
         if voters < want_voters || region.peers.len() != voters {
             bail!("region {} has {voters} of {want_voters} voters", region.id);
         }
@@ -361,14 +407,23 @@ async fn status(args: DirArgs, format: Format) -> anyhow::Result<()> {
         t
     })?;
     if rows.iter().any(|r| !r.ready) {
-        bail!("{} of {} processes are not ready", rows.iter().filter(|r| !r.ready).count(), rows.len());
+        bail!(
+            "{} of {} processes are not ready",
+            rows.iter().filter(|r| !r.ready).count(),
+            rows.len()
+        );
     }
     Ok(())
 }
 
 fn down(args: DownArgs) -> anyhow::Result<()> {
     let state = ClusterState::load(&args.dir.data_dir)?;
-    let nodes: Vec<u32> = state.processes.iter().filter(|p| p.plan.kind == "node").map(|p| p.pid).collect();
+    let nodes: Vec<u32> = state
+        .processes
+        .iter()
+        .filter(|p| p.plan.kind == "node")
+        .map(|p| p.pid)
+        .collect();
     stop_all(&nodes, &mut [], Duration::from_secs(10));
     let all: Vec<u32> = state.processes.iter().map(|p| p.pid).collect();
     stop_all(&all, &mut [], Duration::from_secs(10));
@@ -383,7 +438,11 @@ fn down(args: DownArgs) -> anyhow::Result<()> {
 
 fn restart(args: OneArgs) -> anyhow::Result<()> {
     let mut state = ClusterState::load(&args.dir.data_dir)?;
-    let Some(rec) = state.processes.iter_mut().find(|p| p.plan.name == args.name) else {
+    let Some(rec) = state
+        .processes
+        .iter_mut()
+        .find(|p| p.plan.name == args.name)
+    else {
         bail!("no process named {} in this cluster", args.name);
     };
     if alive(rec.pid) {
@@ -398,7 +457,11 @@ fn restart(args: OneArgs) -> anyhow::Result<()> {
 
 fn stop_one(args: StopArgs) -> anyhow::Result<()> {
     let state = ClusterState::load(&args.one.dir.data_dir)?;
-    let Some(rec) = state.processes.iter().find(|p| p.plan.name == args.one.name) else {
+    let Some(rec) = state
+        .processes
+        .iter()
+        .find(|p| p.plan.name == args.one.name)
+    else {
         bail!("no process named {} in this cluster", args.one.name);
     };
     if args.kill {

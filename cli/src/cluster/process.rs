@@ -47,8 +47,12 @@ impl ClusterState {
     /// Reads the state file of `data_dir`.
     pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
         let path = state_path(data_dir);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("no cluster state at {} (is a cluster running there?)", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no cluster state at {} (is a cluster running there?)",
+                path.display()
+            )
+        })?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 

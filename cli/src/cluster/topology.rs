@@ -61,7 +61,8 @@ impl Topology {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("reading topology {}: {e}", path.display()))?;
-        serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("parsing topology {}: {e}", path.display()))
+        serde_yaml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("parsing topology {}: {e}", path.display()))
     }
 
     /// Checks the counts and port range.
@@ -84,7 +85,9 @@ impl Topology {
 
     /// Coordinator gRPC addresses.
     pub fn coordinator_addresses(&self) -> Vec<String> {
-        (0..self.coordinators).map(|i| self.addr(i as u16)).collect()
+        (0..self.coordinators)
+            .map(|i| self.addr(i as u16))
+            .collect()
     }
 
     /// Every process, coordinators first.
@@ -117,7 +120,10 @@ impl Topology {
     pub fn config_for(&self, p: &ProcessPlan) -> anyhow::Result<String> {
         let mut m = serde_yaml::Mapping::new();
         let data_dir = std::path::absolute(&p.dir)?;
-        m.insert("data_dir".into(), data_dir.to_string_lossy().to_string().into());
+        m.insert(
+            "data_dir".into(),
+            data_dir.to_string_lossy().to_string().into(),
+        );
         m.insert("listen".into(), p.grpc.clone().into());
         m.insert("status_listen".into(), p.status.clone().into());
         if p.kind == "coordinator" {
@@ -129,7 +135,11 @@ impl Topology {
                 .filter(|q| q.kind == "coordinator")
                 .map(|q| {
                     let mut mm = serde_yaml::Mapping::new();
-                    let qid: u64 = q.name.trim_start_matches("coordinator-").parse().unwrap_or(0);
+                    let qid: u64 = q
+                        .name
+                        .trim_start_matches("coordinator-")
+                        .parse()
+                        .unwrap_or(0);
                     mm.insert("id".into(), qid.into());
                     mm.insert("name".into(), q.name.clone().into());
                     mm.insert("address".into(), q.grpc.clone().into());
@@ -142,7 +152,11 @@ impl Topology {
                 m.insert(k.clone(), v.clone());
             }
         } else {
-            let coords: Vec<serde_yaml::Value> = self.coordinator_addresses().into_iter().map(Into::into).collect();
+            let coords: Vec<serde_yaml::Value> = self
+                .coordinator_addresses()
+                .into_iter()
+                .map(Into::into)
+                .collect();
             m.insert("coordinators".into(), coords.into());
             for (k, v) in &self.node_config {
                 m.insert(k.clone(), v.clone());
@@ -158,10 +172,16 @@ mod tests {
 
     #[test]
     fn plan_allocates_distinct_ports() {
-        let t = Topology { port_base: 30000, ..Default::default() };
+        let t = Topology {
+            port_base: 30000,
+            ..Default::default()
+        };
         let plan = t.plan();
         assert_eq!(plan.len(), 6);
-        let mut ports: Vec<_> = plan.iter().flat_map(|p| [p.grpc.clone(), p.status.clone()]).collect();
+        let mut ports: Vec<_> = plan
+            .iter()
+            .flat_map(|p| [p.grpc.clone(), p.status.clone()])
+            .collect();
         ports.sort();
         ports.dedup();
         assert_eq!(ports.len(), 12);
@@ -169,15 +189,26 @@ mod tests {
 
     #[test]
     fn rejects_bad_counts() {
-        assert!(Topology { coordinators: 2, ..Default::default() }.validate().is_err());
-        assert!(Topology { nodes: 0, ..Default::default() }.validate().is_err());
+        assert!(Topology {
+            coordinators: 2,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(Topology {
+            nodes: 0,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
         assert!(Topology::default().validate().is_ok());
     }
 
     #[test]
     fn coordinator_config_lists_all_members_and_overrides_apply() {
         let mut t = Topology::default();
-        t.coordinator_config.insert("max_store_down_time_ms".into(), 5000.into());
+        t.coordinator_config
+            .insert("max_store_down_time_ms".into(), 5000.into());
         let plan = t.plan();
         let text = t.config_for(&plan[0]).unwrap();
         let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();

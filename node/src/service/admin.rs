@@ -78,15 +78,24 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn region_status(&self, request: Request<RegionStatusRequest>) -> Result<Response<RegionStatusResponse>, Status> {
+    async fn region_status(
+        &self,
+        request: Request<RegionStatusRequest>,
+    ) -> Result<Response<RegionStatusResponse>, Status> {
         observe_grpc("RegionStatus", async {
             let id = request.into_inner().region_id;
             let filter = (id != 0).then_some(id);
             let regions = self
-                .ask(id, |cb| StoreMsg::Status { region_id: filter, cb })
+                .ask(id, |cb| StoreMsg::Status {
+                    region_id: filter,
+                    cb,
+                })
                 .await
                 .map_err(|e| Status::unavailable(e.message))?;
-            Ok(Response::new(RegionStatusResponse { store_id: self.store_id, regions }))
+            Ok(Response::new(RegionStatusResponse {
+                store_id: self.store_id,
+                regions,
+            }))
         })
         .await
     }
@@ -96,17 +105,31 @@ impl Admin for AdminService {
         _request: Request<ExecutionStatusRequest>,
     ) -> Result<Response<ExecutionStatusResponse>, Status> {
         observe_grpc("ExecutionStatus", async {
-            Err(Status::unimplemented("execution diagnostics are not implemented yet"))
+            Err(Status::unimplemented(
+                "execution diagnostics are not implemented yet",
+            ))
         })
         .await
     }
 
-    async fn split_region(&self, _request: Request<SplitRegionRequest>) -> Result<Response<SplitRegionResponse>, Status> {
-        observe_grpc("SplitRegion", async { Err(Status::unimplemented("region split is not implemented yet")) }).await
+    async fn split_region(
+        &self,
+        _request: Request<SplitRegionRequest>,
+    ) -> Result<Response<SplitRegionResponse>, Status> {
+        observe_grpc("SplitRegion", async {
+            Err(Status::unimplemented("region split is not implemented yet"))
+        })
+        .await
     }
 
-    async fn merge_region(&self, _request: Request<MergeRegionRequest>) -> Result<Response<MergeRegionResponse>, Status> {
-        observe_grpc("MergeRegion", async { Err(Status::unimplemented("region merge is not implemented yet")) }).await
+    async fn merge_region(
+        &self,
+        _request: Request<MergeRegionRequest>,
+    ) -> Result<Response<MergeRegionResponse>, Status> {
+        observe_grpc("MergeRegion", async {
+            Err(Status::unimplemented("region merge is not implemented yet"))
+        })
+        .await
     }
 
     async fn transfer_leader(
@@ -116,7 +139,9 @@ impl Admin for AdminService {
         observe_grpc("TransferLeader", async {
             let req = request.into_inner();
             if req.region_id == 0 || req.to_store_id == 0 {
-                return Err(Status::invalid_argument("region_id and to_store_id are required"));
+                return Err(Status::invalid_argument(
+                    "region_id and to_store_id are required",
+                ));
             }
             let result = self
                 .ask(req.region_id, |cb| StoreMsg::TransferLeader {
@@ -127,18 +152,29 @@ impl Admin for AdminService {
                 .await
                 .and_then(|r| r);
             Ok(Response::new(match result {
-                Ok(leader) => TransferLeaderResponse { region_error: None, leader: Some(leader) },
-                Err(e) => TransferLeaderResponse { region_error: Some(e), leader: None },
+                Ok(leader) => TransferLeaderResponse {
+                    region_error: None,
+                    leader: Some(leader),
+                },
+                Err(e) => TransferLeaderResponse {
+                    region_error: Some(e),
+                    leader: None,
+                },
             }))
         })
         .await
     }
 
-    async fn change_peer(&self, request: Request<ChangePeerRequest>) -> Result<Response<ChangePeerResponse>, Status> {
+    async fn change_peer(
+        &self,
+        request: Request<ChangePeerRequest>,
+    ) -> Result<Response<ChangePeerResponse>, Status> {
         observe_grpc("ChangePeer", async {
             let req = request.into_inner();
             if req.region_id == 0 || req.store_id == 0 {
-                return Err(Status::invalid_argument("region_id and store_id are required"));
+                return Err(Status::invalid_argument(
+                    "region_id and store_id are required",
+                ));
             }
             let (change_type, role) = match req.change() {
                 PeerChange::AddVoter => (ConfChangeType::AddNode, PeerRole::Voter),
@@ -154,32 +190,53 @@ impl Admin for AdminService {
                     .map_err(|e| Status::unavailable(format!("allocating a peer id: {e}")))?;
             }
             let status = self
-                .ask(req.region_id, |cb| StoreMsg::Status { region_id: Some(req.region_id), cb })
+                .ask(req.region_id, |cb| StoreMsg::Status {
+                    region_id: Some(req.region_id),
+                    cb,
+                })
                 .await
                 .map_err(|e| Status::unavailable(e.message))?;
             let region = status
                 .first()
                 .and_then(|s| s.region.clone())
-                .ok_or_else(|| Status::not_found(format!("region {} is not on this store", req.region_id)))?;
+                .ok_or_else(|| {
+                    Status::not_found(format!("region {} is not on this store", req.region_id))
+                })?;
             if req.change() == PeerChange::Remove {
                 peer_id = region
                     .peers
                     .iter()
                     .find(|p| p.store_id == req.store_id)
                     .map(|p| p.id)
-                    .ok_or_else(|| Status::failed_precondition(format!("region {} has no peer on store {}", req.region_id, req.store_id)))?;
+                    .ok_or_else(|| {
+                        Status::failed_precondition(format!(
+                            "region {} has no peer on store {}",
+                            req.region_id, req.store_id
+                        ))
+                    })?;
             }
             let change = CmdChangePeer {
                 change_type: change_type as i32,
-                peer: Some(Peer { id: peer_id, store_id: req.store_id, role: role as i32 }),
+                peer: Some(Peer {
+                    id: peer_id,
+                    store_id: req.store_id,
+                    role: role as i32,
+                }),
             };
             let result = self
-                .ask(req.region_id, |cb| StoreMsg::ChangePeer { region_id: req.region_id, change, cb })
+                .ask(req.region_id, |cb| StoreMsg::ChangePeer {
+                    region_id: req.region_id,
+                    change,
+                    cb,
+                })
                 .await
                 .and_then(|r| r);
             Ok(Response::new(match result {
                 Ok(resp) => match resp.header.as_ref().and_then(|h| h.error.clone()) {
-                    Some(e) => ChangePeerResponse { region_error: Some(e), region: None },
+                    Some(e) => ChangePeerResponse {
+                        region_error: Some(e),
+                        region: None,
+                    },
                     None => ChangePeerResponse {
                         region_error: None,
                         region: resp.admin_response.and_then(|a| match a.cmd {
@@ -188,13 +245,19 @@ impl Admin for AdminService {
                         }),
                     },
                 },
-                Err(e) => ChangePeerResponse { region_error: Some(e), region: None },
+                Err(e) => ChangePeerResponse {
+                    region_error: Some(e),
+                    region: None,
+                },
             }))
         })
         .await
     }
 
-    async fn store_stats(&self, _request: Request<StoreStatsRequest>) -> Result<Response<StoreStatsResponse>, Status> {
+    async fn store_stats(
+        &self,
+        _request: Request<StoreStatsRequest>,
+    ) -> Result<Response<StoreStatsResponse>, Status> {
         observe_grpc("StoreStats", async {
             let db = self.db.clone();
             let dir = self.data_dir.clone();
@@ -204,7 +267,10 @@ impl Admin for AdminService {
                     .iter()
                     .filter_map(|name| {
                         let h = db.cf_handle(name)?;
-                        let v = db.property_int_value_cf(h, "rocksdb.total-sst-files-size").ok().flatten()?;
+                        let v = db
+                            .property_int_value_cf(h, "rocksdb.total-sst-files-size")
+                            .ok()
+                            .flatten()?;
                         Some((name.to_string(), v))
                     })
                     .collect::<std::collections::HashMap<_, _>>();

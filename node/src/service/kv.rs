@@ -12,8 +12,8 @@ use nokv_proto::errorpb::RegionError;
 use nokv_proto::kvrpcpb::kv_server::Kv;
 use nokv_proto::kvrpcpb::*;
 use nokv_proto::raft_cmdpb::{
-    request, response, CompareAndSwapRequest, DeleteRangeRequest, DeleteRequest, PutRequest, RaftCmdRequest,
-    RaftCmdResponse, RaftRequestHeader, Request as CmdRequest,
+    request, response, CompareAndSwapRequest, DeleteRangeRequest, DeleteRequest, PutRequest,
+    RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, Request as CmdRequest,
 };
 use rocksdb::{Direction, IteratorMode, ReadOptions, DB};
 use tokio::sync::oneshot;
@@ -21,10 +21,10 @@ use tonic::{Request, Response, Status};
 
 use crate::config::Limits;
 use crate::engine::CF_RAW;
-use crate::msg::StoreMsg;
+use crate::msg::{ReadGrant, StoreMsg};
 use crate::raftstore::Router;
-use crate::region::{server_is_busy, timeout};
 use crate::raw_value;
+use crate::region::{server_is_busy, timeout};
 
 /// How long a request may wait inside the store for raft.
 const STORE_WAIT: Duration = Duration::from_secs(10);
@@ -73,23 +73,36 @@ impl KvService {
 
     fn check_bound(&self, key: &[u8]) -> Result<(), Status> {
         if key.len() > self.limits.max_key_bytes {
-            return Err(invalid(format!("range bound exceeds the {}-byte key limit", self.limits.max_key_bytes)));
+            return Err(invalid(format!(
+                "range bound exceeds the {}-byte key limit",
+                self.limits.max_key_bytes
+            )));
         }
         Ok(())
     }
 
     fn check_batch(&self, count: usize, bytes: usize) -> Result<(), Status> {
         if count > self.limits.max_batch_keys {
-            return Err(invalid(format!("batch has {count} keys; the limit is {}", self.limits.max_batch_keys)));
+            return Err(invalid(format!(
+                "batch has {count} keys; the limit is {}",
+                self.limits.max_batch_keys
+            )));
         }
         if bytes > self.limits.max_batch_bytes {
-            return Err(invalid(format!("batch is {bytes} bytes; the limit is {}", self.limits.max_batch_bytes)));
+            return Err(invalid(format!(
+                "batch is {bytes} bytes; the limit is {}",
+                self.limits.max_batch_bytes
+            )));
         }
         Ok(())
     }
 
     /// Replicates `requests` in the context's region.
-    async fn propose(&self, ctx: &Context, requests: Vec<CmdRequest>) -> Result<RaftCmdResponse, RegionError> {
+    async fn propose(
+        &self,
+        ctx: &Context,
+        requests: Vec<CmdRequest>,
+    ) -> Result<RaftCmdResponse, RegionError> {
         let cmd = RaftCmdRequest {
             header: Some(RaftRequestHeader {
                 region_id: ctx.region_id,
@@ -127,7 +140,7 @@ impl KvService {
         ctx: &Context,
         keys: Vec<Vec<u8>>,
         ranges: Vec<(Vec<u8>, Vec<u8>)>,
-    ) -> Result<(), RegionError> {
+    ) -> Result<ReadGrant, RegionError> {
         let (tx, rx) = oneshot::channel();
         let msg = StoreMsg::Read {
             region_id: ctx.region_id,
@@ -143,7 +156,7 @@ impl KvService {
             return Err(server_is_busy("raftstore inbox is full"));
         }
         match tokio::time::timeout(STORE_WAIT, rx).await {
-            Ok(Ok(r)) => r.map(|_| ()),
+            Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(crate::region::region_not_found(ctx.region_id)),
             Err(_) => Err(timeout(ctx.region_id)),
         }
@@ -181,28 +194,40 @@ fn put(key: Vec<u8>, value: Vec<u8>) -> CmdRequest {
 }
 
 fn get_raw(db: &DB, key: &[u8], now: u64) -> Result<Option<Vec<u8>>, rocksdb::Error> {
-    let handle = db.cf_handle(CF_RAW).expect("raw column family exists: opened with ALL_CFS");
+    let handle = db
+        .cf_handle(CF_RAW)
+        .expect("raw column family exists: opened with ALL_CFS");
     Ok(db
         .get_pinned_cf(handle, key)?
         .and_then(|v| raw_value::decode(&v, now).map(|v| v.to_vec())))
 }
 
 fn unimplemented_txn(name: &str) -> Status {
-    Status::unimplemented(format!("{name}: transactions are not implemented yet (see docs/protocol.md)"))
+    Status::unimplemented(format!(
+        "{name}: transactions are not implemented yet (see docs/protocol.md)"
+    ))
 }
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn raw_get(&self, request: Request<RawGetRequest>) -> Result<Response<RawGetResponse>, Status> {
+    async fn raw_get(
+        &self,
+        request: Request<RawGetRequest>,
+    ) -> Result<Response<RawGetResponse>, Status> {
         observe_grpc("RawGet", async {
             let req = request.into_inner();
             let ctx = context(req.context)?;
             self.check_key(&req.key)?;
             if let Err(e) = self.read_point(&ctx, vec![req.key.clone()], vec![]).await {
-                return Ok(Response::new(RawGetResponse { region_error: Some(e), ..Default::default() }));
+                return Ok(Response::new(RawGetResponse {
+                    region_error: Some(e),
+                    ..Default::default()
+                }));
             }
             let key = req.key;
-            let value = self.read_db(move |db| get_raw(db, &key, raw_value::now_secs())).await?;
+            let value = self
+                .read_db(move |db| get_raw(db, &key, raw_value::now_secs()))
+                .await?;
             Ok(Response::new(RawGetResponse {
                 region_error: None,
                 not_found: value.is_none(),
@@ -212,7 +237,10 @@ impl Kv for KvService {
         .await
     }
 
-    async fn raw_batch_get(&self, request: Request<RawBatchGetRequest>) -> Result<Response<RawBatchGetResponse>, Status> {
+    async fn raw_batch_get(
+        &self,
+        request: Request<RawBatchGetRequest>,
+    ) -> Result<Response<RawBatchGetResponse>, Status> {
         observe_grpc("RawBatchGet", async {
             let req = request.into_inner();
             let ctx = context(req.context)?;
@@ -221,7 +249,10 @@ impl Kv for KvService {
             }
             self.check_batch(req.keys.len(), req.keys.iter().map(|k| k.len()).sum())?;
             if let Err(e) = self.read_point(&ctx, req.keys.clone(), vec![]).await {
-                return Ok(Response::new(RawBatchGetResponse { region_error: Some(e), pairs: vec![] }));
+                return Ok(Response::new(RawBatchGetResponse {
+                    region_error: Some(e),
+                    pairs: vec![],
+                }));
             }
             let keys = req.keys;
             let pairs = self
@@ -230,18 +261,28 @@ impl Kv for KvService {
                     let mut out = Vec::new();
                     for k in keys {
                         if let Some(v) = get_raw(db, &k, now)? {
-                            out.push(KvPair { key: k, value: v, error: None });
+                            out.push(KvPair {
+                                key: k,
+                                value: v,
+                                error: None,
+                            });
                         }
                     }
                     Ok(out)
                 })
                 .await?;
-            Ok(Response::new(RawBatchGetResponse { region_error: None, pairs }))
+            Ok(Response::new(RawBatchGetResponse {
+                region_error: None,
+                pairs,
+            }))
         })
         .await
     }
 
-    async fn raw_put(&self, request: Request<RawPutRequest>) -> Result<Response<RawPutResponse>, Status> {
+    async fn raw_put(
+        &self,
+        request: Request<RawPutRequest>,
+    ) -> Result<Response<RawPutResponse>, Status> {
         observe_grpc("RawPut", async {
             let req = request.into_inner();
             let ctx = context(req.context)?;
@@ -254,7 +295,10 @@ impl Kv for KvService {
         .await
     }
 
-    async fn raw_batch_put(&self, request: Request<RawBatchPutRequest>) -> Result<Response<RawBatchPutResponse>, Status> {
+    async fn raw_batch_put(
+        &self,
+        request: Request<RawBatchPutRequest>,
+    ) -> Result<Response<RawBatchPutResponse>, Status> {
         observe_grpc("RawBatchPut", async {
             let req = request.into_inner();
             let ctx = context(req.context)?;
@@ -262,7 +306,10 @@ impl Kv for KvService {
                 self.check_key(&p.key)?;
                 self.check_value(&p.value)?;
             }
-            self.check_batch(req.pairs.len(), req.pairs.iter().map(|p| p.key.len() + p.value.len()).sum())?;
+            self.check_batch(
+                req.pairs.len(),
+                req.pairs.iter().map(|p| p.key.len() + p.value.len()).sum(),
+            )?;
             let ttl = req.ttl_seconds;
             let requests = req
                 .pairs
@@ -275,13 +322,19 @@ impl Kv for KvService {
         .await
     }
 
-    async fn raw_delete(&self, request: Request<RawDeleteRequest>) -> Result<Response<RawDeleteResponse>, Status> {
+    async fn raw_delete(
+        &self,
+        request: Request<RawDeleteRequest>,
+    ) -> Result<Response<RawDeleteResponse>, Status> {
         observe_grpc("RawDelete", async {
             let req = request.into_inner();
             let ctx = context(req.context)?;
             self.check_key(&req.key)?;
             let del = CmdRequest {
-                cmd: Some(request::Cmd::Delete(DeleteRequest { cf: CF_RAW.into(), key: req.key })),
+                cmd: Some(request::Cmd::Delete(DeleteRequest {
+                    cf: CF_RAW.into(),
+                    key: req.key,
+                })),
             };
             let region_error = self.propose(&ctx, vec![del]).await.err();
             Ok(Response::new(RawDeleteResponse { region_error }))
@@ -314,14 +367,20 @@ impl Kv for KvService {
         .await
     }
 
-    async fn raw_scan(&self, request: Request<RawScanRequest>) -> Result<Response<RawScanResponse>, Status> {
+    async fn raw_scan(
+        &self,
+        request: Request<RawScanRequest>,
+    ) -> Result<Response<RawScanResponse>, Status> {
         observe_grpc("RawScan", async {
             let req = request.into_inner();
             let ctx = context(req.context)?;
             self.check_bound(&req.start_key)?;
             self.check_bound(&req.end_key)?;
             if req.limit > self.limits.max_scan_limit {
-                return Err(invalid(format!("scan limit {} exceeds {}", req.limit, self.limits.max_scan_limit)));
+                return Err(invalid(format!(
+                    "scan limit {} exceeds {}",
+                    req.limit, self.limits.max_scan_limit
+                )));
             }
             // Forward: [start, end). Reverse: [end, start), start exclusive.
             let (lower, upper) = if req.reverse {
@@ -330,16 +389,44 @@ impl Kv for KvService {
                 (req.start_key.clone(), req.end_key.clone())
             };
             if !upper.is_empty() && upper <= lower {
-                return Ok(Response::new(RawScanResponse { region_error: None, kvs: vec![] }));
+                return Ok(Response::new(RawScanResponse {
+                    region_error: None,
+                    kvs: vec![],
+                }));
             }
-            if let Err(e) = self.read_point(&ctx, vec![], vec![(lower.clone(), upper.clone())]).await {
-                return Ok(Response::new(RawScanResponse { region_error: Some(e), kvs: vec![] }));
+            let grant = match self
+                .read_point(&ctx, vec![], vec![(lower.clone(), upper.clone())])
+                .await
+            {
+                Ok(g) => g,
+                Err(e) => {
+                    return Ok(Response::new(RawScanResponse {
+                        region_error: Some(e),
+                        kvs: vec![],
+                    }))
+                }
+            };
+            // Empty bounds mean the region's own; never read past it.
+            let lower = lower.max(grant.start_key);
+            let upper = match (upper.is_empty(), grant.end_key.is_empty()) {
+                (true, _) => grant.end_key,
+                (false, true) => upper,
+                (false, false) => upper.min(grant.end_key),
+            };
+            if !upper.is_empty() && upper <= lower {
+                return Ok(Response::new(RawScanResponse {
+                    region_error: None,
+                    kvs: vec![],
+                }));
             }
             let (limit, key_only, reverse) = (req.limit as usize, req.key_only, req.reverse);
             let kvs = self
                 .read_db(move |db| scan_raw(db, &lower, &upper, limit, key_only, reverse))
                 .await?;
-            Ok(Response::new(RawScanResponse { region_error: None, kvs }))
+            Ok(Response::new(RawScanResponse {
+                region_error: None,
+                kvs,
+            }))
         })
         .await
     }
@@ -361,16 +448,21 @@ impl Kv for KvService {
                     value: raw_value::encode(&req.value, req.ttl_seconds),
                     previous_value: req.previous_value,
                     previous_not_exist: req.previous_not_exist,
+                    evaluated_at_secs: raw_value::now_secs(),
                 })),
             };
             match self.propose(&ctx, vec![cas]).await {
-                Err(e) => Ok(Response::new(RawCompareAndSwapResponse { region_error: Some(e), ..Default::default() })),
+                Err(e) => Ok(Response::new(RawCompareAndSwapResponse {
+                    region_error: Some(e),
+                    ..Default::default()
+                })),
                 Ok(resp) => {
                     let out = resp.responses.into_iter().find_map(|r| match r.cmd {
                         Some(response::Cmd::CompareAndSwap(c)) => Some(c),
                         _ => None,
                     });
-                    let out = out.ok_or_else(|| Status::internal("compare-and-swap produced no result"))?;
+                    let out =
+                        out.ok_or_else(|| Status::internal("compare-and-swap produced no result"))?;
                     Ok(Response::new(RawCompareAndSwapResponse {
                         region_error: None,
                         succeed: out.succeed,
@@ -386,46 +478,76 @@ impl Kv for KvService {
     async fn kv_get(&self, _r: Request<KvGetRequest>) -> Result<Response<KvGetResponse>, Status> {
         observe_grpc("KvGet", async { Err(unimplemented_txn("KvGet")) }).await
     }
-    async fn kv_batch_get(&self, _r: Request<KvBatchGetRequest>) -> Result<Response<KvBatchGetResponse>, Status> {
+    async fn kv_batch_get(
+        &self,
+        _r: Request<KvBatchGetRequest>,
+    ) -> Result<Response<KvBatchGetResponse>, Status> {
         observe_grpc("KvBatchGet", async { Err(unimplemented_txn("KvBatchGet")) }).await
     }
-    async fn kv_scan(&self, _r: Request<KvScanRequest>) -> Result<Response<KvScanResponse>, Status> {
+    async fn kv_scan(
+        &self,
+        _r: Request<KvScanRequest>,
+    ) -> Result<Response<KvScanResponse>, Status> {
         observe_grpc("KvScan", async { Err(unimplemented_txn("KvScan")) }).await
     }
-    async fn kv_prewrite(&self, _r: Request<KvPrewriteRequest>) -> Result<Response<KvPrewriteResponse>, Status> {
+    async fn kv_prewrite(
+        &self,
+        _r: Request<KvPrewriteRequest>,
+    ) -> Result<Response<KvPrewriteResponse>, Status> {
         observe_grpc("KvPrewrite", async { Err(unimplemented_txn("KvPrewrite")) }).await
     }
-    async fn kv_commit(&self, _r: Request<KvCommitRequest>) -> Result<Response<KvCommitResponse>, Status> {
+    async fn kv_commit(
+        &self,
+        _r: Request<KvCommitRequest>,
+    ) -> Result<Response<KvCommitResponse>, Status> {
         observe_grpc("KvCommit", async { Err(unimplemented_txn("KvCommit")) }).await
     }
     async fn kv_batch_rollback(
         &self,
         _r: Request<KvBatchRollbackRequest>,
     ) -> Result<Response<KvBatchRollbackResponse>, Status> {
-        observe_grpc("KvBatchRollback", async { Err(unimplemented_txn("KvBatchRollback")) }).await
+        observe_grpc("KvBatchRollback", async {
+            Err(unimplemented_txn("KvBatchRollback"))
+        })
+        .await
     }
-    async fn kv_cleanup(&self, _r: Request<KvCleanupRequest>) -> Result<Response<KvCleanupResponse>, Status> {
+    async fn kv_cleanup(
+        &self,
+        _r: Request<KvCleanupRequest>,
+    ) -> Result<Response<KvCleanupResponse>, Status> {
         observe_grpc("KvCleanup", async { Err(unimplemented_txn("KvCleanup")) }).await
     }
     async fn kv_resolve_lock(
         &self,
         _r: Request<KvResolveLockRequest>,
     ) -> Result<Response<KvResolveLockResponse>, Status> {
-        observe_grpc("KvResolveLock", async { Err(unimplemented_txn("KvResolveLock")) }).await
+        observe_grpc("KvResolveLock", async {
+            Err(unimplemented_txn("KvResolveLock"))
+        })
+        .await
     }
     async fn kv_check_txn_status(
         &self,
         _r: Request<KvCheckTxnStatusRequest>,
     ) -> Result<Response<KvCheckTxnStatusResponse>, Status> {
-        observe_grpc("KvCheckTxnStatus", async { Err(unimplemented_txn("KvCheckTxnStatus")) }).await
+        observe_grpc("KvCheckTxnStatus", async {
+            Err(unimplemented_txn("KvCheckTxnStatus"))
+        })
+        .await
     }
     async fn kv_txn_heart_beat(
         &self,
         _r: Request<KvTxnHeartBeatRequest>,
     ) -> Result<Response<KvTxnHeartBeatResponse>, Status> {
-        observe_grpc("KvTxnHeartBeat", async { Err(unimplemented_txn("KvTxnHeartBeat")) }).await
+        observe_grpc("KvTxnHeartBeat", async {
+            Err(unimplemented_txn("KvTxnHeartBeat"))
+        })
+        .await
     }
-    async fn kv_scan_lock(&self, _r: Request<KvScanLockRequest>) -> Result<Response<KvScanLockResponse>, Status> {
+    async fn kv_scan_lock(
+        &self,
+        _r: Request<KvScanLockRequest>,
+    ) -> Result<Response<KvScanLockResponse>, Status> {
         observe_grpc("KvScanLock", async { Err(unimplemented_txn("KvScanLock")) }).await
     }
 }
@@ -440,7 +562,9 @@ fn scan_raw(
     key_only: bool,
     reverse: bool,
 ) -> Result<Vec<KvPair>, rocksdb::Error> {
-    let handle = db.cf_handle(CF_RAW).expect("raw column family exists: opened with ALL_CFS");
+    let handle = db
+        .cf_handle(CF_RAW)
+        .expect("raw column family exists: opened with ALL_CFS");
     let now = raw_value::now_secs();
     let mut opts = ReadOptions::default();
     opts.set_iterate_lower_bound(lower.to_vec());
@@ -458,7 +582,9 @@ fn scan_raw(
             break;
         }
         let (k, v) = item?;
-        let Some(v) = raw_value::decode(&v, now) else { continue };
+        let Some(v) = raw_value::decode(&v, now) else {
+            continue;
+        };
         out.push(KvPair {
             key: k.to_vec(),
             value: if key_only { Vec::new() } else { v.to_vec() },
