@@ -138,7 +138,7 @@ pub async fn regions(
         .into_iter()
         .filter_map(|info| {
             let r = info.region?;
-            let epoch = r.epoch.clone().unwrap_or_default();
+            let epoch = r.epoch.unwrap_or_default();
             Some(RegionRow {
                 id: r.id,
                 start_key: output::key(&r.start_key, ""),

@@ -351,7 +351,7 @@ impl CoordinatorClient {
         self.call(|mut c, t| {
             let req = StoreHeartbeatRequest {
                 header: None,
-                stats: Some(stats.clone()),
+                stats: Some(stats),
             };
             async move {
                 let mut req = tonic::Request::new(req);

@@ -170,7 +170,7 @@ impl RawClient {
         match &e.kind {
             Some(Kind::NotLeader(nl)) => match &nl.leader {
                 Some(l) if l.id != 0 => {
-                    self.cache.update_leader(id, l.clone());
+                    self.cache.update_leader(id, *l);
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -182,7 +182,6 @@ impl RawClient {
                         region: r.clone(),
                         leader: route
                             .leader
-                            .clone()
                             .filter(|l| r.peers.iter().any(|p| p.id == l.id)),
                     });
                 }
@@ -220,15 +219,14 @@ impl RawClient {
                 let route = self.route(key).await?;
                 let leader = route
                     .leader
-                    .clone()
                     .filter(|l| l.id != 0)
                     .or_else(|| route.region.peers.first().cloned())
                     .ok_or_else(|| Error::StoreUnavailable("region has no peers".into()))?;
                 let ch = self.store_channel(leader.store_id).await?;
                 let ctx = Context {
                     region_id: route.region.id,
-                    region_epoch: route.region.epoch.clone(),
-                    peer: Some(leader.clone()),
+                    region_epoch: route.region.epoch,
+                    peer: Some(leader),
                     ..Default::default()
                 };
                 match f(KvClient::new(ch), &route, ctx, backoff.remaining()).await {

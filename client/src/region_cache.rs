@@ -67,7 +67,7 @@ impl RegionCache {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
         for r in routes.values_mut() {
             if r.region.id == region_id {
-                r.leader = Some(leader.clone());
+                r.leader = Some(leader);
             }
         }
     }
@@ -86,7 +86,7 @@ impl RegionCache {
                 .and_then(|l| r.region.peers.iter().position(|p| p.id == l.id))
                 .map(|i| (i + 1) % r.region.peers.len())
                 .unwrap_or(0);
-            r.leader = Some(r.region.peers[pos].clone());
+            r.leader = Some(r.region.peers[pos]);
         }
     }
 }

@@ -462,12 +462,15 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     type Got = Arc<Mutex<Vec<std::result::Result<u64, ProposeError>>>>;
+    type Cb = Box<dyn FnOnce(std::result::Result<u64, ProposeError>) + Send>;
 
     fn single_voter() -> (tempfile::TempDir, Arc<rocksdb::DB>, RaftPeer<u64>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = engine::open(dir.path(), &[CF_RAFT, CF_META]).expect("db");
-        let mut cs = ConfState::default();
-        cs.voters = vec![1];
+        let cs = ConfState {
+            voters: vec![1],
+            ..Default::default()
+        };
         let log = RocksRaftLog::open(db.clone(), 9, cs, (0, 0), None).expect("log");
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut peer = RaftPeer::new(RaftPeerConfig::new(1, 0), log, &logger).expect("peer");
@@ -500,10 +503,7 @@ mod tests {
         n
     }
 
-    fn recorder() -> (
-        Got,
-        Box<dyn FnOnce(std::result::Result<u64, ProposeError>) + Send>,
-    ) {
+    fn recorder() -> (Got, Cb) {
         let got: Got = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
         (got, Box::new(move |r| g.lock().unwrap().push(r)))
@@ -546,8 +546,10 @@ mod tests {
     fn follower_answers_proposals_and_reads_with_not_leader_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = engine::open(dir.path(), &[CF_RAFT, CF_META]).expect("db");
-        let mut cs = ConfState::default();
-        cs.voters = vec![1, 2, 3];
+        let cs = ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        };
         let log = RocksRaftLog::open(db, 9, cs, (0, 0), None).expect("log");
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut peer: RaftPeer<u64> =

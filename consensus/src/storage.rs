@@ -346,11 +346,12 @@ mod tests {
     }
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = vec![index as u8; 4].into();
-        e
+        Entry {
+            index,
+            term,
+            data: vec![index as u8; 4].into(),
+            ..Default::default()
+        }
     }
 
     fn append(log: &mut RocksRaftLog, db: &DB, es: &[Entry]) {
@@ -386,9 +387,11 @@ mod tests {
             vec![1, 2, 3]
         );
         assert_eq!(log.term(3).unwrap(), 2);
-        let mut hs = HardState::default();
-        hs.term = 2;
-        hs.commit = 2;
+        let hs = HardState {
+            term: 2,
+            commit: 2,
+            ..Default::default()
+        };
         let mut wb = WriteBatch::default();
         log.set_hard_state(hs, &mut wb).unwrap();
         db.write(wb).unwrap();

@@ -41,7 +41,7 @@ pub fn next_step(
         .iter()
         .find(|l| !pending.iter().any(|p| p.id == l.id))
     {
-        return Some(ReplicaStep::Promote((*ready).clone()));
+        return Some(ReplicaStep::Promote(*(*ready)));
     }
     if !learners.is_empty() {
         return None;
@@ -94,11 +94,8 @@ mod tests {
     #[test]
     fn waits_for_pending_learner_then_promotes() {
         let l = peer(2, 2, PeerRole::Learner);
-        let r = region(vec![peer(1, 1, PeerRole::Voter), l.clone()]);
-        assert_eq!(
-            next_step(&r, &[l.clone()], &[1, 2, 3], &HashMap::new(), 3),
-            None
-        );
+        let r = region(vec![peer(1, 1, PeerRole::Voter), l]);
+        assert_eq!(next_step(&r, &[l], &[1, 2, 3], &HashMap::new(), 3), None);
         assert_eq!(
             next_step(&r, &[], &[1, 2, 3], &HashMap::new(), 3),
             Some(ReplicaStep::Promote(l))

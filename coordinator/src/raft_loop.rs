@@ -150,8 +150,10 @@ pub fn spawn(
         .as_ref()
         .map(|t| (t.index, t.term))
         .unwrap_or((0, 0));
-    let mut conf_state = ConfState::default();
-    conf_state.voters = cfg.voters.clone();
+    let conf_state = ConfState {
+        voters: cfg.voters.clone(),
+        ..Default::default()
+    };
     let log = RocksRaftLog::open(db.clone(), COORDINATOR_GROUP, conf_state, truncated, None)?;
     let mut peer_cfg = RaftPeerConfig::new(cfg.id, apply_state.applied_index);
     peer_cfg.election_tick = cfg.election_ticks;

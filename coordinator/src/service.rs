@@ -198,7 +198,7 @@ impl CoordinatorService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&store.id)
-            .map(|l| l.stats.clone());
+            .map(|l| l.stats);
         StoreInfo {
             store: Some(store),
             stats,
@@ -674,7 +674,7 @@ impl Coordinator for CoordinatorGrpc {
             let mut resp = RegionHeartbeatResponse {
                 header: None,
                 region_id: region.id,
-                region_epoch: region.epoch.clone(),
+                region_epoch: region.epoch,
                 ..Default::default()
             };
             if let Some(e) = self.check_leader() {
@@ -714,7 +714,7 @@ impl Coordinator for CoordinatorGrpc {
             if changed {
                 let info = RegionInfo {
                     region: Some(region.clone()),
-                    leader: hb.leader.clone(),
+                    leader: hb.leader,
                     term: hb.term,
                     ..Default::default()
                 };

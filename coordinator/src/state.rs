@@ -166,9 +166,9 @@ impl ClusterState {
     /// Whether `region` is older than what the state knows, either for the
     /// same region id or for an overlapping region with a newer version.
     pub fn is_stale(&self, region: &Region) -> bool {
-        let new = region.epoch.clone().unwrap_or_default();
+        let new = region.epoch.unwrap_or_default();
         if let Some(old) = self.regions.get(&region.id).and_then(|i| i.region.as_ref()) {
-            let old = old.epoch.clone().unwrap_or_default();
+            let old = old.epoch.unwrap_or_default();
             if epoch_older(&new, &old) {
                 return true;
             }
@@ -177,7 +177,7 @@ impl ClusterState {
             .into_iter()
             .filter(|id| *id != region.id)
             .filter_map(|id| self.regions.get(&id)?.region.as_ref())
-            .any(|r| r.epoch.clone().unwrap_or_default().version > new.version)
+            .any(|r| r.epoch.unwrap_or_default().version > new.version)
     }
 
     /// Ids of the regions whose range overlaps `region`'s.

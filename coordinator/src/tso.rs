@@ -85,45 +85,43 @@ impl Tso {
             w.logical = MAX_BATCH as u64; // force a fresh millisecond
             w.high_ms = persisted;
         }
-        loop {
-            let now = now_ms();
-            let (physical, logical) = if now > w.physical {
-                (now, 0)
-            } else if w.logical + count <= MAX_BATCH as u64 {
-                (w.physical, w.logical)
-            } else {
-                // The logical counter is spent for this millisecond: wait,
-                // then move to a later millisecond. The physical part may
-                // run ahead of the clock (after a failover it starts above
-                // the persisted mark) but never past the persisted limit.
-                drop(w);
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                w = self.window.lock().await;
-                if self.raft.leadership().term != w.term {
-                    return Err(Error::NotLeader { leader_id: 0 });
-                }
-                (now_ms().max(w.physical + 1), 0)
-            };
-            if physical + self.save_window_ms / 3 >= w.high_ms {
-                let new_high = physical.max(w.high_ms) + self.save_window_ms;
-                let res = self
-                    .raft
-                    .propose(CoordinatorCommand {
-                        cmd: Some(Cmd::RaiseTsoHigh(new_high)),
-                    })
-                    .await;
-                if let Err(e) = res {
-                    // Forget the window: whoever serves next must re-read
-                    // the persisted mark.
-                    w.term = 0;
-                    return Err(e);
-                }
-                w.high_ms = new_high;
+        let now = now_ms();
+        let (physical, logical) = if now > w.physical {
+            (now, 0)
+        } else if w.logical + count <= MAX_BATCH as u64 {
+            (w.physical, w.logical)
+        } else {
+            // The logical counter is spent for this millisecond: wait,
+            // then move to a later millisecond. The physical part may
+            // run ahead of the clock (after a failover it starts above
+            // the persisted mark) but never past the persisted limit.
+            drop(w);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            w = self.window.lock().await;
+            if self.raft.leadership().term != w.term {
+                return Err(Error::NotLeader { leader_id: 0 });
             }
-            w.physical = physical;
-            w.logical = logical + count;
-            return Ok(compose(physical, logical));
+            (now_ms().max(w.physical + 1), 0)
+        };
+        if physical + self.save_window_ms / 3 >= w.high_ms {
+            let new_high = physical.max(w.high_ms) + self.save_window_ms;
+            let res = self
+                .raft
+                .propose(CoordinatorCommand {
+                    cmd: Some(Cmd::RaiseTsoHigh(new_high)),
+                })
+                .await;
+            if let Err(e) = res {
+                // Forget the window: whoever serves next must re-read
+                // the persisted mark.
+                w.term = 0;
+                return Err(e);
+            }
+            w.high_ms = new_high;
         }
+        w.physical = physical;
+        w.logical = logical + count;
+        Ok(compose(physical, logical))
     }
 }
 

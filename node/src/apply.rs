@@ -193,14 +193,11 @@ impl Peer {
             admin_request::Cmd::ChangePeer(c) => Some(c),
             _ => None,
         });
-        let target = change
-            .as_ref()
-            .and_then(|c| c.peer.clone())
-            .unwrap_or(PeerMeta {
-                id: cc.node_id,
-                store_id: 0,
-                role: 0,
-            });
+        let target = change.as_ref().and_then(|c| c.peer).unwrap_or(PeerMeta {
+            id: cc.node_id,
+            store_id: 0,
+            role: 0,
+        });
         // raft-rs decides first; the region follows only what raft accepted,
         // so the two memberships can never disagree.
         match self.raft.raw_mut().apply_conf_change(cc) {
@@ -221,7 +218,7 @@ impl Peer {
                     Some(p) => p.role = PeerRole::Voter as i32,
                     None => self.region.peers.push(PeerMeta {
                         role: PeerRole::Voter as i32,
-                        ..target.clone()
+                        ..target
                     }),
                 }
             }
@@ -231,7 +228,7 @@ impl Peer {
                 } else {
                     self.region.peers.push(PeerMeta {
                         role: PeerRole::Learner as i32,
-                        ..target.clone()
+                        ..target
                     });
                 }
             }

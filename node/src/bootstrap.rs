@@ -86,8 +86,17 @@ pub async fn ensure_store_id(db: &Arc<DB>, coordinator: &CoordinatorClient) -> R
     Ok(store_id)
 }
 
+/// What a store finds on disk at start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Live regions with this store's peer id in each.
+    pub regions: Vec<(Region, u64)>,
+    /// Regions whose raft state is missing (damaged or half-written).
+    pub missing_raft_state: Vec<u64>,
+}
+
 /// Every region replica persisted on this store that is live.
-pub fn load_regions(db: &DB, store_id: u64) -> Result<(Vec<(Region, u64)>, Vec<u64>)> {
+pub fn load_regions(db: &DB, store_id: u64) -> Result<Recovered> {
     let mut live = Vec::new();
     let mut missing_raft_state = Vec::new();
     let meta = cf(db, CF_META)?;
@@ -115,7 +124,10 @@ pub fn load_regions(db: &DB, store_id: u64) -> Result<(Vec<(Region, u64)>, Vec<u
         let peer_id = me.id;
         live.push((region, peer_id));
     }
-    Ok((live, missing_raft_state))
+    Ok(Recovered {
+        regions: live,
+        missing_raft_state,
+    })
 }
 
 /// Opens a [`Peer`] for each persisted region.
@@ -168,9 +180,11 @@ fn write_initial_region(db: &DB, region: &Region) -> Result<()> {
         apply_state_key(region.id),
         apply.encode_to_vec(),
     );
-    let mut hs = raft::prelude::HardState::default();
-    hs.term = RAFT_INIT_LOG_TERM;
-    hs.commit = RAFT_INIT_LOG_INDEX;
+    let hs = raft::prelude::HardState {
+        term: RAFT_INIT_LOG_TERM,
+        commit: RAFT_INIT_LOG_INDEX,
+        ..Default::default()
+    };
     let hs = hs
         .write_to_bytes()
         .map_err(|e| Error::Corrupted(format!("hard state: {e}")))?;

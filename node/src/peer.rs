@@ -227,7 +227,7 @@ impl Peer {
         };
         RegionStatus {
             region: Some(self.region.clone()),
-            peer: Some(self.meta.clone()),
+            peer: Some(self.meta),
             leader_peer_id: self.raft.leader_id(),
             is_leader: self.raft.is_leader(),
             term: self.raft.term(),
@@ -246,7 +246,7 @@ impl Peer {
     pub fn heartbeat(&self) -> RegionHeartbeatRequest {
         RegionHeartbeatRequest {
             region: Some(self.region.clone()),
-            leader: Some(self.meta.clone()),
+            leader: Some(self.meta),
             term: self.raft.term(),
             pending_peers: self.pending_peers(),
             ..Default::default()

@@ -43,6 +43,10 @@ use crate::region::{
 use crate::snapshot::{clear_range, install, RegionSnapshotSource};
 use crate::{Error, Result};
 
+/// The raftstore inbox refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterBusy;
+
 /// Sends requests to the raftstore thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Router {
@@ -50,12 +54,13 @@ pub struct Router {
 }
 
 impl Router {
-    /// Queues `msg`; when the inbox is full the message is handed back so
-    /// the caller can answer `ServerIsBusy`.
-    pub fn send(&self, msg: StoreMsg) -> std::result::Result<(), StoreMsg> {
+    /// Queues `msg`. When the inbox is full (or the raftstore stopped) the
+    /// message is dropped unanswered and the caller answers
+    /// `ServerIsBusy` itself.
+    pub fn send(&self, msg: StoreMsg) -> std::result::Result<(), RouterBusy> {
         match self.tx.try_send(msg) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(m)) | Err(TrySendError::Disconnected(m)) => Err(m),
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => Err(RouterBusy),
         }
     }
 }
@@ -248,7 +253,7 @@ impl Raftstore {
     }
 
     fn on_raft_message(&mut self, env: RaftMessage) {
-        let Some(to) = env.to_peer.clone() else {
+        let Some(to) = env.to_peer else {
             return;
         };
         if to.store_id != self.store_id {
@@ -306,7 +311,7 @@ impl Raftstore {
         match self.load_region_state(env.region_id) {
             Ok(Some(local)) if local.state() == PeerState::Tombstone => {
                 let local_epoch = local.region.and_then(|r| r.epoch).unwrap_or_default();
-                let msg_epoch = env.region_epoch.clone().unwrap_or_default();
+                let msg_epoch = env.region_epoch.unwrap_or_default();
                 if msg_epoch.conf_ver <= local_epoch.conf_ver {
                     debug!(
                         region_id = env.region_id,
@@ -406,7 +411,7 @@ impl Raftstore {
     }
 
     fn on_command(&mut self, cmd: RaftCmdRequest, cb: CmdCallback) {
-        let header = cmd.header.clone().unwrap_or_default();
+        let header = cmd.header.unwrap_or_default();
         let check = if cmd.admin_request.is_some() {
             EpochCheck::Admin(header.region_epoch.as_ref())
         } else {
@@ -481,14 +486,16 @@ impl Raftstore {
             Ok(p) => p,
             Err(e) => return cb(Err(e)),
         };
-        let Some(target) = change.peer.clone() else {
+        let Some(target) = change.peer else {
             return cb(Err(RegionError {
                 message: "change peer without a peer".into(),
                 kind: None,
             }));
         };
-        let mut cc = ConfChange::default();
-        cc.node_id = target.id;
+        let mut cc = ConfChange {
+            node_id: target.id,
+            ..Default::default()
+        };
         cc.set_change_type(match change.change_type() {
             ConfChangeType::AddNode => raft::prelude::ConfChangeType::AddNode,
             ConfChangeType::AddLearnerNode => raft::prelude::ConfChangeType::AddLearnerNode,
@@ -497,7 +504,7 @@ impl Raftstore {
         let ctx = RaftCmdRequest {
             header: Some(RaftRequestHeader {
                 region_id,
-                region_epoch: peer.region.epoch.clone(),
+                region_epoch: peer.region.epoch,
                 ..Default::default()
             }),
             requests: Vec::new(),
@@ -557,7 +564,7 @@ impl Raftstore {
         let Some(order) = resp.change_peer else {
             return;
         };
-        let Some(target) = order.peer.clone() else {
+        let Some(target) = order.peer else {
             return;
         };
         let change_type = match order.kind() {
@@ -613,13 +620,13 @@ impl Raftstore {
             };
             let env = RaftMessage {
                 region_id: peer.region.id,
-                from_peer: Some(peer.meta.clone()),
+                from_peer: Some(peer.meta),
                 to_peer: Some(metapb::Peer {
                     id: m.to,
                     store_id: store,
                     role: 0,
                 }),
-                region_epoch: peer.region.epoch.clone(),
+                region_epoch: peer.region.epoch,
                 message: encode_message(&m),
                 is_tombstone: false,
                 start_key: peer.region.start_key.clone(),

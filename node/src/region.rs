@@ -76,7 +76,7 @@ pub fn check_epoch(
     req: Option<&RegionEpoch>,
     check_conf_ver: bool,
 ) -> Result<(), RegionError> {
-    let current = region.epoch.clone().unwrap_or_default();
+    let current = region.epoch.unwrap_or_default();
     let req = req.cloned().unwrap_or_default();
     if req.version != current.version || (check_conf_ver && req.conf_ver != current.conf_ver) {
         return Err(epoch_not_match(region));

@@ -153,9 +153,11 @@ pub async fn run(
     .await;
 
     let snapshots = Arc::new(RegionSnapshotSource::new(db.clone()));
-    let (mut regions, missing) = load_regions(&db, store_id)?;
+    let recovered = load_regions(&db, store_id)?;
+    let missing = recovered.missing_raft_state;
+    let mut regions = recovered.regions;
     if regions.is_empty() && bootstrap_if_needed(&db, &coordinator, &store).await? {
-        regions = load_regions(&db, store_id)?.0;
+        regions = load_regions(&db, store_id)?.regions;
     }
     info!(store_id, regions = regions.len(), missing_raft_state = ?missing, "regions recovered");
     let peers = open_peers(&db, store_id, regions, &config.raft, snapshots.clone())?;

@@ -74,8 +74,10 @@ impl RegionSnapshotSource {
             }
             data.cfs.push(cf_data);
         }
-        let mut s = Snapshot::default();
-        s.data = data.encode_to_vec().into();
+        let mut s = Snapshot {
+            data: data.encode_to_vec().into(),
+            ..Default::default()
+        };
         let m = s.mut_metadata();
         m.index = apply.applied_index;
         m.term = apply.applied_term;

@@ -242,7 +242,7 @@ fn bad_input_gets_typed_errors_and_the_cli_fails_fast() {
             .expect("connect");
         let err = kv
             .raw_put(RawPutRequest {
-                context: Some(ctx.clone()),
+                context: Some(ctx),
                 key: vec![],
                 value: b"v".to_vec(),
                 ttl_seconds: 0,
@@ -254,7 +254,7 @@ fn bad_input_gets_typed_errors_and_the_cli_fails_fast() {
 
         let err = kv
             .raw_put(RawPutRequest {
-                context: Some(ctx.clone()),
+                context: Some(ctx),
                 key: vec![b'k'; 8 * 1024 + 1],
                 value: vec![],
                 ttl_seconds: 0,
@@ -266,7 +266,7 @@ fn bad_input_gets_typed_errors_and_the_cli_fails_fast() {
 
         let err = kv
             .raw_put(RawPutRequest {
-                context: Some(ctx.clone()),
+                context: Some(ctx),
                 key: b"k".to_vec(),
                 value: vec![0u8; 8 * 1024 * 1024 + 1],
                 ttl_seconds: 0,
@@ -285,7 +285,7 @@ fn bad_input_gets_typed_errors_and_the_cli_fails_fast() {
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
         // A stale epoch is a typed region error, not a failure.
-        let mut stale = ctx.clone();
+        let mut stale = ctx;
         stale.region_epoch = Some(nokv_proto::metapb::RegionEpoch {
             conf_ver: 0,
             version: 99,

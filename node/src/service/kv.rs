@@ -106,8 +106,8 @@ impl KvService {
         let cmd = RaftCmdRequest {
             header: Some(RaftRequestHeader {
                 region_id: ctx.region_id,
-                peer: ctx.peer.clone(),
-                region_epoch: ctx.region_epoch.clone(),
+                peer: ctx.peer,
+                region_epoch: ctx.region_epoch,
                 ..Default::default()
             }),
             requests,
@@ -144,8 +144,8 @@ impl KvService {
         let (tx, rx) = oneshot::channel();
         let msg = StoreMsg::Read {
             region_id: ctx.region_id,
-            epoch: ctx.region_epoch.clone(),
-            peer: ctx.peer.clone(),
+            epoch: ctx.region_epoch,
+            peer: ctx.peer,
             keys,
             ranges,
             cb: Box::new(move |r| {
