@@ -59,7 +59,7 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// Finds a base port with 40 free ports above it.
-fn free_port_base() -> u16 {
+pub fn free_port_base() -> u16 {
     for _ in 0..200 {
         let base: u16 = rand::random_range(20_000..60_000);
         if (0..40).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
