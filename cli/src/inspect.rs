@@ -1,7 +1,7 @@
 //! `nokv stores` and `nokv regions`: the coordinator's view of the cluster.
 
 use nokv_client::CoordinatorClient;
-use nokv_proto::metapb::{Peer, PeerRole};
+use nokv_proto::metapb::{Peer, PeerRole, Region};
 use serde::Serialize;
 
 use crate::output::{self, Format};
@@ -125,35 +125,26 @@ fn peer_row(p: &Peer) -> PeerRow {
     }
 }
 
-/// Prints the regions overlapping `[start, end)`.
-pub async fn regions(
-    client: &CoordinatorClient,
-    start: &[u8],
-    end: &[u8],
-    limit: u32,
-    format: Format,
-) -> anyhow::Result<()> {
-    let regions = client.scan_regions(start, end, limit).await?;
-    let rows: Vec<RegionRow> = regions
-        .into_iter()
-        .filter_map(|info| {
-            let r = info.region?;
-            let epoch = r.epoch.unwrap_or_default();
-            Some(RegionRow {
-                id: r.id,
-                start_key: output::key(&r.start_key, ""),
-                end_key: output::key(&r.end_key, ""),
-                start_key_hex: output::hex(&r.start_key),
-                end_key_hex: output::hex(&r.end_key),
-                version: epoch.version,
-                conf_ver: epoch.conf_ver,
-                peers: r.peers.iter().map(peer_row).collect(),
-                leader_store_id: info.leader.as_ref().map(|l| l.store_id).unwrap_or(0),
-                leader_peer_id: info.leader.as_ref().map(|l| l.id).unwrap_or(0),
-                pending_peers: info.pending_peers.iter().map(|p| p.id).collect(),
-            })
-        })
-        .collect();
+/// Builds the printed form of a region.
+pub fn region_row(r: &Region, leader: Option<&Peer>, pending: &[Peer]) -> RegionRow {
+    let epoch = r.epoch.unwrap_or_default();
+    RegionRow {
+        id: r.id,
+        start_key: output::key(&r.start_key, ""),
+        end_key: output::key(&r.end_key, ""),
+        start_key_hex: output::hex(&r.start_key),
+        end_key_hex: output::hex(&r.end_key),
+        version: epoch.version,
+        conf_ver: epoch.conf_ver,
+        peers: r.peers.iter().map(peer_row).collect(),
+        leader_store_id: leader.map(|l| l.store_id).unwrap_or(0),
+        leader_peer_id: leader.map(|l| l.id).unwrap_or(0),
+        pending_peers: pending.iter().map(|p| p.id).collect(),
+    }
+}
+
+/// Prints region rows as a table, JSON or YAML.
+pub fn emit_regions(rows: &[RegionRow], format: Format) -> anyhow::Result<()> {
     output::emit(format, &rows, || {
         let mut t = output::table(&[
             "ID",
@@ -164,7 +155,7 @@ pub async fn regions(
             "LEADER STORE",
             "PENDING",
         ]);
-        for r in &rows {
+        for r in rows {
             let peers = r
                 .peers
                 .iter()
@@ -203,4 +194,26 @@ pub async fn regions(
         }
         t
     })
+}
+
+/// Prints the regions overlapping `[start, end)`.
+pub async fn regions(
+    client: &CoordinatorClient,
+    start: &[u8],
+    end: &[u8],
+    limit: u32,
+    format: Format,
+) -> anyhow::Result<()> {
+    let regions = client.scan_regions(start, end, limit).await?;
+    let rows: Vec<RegionRow> = regions
+        .iter()
+        .filter_map(|info| {
+            Some(region_row(
+                info.region.as_ref()?,
+                info.leader.as_ref(),
+                &info.pending_peers,
+            ))
+        })
+        .collect();
+    emit_regions(&rows, format)
 }

@@ -6,12 +6,14 @@
 //!
 //! - [`cluster`]: local clusters of real processes.
 //! - [`inspect`]: stores and regions.
+//! - [`control`]: split, leader transfer and peer changes.
 //! - [`raw`]: the raw KV API.
 //! - [`bench`]: the load generator.
 //! - [`output`]: tables, JSON and YAML.
 
 mod bench;
 mod cluster;
+mod control;
 mod inspect;
 mod output;
 mod raw;
@@ -74,6 +76,48 @@ enum Command {
     /// Raw key-value operations.
     #[command(subcommand)]
     Raw(raw::RawCmd),
+    /// Split a region at a key or in half.
+    Split {
+        /// Region to split.
+        #[arg(long)]
+        region: u64,
+        /// Split key (the new region starts here).
+        #[arg(long, conflicts_with = "half")]
+        key: Option<String>,
+        /// Split at the middle key of the region's data.
+        #[arg(long)]
+        half: bool,
+    },
+    /// Move a region's leadership to the peer on another store.
+    TransferLeader {
+        /// Region.
+        #[arg(long)]
+        region: u64,
+        /// Store that should lead.
+        #[arg(long)]
+        to_store: u64,
+    },
+    /// Add a replica of a region on a store (learner, then voter).
+    AddPeer {
+        /// Region.
+        #[arg(long)]
+        region: u64,
+        /// Store to place the replica on.
+        #[arg(long)]
+        store: u64,
+        /// Leave the new replica a learner.
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a region's replica from a store.
+    RemovePeer {
+        /// Region.
+        #[arg(long)]
+        region: u64,
+        /// Store whose replica goes.
+        #[arg(long)]
+        store: u64,
+    },
     /// Closed-loop load generator.
     Bench(bench::BenchArgs),
 }
@@ -86,12 +130,28 @@ fn main() {
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", describe(&e));
             EXIT_FAILURE
         }
     };
     std::process::exit(code);
+}
+
+/// One line for an error: gRPC statuses as `Code: message`, the rest with
+/// their context chain.
+fn describe(e: &anyhow::Error) -> String {
+    for cause in e.chain() {
+        let status = cause.downcast_ref::<tonic::Status>().or_else(|| {
+            match cause.downcast_ref::<nokv_client::Error>() {
+                Some(nokv_client::Error::Rpc(s)) => Some(s),
+                _ => None,
+            }
+        });
+        if let Some(s) = status {
+            return format!("{:?}: {}", s.code(), s.message()).replace('\n', " ");
+        }
+    }
+    format!("{e:#}").replace('\n', " ")
 }
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -118,6 +178,28 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             )
             .await
             .map(|_| 0),
+            Command::Split { region, key, half } => {
+                control::split(&coordinator()?, region, key, half, cli.output)
+                    .await
+                    .map(|_| 0)
+            }
+            Command::TransferLeader { region, to_store } => {
+                control::transfer_leader(&coordinator()?, region, to_store, cli.output)
+                    .await
+                    .map(|_| 0)
+            }
+            Command::AddPeer {
+                region,
+                store,
+                learner,
+            } => control::add_peer(&coordinator()?, region, store, learner, cli.output)
+                .await
+                .map(|_| 0),
+            Command::RemovePeer { region, store } => {
+                control::remove_peer(&coordinator()?, region, store, cli.output)
+                    .await
+                    .map(|_| 0)
+            }
             Command::Raw(cmd) => {
                 raw::run(
                     &RawClient::with_coordinator(coordinator()?),

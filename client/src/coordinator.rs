@@ -405,6 +405,42 @@ impl CoordinatorClient {
         .await
     }
 
+    /// Ids for splitting `region` into `count + 1` regions.
+    pub async fn ask_batch_split(&self, region: Region, count: u32) -> Result<Vec<SplitId>> {
+        let r = self
+            .call(|mut c, t| {
+                let req = AskBatchSplitRequest {
+                    header: None,
+                    region: Some(region.clone()),
+                    split_count: count,
+                };
+                async move {
+                    let mut req = tonic::Request::new(req);
+                    req.set_timeout(t);
+                    c.ask_batch_split(req).await
+                }
+            })
+            .await?;
+        Ok(r.ids)
+    }
+
+    /// Records the regions a split produced.
+    pub async fn report_batch_split(&self, regions: Vec<Region>) -> Result<()> {
+        self.call(|mut c, t| {
+            let req = ReportBatchSplitRequest {
+                header: None,
+                regions: regions.clone(),
+            };
+            async move {
+                let mut req = tonic::Request::new(req);
+                req.set_timeout(t);
+                c.report_batch_split(req).await
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Regions overlapping `[start, end)` in key order (`limit` 0 = all).
     pub async fn scan_regions(
         &self,

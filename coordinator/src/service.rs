@@ -851,8 +851,17 @@ impl Coordinator for CoordinatorGrpc {
                 }));
             }
             for region in req.regions {
+                // Keep the leader we know if it is still a member; the new
+                // regions' leaders arrive with their first heartbeats.
+                let leader = self.raft.read_state(|s| {
+                    s.regions
+                        .get(&region.id)
+                        .and_then(|i| i.leader)
+                        .filter(|l| region.peers.iter().any(|p| p.id == l.id))
+                });
                 let info = RegionInfo {
                     region: Some(region),
+                    leader,
                     ..Default::default()
                 };
                 if let Err(e) = self

@@ -96,9 +96,12 @@ impl Peer {
     ) -> Result<RaftCmdResponse> {
         let header = cmd.header.unwrap_or_default();
         if let Some(admin) = cmd.admin_request.and_then(|a| a.cmd) {
+            if let Err(e) = check_epoch(&self.region, header.region_epoch.as_ref(), true) {
+                return Ok(error_response(e));
+            }
             let name = match admin {
-                admin_request::Cmd::CompactLog(_) => "CompactLog",
-                admin_request::Cmd::BatchSplit(_) => "BatchSplit",
+                admin_request::Cmd::CompactLog(c) => return self.apply_compact_log(db, c, wb),
+                admin_request::Cmd::BatchSplit(s) => return self.apply_batch_split(db, s, wb),
                 admin_request::Cmd::PrepareMerge(_) => "PrepareMerge",
                 admin_request::Cmd::CommitMerge(_) => "CommitMerge",
                 admin_request::Cmd::RollbackMerge(_) => "RollbackMerge",
@@ -179,6 +182,78 @@ impl Peer {
             }),
             responses,
             admin_response: None,
+        })
+    }
+
+    fn apply_compact_log(
+        &mut self,
+        _db: &DB,
+        c: nokv_proto::raft_cmdpb::CompactLogRequest,
+        wb: &mut WriteBatch,
+    ) -> Result<RaftCmdResponse> {
+        let truncated = self.truncated_index();
+        // Entries up to the applied index are the only ones safe to drop;
+        // the proposer picked the index, every replica applies the same.
+        if c.compact_index <= truncated || c.compact_index > self.apply_state.applied_index {
+            return Ok(RaftCmdResponse::default());
+        }
+        self.raft
+            .raw_mut()
+            .mut_store()
+            .compact_to(c.compact_index, c.compact_term, wb)?;
+        self.apply_state.truncated_state = Some(nokv_proto::raft_serverpb::RaftTruncatedState {
+            index: c.compact_index,
+            term: c.compact_term,
+        });
+        crate::metrics::LOG_COMPACTIONS.inc();
+        Ok(RaftCmdResponse {
+            header: Some(RaftResponseHeader::default()),
+            responses: Vec::new(),
+            admin_response: Some(AdminResponse {
+                cmd: Some(admin_response::Cmd::CompactLog(Default::default())),
+            }),
+        })
+    }
+
+    fn apply_batch_split(
+        &mut self,
+        db: &DB,
+        req: nokv_proto::raft_cmdpb::BatchSplitRequest,
+        wb: &mut WriteBatch,
+    ) -> Result<RaftCmdResponse> {
+        let regions = match crate::split::derive_regions(&self.region, &req) {
+            Ok(r) => r,
+            Err(why) => {
+                warn!(region_id = self.region.id, %why, "split rejected at apply");
+                return Ok(error_response(nokv_proto::errorpb::RegionError {
+                    message: format!("split rejected: {why}"),
+                    kind: None,
+                }));
+            }
+        };
+        // regions[0] is this region, shrunk; the rest are new.
+        self.region = regions[0].clone();
+        self.persist_region(db, PeerState::Normal, wb)?;
+        for r in &regions[1..] {
+            if r.peers.iter().any(|p| p.store_id == self.meta.store_id) {
+                crate::peer::write_initial_state(db, r, wb)?;
+                self.pending_splits.push(r.clone());
+            }
+        }
+        self.heartbeat_due = true;
+        info!(
+            region_id = self.region.id,
+            new_regions = ?regions[1..].iter().map(|r| r.id).collect::<Vec<_>>(),
+            "split applied"
+        );
+        Ok(RaftCmdResponse {
+            header: Some(RaftResponseHeader::default()),
+            responses: Vec::new(),
+            admin_response: Some(AdminResponse {
+                cmd: Some(admin_response::Cmd::BatchSplit(
+                    nokv_proto::raft_cmdpb::BatchSplitResponse { regions },
+                )),
+            }),
         })
     }
 

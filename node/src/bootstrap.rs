@@ -18,16 +18,13 @@ use nokv_consensus::keys::{
 };
 use nokv_consensus::SnapshotSource;
 use nokv_proto::metapb::{Peer as PeerMeta, PeerRole, Region, RegionEpoch, Store};
-use nokv_proto::raft_serverpb::{
-    ApplyState, PeerState, RaftTruncatedState, RegionLocalState, StoreIdent,
-};
+use nokv_proto::raft_serverpb::{PeerState, RegionLocalState, StoreIdent};
 use prost::Message as _;
-use protobuf::Message as _;
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use tracing::{info, warn};
 
 use crate::config::RaftConfig;
-use crate::peer::{Peer, RAFT_INIT_LOG_INDEX, RAFT_INIT_LOG_TERM};
+use crate::peer::{write_initial_state, Peer};
 use crate::{Error, Result};
 
 /// Id of the region a new cluster starts with. The allocator never hands
@@ -157,38 +154,7 @@ pub fn open_peers(
 
 fn write_initial_region(db: &DB, region: &Region) -> Result<()> {
     let mut wb = WriteBatch::default();
-    let local = RegionLocalState {
-        region: Some(region.clone()),
-        state: PeerState::Normal as i32,
-        merge_state: None,
-    };
-    wb.put_cf(
-        cf(db, CF_META)?,
-        region_state_key(region.id),
-        local.encode_to_vec(),
-    );
-    let apply = ApplyState {
-        applied_index: RAFT_INIT_LOG_INDEX,
-        applied_term: RAFT_INIT_LOG_TERM,
-        truncated_state: Some(RaftTruncatedState {
-            index: RAFT_INIT_LOG_INDEX,
-            term: RAFT_INIT_LOG_TERM,
-        }),
-    };
-    wb.put_cf(
-        cf(db, CF_META)?,
-        apply_state_key(region.id),
-        apply.encode_to_vec(),
-    );
-    let hs = raft::prelude::HardState {
-        term: RAFT_INIT_LOG_TERM,
-        commit: RAFT_INIT_LOG_INDEX,
-        ..Default::default()
-    };
-    let hs = hs
-        .write_to_bytes()
-        .map_err(|e| Error::Corrupted(format!("hard state: {e}")))?;
-    wb.put_cf(cf(db, CF_RAFT)?, hard_state_key(region.id), hs);
+    write_initial_state(db, region, &mut wb)?;
     wb.put_cf(
         cf(db, CF_META)?,
         PREPARE_BOOTSTRAP_KEY,

@@ -51,6 +51,13 @@ pub struct RaftConfig {
     /// Most messages the raftstore inbox holds before answering
     /// ServerIsBusy.
     pub inbox_capacity: usize,
+    /// Ticks between raft log GC checks on each leader.
+    pub log_gc_interval_ticks: u64,
+    /// Compact only when at least this many applied entries are in the log.
+    pub log_gc_threshold: u64,
+    /// When the slowest follower lags more than this many entries, compact
+    /// to the applied index anyway; that follower catches up by snapshot.
+    pub log_gc_count_limit: u64,
 }
 
 impl Default for RaftConfig {
@@ -61,6 +68,9 @@ impl Default for RaftConfig {
             heartbeat_ticks: 2,
             region_heartbeat_ticks: 20,
             inbox_capacity: 16_384,
+            log_gc_interval_ticks: 100,
+            log_gc_threshold: 1024,
+            log_gc_count_limit: 10_240,
         }
     }
 }

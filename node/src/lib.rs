@@ -18,6 +18,7 @@
 //! - [`peer`]: one region replica: raft driver plus region and apply state.
 //! - [`apply`]: applying committed commands to RocksDB.
 //! - [`snapshot`]: building and installing region snapshots.
+//! - [`split`]: where to split a region and what regions a split produces.
 //! - [`raftstore`]: the thread that drives every peer.
 //! - [`bootstrap`]: store identity and first-region bootstrap.
 //! - [`heartbeat`]: store and region heartbeats to the coordinator.
@@ -43,6 +44,7 @@ pub mod region;
 pub mod server;
 pub mod service;
 pub mod snapshot;
+pub mod split;
 
 pub use config::NodeConfig;
 pub use error::{Error, Result};

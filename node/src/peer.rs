@@ -26,6 +26,58 @@ pub const RAFT_INIT_LOG_INDEX: u64 = 5;
 /// See [`RAFT_INIT_LOG_INDEX`].
 pub const RAFT_INIT_LOG_TERM: u64 = 5;
 
+/// Writes the state a freshly created region replica starts from (region
+/// state, apply state and hard state at [`RAFT_INIT_LOG_INDEX`]) into `wb`.
+/// A hard state already on disk with a higher term (an uninitialized replica
+/// that voted or heard from a leader) is kept: forgetting a vote is unsafe.
+pub fn write_initial_state(db: &DB, region: &Region, wb: &mut WriteBatch) -> Result<()> {
+    use nokv_consensus::engine::CF_RAFT;
+    use nokv_consensus::keys::hard_state_key;
+    use protobuf::Message as _;
+    let local = RegionLocalState {
+        region: Some(region.clone()),
+        state: PeerState::Normal as i32,
+        merge_state: None,
+    };
+    wb.put_cf(
+        cf(db, CF_META)?,
+        region_state_key(region.id),
+        local.encode_to_vec(),
+    );
+    let apply = ApplyState {
+        applied_index: RAFT_INIT_LOG_INDEX,
+        applied_term: RAFT_INIT_LOG_TERM,
+        truncated_state: Some(RaftTruncatedState {
+            index: RAFT_INIT_LOG_INDEX,
+            term: RAFT_INIT_LOG_TERM,
+        }),
+    };
+    wb.put_cf(
+        cf(db, CF_META)?,
+        apply_state_key(region.id),
+        apply.encode_to_vec(),
+    );
+    let existing = db
+        .get_cf(cf(db, CF_RAFT)?, hard_state_key(region.id))?
+        .and_then(|b| raft::prelude::HardState::parse_from_bytes(&b).ok());
+    let hs = match existing {
+        Some(hs) if hs.term > RAFT_INIT_LOG_TERM => raft::prelude::HardState {
+            commit: hs.commit.max(RAFT_INIT_LOG_INDEX),
+            ..hs
+        },
+        _ => raft::prelude::HardState {
+            term: RAFT_INIT_LOG_TERM,
+            commit: RAFT_INIT_LOG_INDEX,
+            ..Default::default()
+        },
+    };
+    let hs = hs
+        .write_to_bytes()
+        .map_err(|e| crate::Error::Corrupted(format!("hard state: {e}")))?;
+    wb.put_cf(cf(db, CF_RAFT)?, hard_state_key(region.id), hs);
+    Ok(())
+}
+
 /// A follower whose matched index is this far behind the commit index is
 /// reported as pending (not caught up).
 const PENDING_LAG_ENTRIES: u64 = 100;
@@ -46,6 +98,11 @@ pub struct Peer {
     pub peer_stores: HashMap<u64, u64>,
     /// Set when a conf change removed this replica.
     pub pending_destroy: bool,
+    /// Regions created by a split this replica just applied; the raftstore
+    /// opens their replicas on this store.
+    pub pending_splits: Vec<Region>,
+    /// Ticks since the last log GC check.
+    pub ticks_since_log_gc: u64,
     /// Leadership as of the previous round, to notice changes.
     pub was_leader: bool,
     /// Ticks since the last region heartbeat.
@@ -116,6 +173,8 @@ impl Peer {
             apply_state,
             peer_stores,
             pending_destroy: false,
+            pending_splits: Vec::new(),
+            ticks_since_log_gc: 0,
             was_leader: false,
             ticks_since_heartbeat: 0,
             heartbeat_due: true,

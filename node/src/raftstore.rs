@@ -595,6 +595,11 @@ impl Raftstore {
         for p in self.peers.values_mut() {
             p.raft.tick();
             p.ticks_since_heartbeat += 1;
+            p.ticks_since_log_gc += 1;
+            if p.ticks_since_log_gc >= self.config.log_gc_interval_ticks.max(1) {
+                p.ticks_since_log_gc = 0;
+                Self::maybe_compact_log(&self.config, p);
+            }
             if p.is_initialized() {
                 regions += 1;
             }
@@ -674,6 +679,7 @@ impl Raftstore {
 
         let start = Instant::now();
         let mut destroyed = Vec::new();
+        let mut split_parents = Vec::new();
         for (id, ready) in pending {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
@@ -692,15 +698,130 @@ impl Raftstore {
             if peer.pending_destroy {
                 destroyed.push(id);
             }
+            if !peer.pending_splits.is_empty() {
+                split_parents.push(id);
+            }
             let peer = &self.peers[&id];
             self.send_messages(peer, out.messages);
         }
         RAFT_APPLY_SECONDS.observe(start.elapsed().as_secs_f64());
+        for id in split_parents {
+            self.open_split_regions(id)?;
+        }
         for id in destroyed {
             self.destroy_peer(id)?;
         }
         self.heartbeat_round();
         Ok(())
+    }
+
+    /// Opens this store's replicas of the regions a split of `parent` just
+    /// created. When the parent's replica here leads, the new replicas
+    /// campaign at once so the new regions serve without an election
+    /// timeout.
+    fn open_split_regions(&mut self, parent: u64) -> Result<()> {
+        let Some(p) = self.peers.get_mut(&parent) else {
+            return Ok(());
+        };
+        let regions: Vec<Region> = p.pending_splits.drain(..).collect();
+        let lead = p.raft.is_leader();
+        for region in regions {
+            match self.peers.get(&region.id) {
+                Some(existing) if existing.is_initialized() => {
+                    warn!(
+                        region_id = region.id,
+                        "split target already initialized here; kept"
+                    );
+                    continue;
+                }
+                Some(_) => {
+                    // An uninitialized replica created by an early message
+                    // from the new region's leader: the split supersedes it.
+                    self.peers.remove(&region.id);
+                }
+                None => {}
+            }
+            let Some(me) = region.peers.iter().find(|p| p.store_id == self.store_id) else {
+                continue;
+            };
+            let mut peer = Peer::open(
+                self.db.clone(),
+                self.store_id,
+                region.clone(),
+                me.id,
+                &self.config,
+                self.snapshots.clone(),
+                &self.logger,
+            )?;
+            if lead && me.role() == metapb::PeerRole::Voter {
+                peer.raft
+                    .raw_mut()
+                    .campaign()
+                    .map_err(nokv_consensus::Error::from)?;
+            }
+            info!(
+                region_id = region.id,
+                peer_id = me.id,
+                "replica created by split"
+            );
+            self.peers.insert(region.id, peer);
+        }
+        Ok(())
+    }
+
+    /// Proposes a `CompactLog` for a leader whose log holds enough applied
+    /// entries, keeping what lagging followers still need unless they lag
+    /// beyond the count limit (they will get a snapshot instead).
+    fn maybe_compact_log(cfg: &RaftConfig, peer: &mut Peer) {
+        if !peer.raft.is_leader() || !peer.is_initialized() {
+            return;
+        }
+        let applied = peer.apply_state.applied_index;
+        let truncated = peer.truncated_index();
+        if applied.saturating_sub(truncated) < cfg.log_gc_threshold {
+            return;
+        }
+        let raft = &peer.raft.raw().raft;
+        let min_matched = raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != peer.meta.id)
+            .map(|(_, pr)| pr.matched)
+            .min()
+            .unwrap_or(applied);
+        let target = if applied.saturating_sub(min_matched) > cfg.log_gc_count_limit {
+            applied
+        } else {
+            min_matched.min(applied)
+        };
+        if target <= truncated {
+            return;
+        }
+        let Ok(term) = raft.raft_log.term(target) else {
+            return;
+        };
+        let cmd = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: peer.region.id,
+                region_epoch: peer.region.epoch,
+                ..Default::default()
+            }),
+            requests: Vec::new(),
+            admin_request: Some(AdminRequest {
+                cmd: Some(admin_request::Cmd::CompactLog(
+                    nokv_proto::raft_cmdpb::CompactLogRequest {
+                        compact_index: target,
+                        compact_term: term,
+                    },
+                )),
+            }),
+        };
+        debug!(
+            region_id = peer.region.id,
+            compact_index = target,
+            "proposing log compaction"
+        );
+        peer.raft.propose(cmd.encode_to_vec(), Box::new(|_| {}));
     }
 
     /// Sends region heartbeats for leaders whose interval passed or whose

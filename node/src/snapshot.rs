@@ -82,6 +82,7 @@ impl RegionSnapshotSource {
         m.index = apply.applied_index;
         m.term = apply.applied_term;
         m.set_conf_state(conf_state_of(&region));
+        crate::metrics::SNAPSHOTS_GENERATED.inc();
         Ok(s)
     }
 }
@@ -146,5 +147,6 @@ pub fn install(db: &DB, peer: &mut Peer, snap: &Snapshot, wb: &mut WriteBatch) -
     peer.persist_region(db, PeerState::Normal, wb)?;
     peer.persist_apply_state(db, wb)?;
     peer.heartbeat_due = true;
+    crate::metrics::SNAPSHOTS_APPLIED.inc();
     Ok(())
 }

@@ -12,7 +12,11 @@ use nokv_proto::adminpb::admin_server::Admin;
 use nokv_proto::adminpb::*;
 use nokv_proto::errorpb::RegionError;
 use nokv_proto::metapb::{Peer, PeerRole};
-use nokv_proto::raft_cmdpb::{admin_response, ChangePeerRequest as CmdChangePeer, ConfChangeType};
+use nokv_proto::raft_cmdpb::{
+    admin_request, admin_response, AdminRequest, BatchSplitRequest,
+    ChangePeerRequest as CmdChangePeer, ConfChangeType, RaftCmdRequest, RaftRequestHeader,
+    SplitRequest,
+};
 use rocksdb::DB;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
@@ -55,6 +59,34 @@ impl AdminService {
             coordinator,
             started: Instant::now(),
         }
+    }
+
+    /// The status of `region_id` if this store leads it, else the region
+    /// error to answer with.
+    async fn leader_status(
+        &self,
+        region_id: u64,
+    ) -> Result<Result<RegionStatus, RegionError>, Status> {
+        let statuses = self
+            .ask(region_id, |cb| StoreMsg::Status {
+                region_id: Some(region_id),
+                cb,
+            })
+            .await
+            .map_err(|e| Status::unavailable(e.message))?;
+        let Some(status) = statuses.into_iter().next() else {
+            return Ok(Err(crate::region::region_not_found(region_id)));
+        };
+        if !status.is_leader {
+            let leader = status.region.as_ref().and_then(|r| {
+                r.peers
+                    .iter()
+                    .find(|p| p.id == status.leader_peer_id)
+                    .copied()
+            });
+            return Ok(Err(crate::region::not_leader(region_id, leader)));
+        }
+        Ok(Ok(status))
     }
 
     async fn ask<T: Send + 'static>(
@@ -114,10 +146,107 @@ impl Admin for AdminService {
 
     async fn split_region(
         &self,
-        _request: Request<SplitRegionRequest>,
+        request: Request<SplitRegionRequest>,
     ) -> Result<Response<SplitRegionResponse>, Status> {
         observe_grpc("SplitRegion", async {
-            Err(Status::unimplemented("region split is not implemented yet"))
+            let req = request.into_inner();
+            if req.region_id == 0 {
+                return Err(Status::invalid_argument("region_id is required"));
+            }
+            if req.half != req.split_key.is_empty() {
+                return Err(Status::invalid_argument(
+                    "give exactly one of split_key and half",
+                ));
+            }
+            let status = self.leader_status(req.region_id).await?;
+            let status = match status {
+                Ok(s) => s,
+                Err(e) => {
+                    return Ok(Response::new(SplitRegionResponse {
+                        region_error: Some(e),
+                        regions: vec![],
+                    }))
+                }
+            };
+            let region = status.region.clone().unwrap_or_default();
+            let key = if req.half {
+                let db = self.db.clone();
+                let r = region.clone();
+                tokio::task::spawn_blocking(move || crate::split::middle_key(&db, &r))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .ok_or_else(|| {
+                        Status::failed_precondition("region holds too few keys to split in half")
+                    })?
+            } else {
+                req.split_key
+            };
+            if key <= region.start_key || (!region.end_key.is_empty() && key >= region.end_key) {
+                return Err(Status::invalid_argument(
+                    "split key must lie strictly inside the region",
+                ));
+            }
+            let ids = self
+                .coordinator
+                .ask_batch_split(region.clone(), 1)
+                .await
+                .map_err(|e| {
+                    Status::unavailable(format!("asking the coordinator for split ids: {e}"))
+                })?;
+            let Some(id) = ids.into_iter().next() else {
+                return Err(Status::unavailable("coordinator returned no split ids"));
+            };
+            let cmd = RaftCmdRequest {
+                header: Some(RaftRequestHeader {
+                    region_id: region.id,
+                    peer: status.peer,
+                    region_epoch: region.epoch,
+                    ..Default::default()
+                }),
+                requests: Vec::new(),
+                admin_request: Some(AdminRequest {
+                    cmd: Some(admin_request::Cmd::BatchSplit(BatchSplitRequest {
+                        requests: vec![SplitRequest {
+                            split_key: key,
+                            new_region_id: id.new_region_id,
+                            new_peer_ids: id.new_peer_ids,
+                        }],
+                        right_derive: false,
+                    })),
+                }),
+            };
+            let resp = match self
+                .ask(region.id, |cb| StoreMsg::Command { cmd, cb })
+                .await
+                .and_then(|r| r)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    return Ok(Response::new(SplitRegionResponse {
+                        region_error: Some(e),
+                        regions: vec![],
+                    }))
+                }
+            };
+            if let Some(e) = resp.header.as_ref().and_then(|h| h.error.clone()) {
+                return Ok(Response::new(SplitRegionResponse {
+                    region_error: Some(e),
+                    regions: vec![],
+                }));
+            }
+            let regions = match resp.admin_response.and_then(|a| a.cmd) {
+                Some(admin_response::Cmd::BatchSplit(b)) => b.regions,
+                _ => return Err(Status::internal("split produced no regions")),
+            };
+            if let Err(e) = self.coordinator.report_batch_split(regions.clone()).await {
+                // Heartbeats from the new leaders will tell the coordinator too.
+                tracing::warn!(region_id = region.id, error = %e, "reporting the split failed");
+            }
+            Ok(Response::new(SplitRegionResponse {
+                region_error: None,
+                regions,
+            }))
         })
         .await
     }
@@ -202,6 +331,15 @@ impl Admin for AdminService {
                 .ok_or_else(|| {
                     Status::not_found(format!("region {} is not on this store", req.region_id))
                 })?;
+            if req.change() == PeerChange::Remove
+                && status.first().is_some_and(|s| {
+                    s.is_leader && s.peer.is_some_and(|p| p.store_id == req.store_id)
+                })
+            {
+                return Err(Status::failed_precondition(
+                    "the peer to remove leads the region; transfer leadership away first",
+                ));
+            }
             if req.change() == PeerChange::Remove {
                 peer_id = region
                     .peers
