@@ -173,7 +173,12 @@ impl RawClient {
                     self.cache.update_leader(id, *l);
                     Ok(true)
                 }
-                _ => Ok(false),
+                _ => {
+                    // No hint: an election may be running, or this replica
+                    // was removed and knows nothing. Try the next peer.
+                    self.cache.rotate_leader(id);
+                    Ok(false)
+                }
             },
             Some(Kind::EpochNotMatch(m)) => {
                 self.cache.invalidate(id);

@@ -47,4 +47,4 @@ pub mod transport;
 pub use error::{Error, Result};
 pub use peer::{ProposeError, RaftPeer, RaftPeerConfig};
 pub use storage::{RocksRaftLog, SnapshotSource};
-pub use transport::{AddressResolver, Transport};
+pub use transport::{AddressResolver, FilterAction, MessageFilter, Transport};

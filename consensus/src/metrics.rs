@@ -135,7 +135,7 @@ pub fn register_shared() {
     for kind in ["normal", "conf_change", "read_index"] {
         RAFT_PROPOSALS.with_label_values(&[kind]);
     }
-    for result in ["sent", "dropped", "inbox_full"] {
+    for result in ["sent", "dropped", "inbox_full", "filtered"] {
         RAFT_MESSAGES.with_label_values(&[result]);
     }
     LazyLock::force(&RAFT_READY_TOTAL);

@@ -37,6 +37,25 @@ pub trait AddressResolver: Send + Sync + 'static {
     fn invalidate(&self, _store_id: u64) {}
 }
 
+/// What happens to one outgoing raft message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterAction {
+    /// Send it.
+    Deliver,
+    /// Drop it, as a lossy network would.
+    Drop,
+    /// Send it after this long.
+    Delay(std::time::Duration),
+}
+
+/// Decides the fate of outgoing raft messages. Chaos tooling and the test
+/// harness install one to drop, delay or partition raft traffic; a process
+/// without a filter delivers everything.
+pub trait MessageFilter: Send + Sync + 'static {
+    /// The action for a message from store `from` to store `to`.
+    fn check(&self, from: u64, to: u64, msg: &RaftMessage) -> FilterAction;
+}
+
 /// Sends raft messages to other processes. Cheap to clone.
 #[derive(Clone)]
 pub struct Transport {
@@ -48,25 +67,58 @@ struct Inner {
     resolver: Arc<dyn AddressResolver>,
     queues: Mutex<HashMap<u64, mpsc::Sender<RaftMessage>>>,
     runtime: Handle,
+    filter: Option<Arc<dyn MessageFilter>>,
 }
 
 impl Transport {
     /// Creates a transport whose connection tasks run on `runtime`.
     /// `local_id` is written into every batch as the sender.
     pub fn new(local_id: u64, resolver: Arc<dyn AddressResolver>, runtime: Handle) -> Self {
+        Self::with_filter(local_id, resolver, runtime, None)
+    }
+
+    /// Like [`Transport::new`], with every message passed through `filter`.
+    pub fn with_filter(
+        local_id: u64,
+        resolver: Arc<dyn AddressResolver>,
+        runtime: Handle,
+        filter: Option<Arc<dyn MessageFilter>>,
+    ) -> Self {
         Transport {
             inner: Arc::new(Inner {
                 local_id,
                 resolver,
                 queues: Mutex::new(HashMap::new()),
                 runtime,
+                filter,
             }),
         }
     }
 
     /// Queues `msg` for `to_store`. Never blocks; returns false if the
-    /// message was dropped because the queue is full.
+    /// message was dropped (full queue, or the filter dropped it).
     pub fn send(&self, to_store: u64, msg: RaftMessage) -> bool {
+        if let Some(filter) = &self.inner.filter {
+            match filter.check(self.inner.local_id, to_store, &msg) {
+                FilterAction::Deliver => {}
+                FilterAction::Drop => {
+                    RAFT_MESSAGES.with_label_values(&["filtered"]).inc();
+                    return false;
+                }
+                FilterAction::Delay(d) => {
+                    let me = self.clone();
+                    self.inner.runtime.spawn(async move {
+                        tokio::time::sleep(d).await;
+                        me.enqueue(to_store, msg);
+                    });
+                    return true;
+                }
+            }
+        }
+        self.enqueue(to_store, msg)
+    }
+
+    fn enqueue(&self, to_store: u64, msg: RaftMessage) -> bool {
         let mut queues = match self.inner.queues.lock() {
             Ok(q) => q,
             Err(poisoned) => poisoned.into_inner(),
@@ -91,7 +143,7 @@ impl Transport {
             Err(mpsc::error::TrySendError::Closed(msg)) => {
                 queues.remove(&to_store);
                 drop(queues);
-                self.send(to_store, msg)
+                self.enqueue(to_store, msg)
             }
         }
     }

@@ -100,6 +100,9 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// Log filter (tracing-subscriber syntax).
     pub log_level: String,
+    /// On stop, how long to drain connections (raft streams from peers
+    /// never end on their own) before closing them.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -115,6 +118,7 @@ impl Default for NodeConfig {
             raft: RaftConfig::default(),
             limits: Limits::default(),
             log_level: "info".into(),
+            shutdown_grace_ms: 2000,
         }
     }
 }

@@ -12,6 +12,29 @@ pub const CF_WRITE: &str = "write";
 /// Raw KV: `key` → value with optional TTL.
 pub const CF_RAW: &str = "raw";
 
+/// The database as request handlers see it: it can be closed while
+/// handlers (and connections that outlive a stopping server) still hold the
+/// handle, so stopping a node really closes RocksDB.
+#[derive(Debug)]
+pub struct DbHandle(std::sync::RwLock<Option<std::sync::Arc<rocksdb::DB>>>);
+
+impl DbHandle {
+    /// A handle to an open database.
+    pub fn new(db: std::sync::Arc<rocksdb::DB>) -> Self {
+        DbHandle(std::sync::RwLock::new(Some(db)))
+    }
+
+    /// The database, or `None` once the node is stopping.
+    pub fn get(&self) -> Option<std::sync::Arc<rocksdb::DB>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Drops this handle's reference; later `get`s return `None`.
+    pub fn close(&self) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
 /// Column families holding user data, cleared and copied by region range.
 pub const DATA_CFS: [&str; 4] = [CF_DEFAULT, CF_LOCK, CF_WRITE, CF_RAW];
 /// Every column family of a node's RocksDB.

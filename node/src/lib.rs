@@ -48,4 +48,4 @@ pub mod split;
 
 pub use config::NodeConfig;
 pub use error::{Error, Result};
-pub use server::run;
+pub use server::{run, run_with, NodeHooks, NodeStarted};

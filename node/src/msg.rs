@@ -79,4 +79,6 @@ pub enum StoreMsg {
     },
     /// The coordinator's answer to a region heartbeat.
     HeartbeatResponse(RegionHeartbeatResponse),
+    /// Stop the raftstore thread (answering pending requests with errors).
+    Stop,
 }

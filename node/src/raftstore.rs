@@ -149,6 +149,7 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
         counters: parts.counters,
         rx,
         logger: slog::Logger::root(slog::Discard, slog::o!()),
+        stopping: false,
     };
     let join = std::thread::Builder::new()
         .name("raftstore".into())
@@ -168,6 +169,7 @@ struct Raftstore {
     counters: Arc<StoreCounters>,
     rx: Receiver<StoreMsg>,
     logger: slog::Logger,
+    stopping: bool,
 }
 
 /// Most inbox messages handled per round before persisting, so a flood of
@@ -206,6 +208,9 @@ impl Raftstore {
                 // longer keep promises made to other replicas: stop.
                 error!(store_id = self.store_id, error = %e, "raftstore storage failure; exiting");
                 std::process::exit(70);
+            }
+            if self.stopping {
+                break;
             }
         }
         for p in self.peers.values_mut() {
@@ -249,6 +254,7 @@ impl Raftstore {
                 cb(out);
             }
             StoreMsg::HeartbeatResponse(resp) => self.on_heartbeat_response(resp),
+            StoreMsg::Stop => self.stopping = true,
         }
     }
 
@@ -264,6 +270,10 @@ impl Raftstore {
             );
             return;
         }
+        if env.is_tombstone {
+            self.on_tombstone(&env, to.id);
+            return;
+        }
         let msg = match decode_message(&env.message) {
             Ok(m) => m,
             Err(e) => {
@@ -271,8 +281,48 @@ impl Raftstore {
                 return;
             }
         };
+        // Peer ids only grow: a message for a newer peer of a region we hold
+        // means our replica was removed without learning it (it missed the
+        // entry). Make way for the new replica.
+        if self
+            .peers
+            .get(&env.region_id)
+            .is_some_and(|p| to.id > p.meta.id)
+        {
+            info!(
+                region_id = env.region_id,
+                new_peer = to.id,
+                "replica superseded by a newer peer; destroying it"
+            );
+            if let Err(e) = self.destroy_peer(env.region_id) {
+                warn!(region_id = env.region_id, error = %e, "destroying a superseded replica failed");
+                return;
+            }
+        }
         if !self.peers.contains_key(&env.region_id) && !self.maybe_create_peer(&env, &msg) {
             return;
+        }
+        let Some(peer) = self.peers.get_mut(&env.region_id) else {
+            return;
+        };
+        if let Some(from) = env.from_peer.filter(|_| peer.is_initialized()) {
+            let theirs = env.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+            let ours = peer.region.epoch.map(|e| e.conf_ver).unwrap_or(0);
+            if !peer.region.peers.iter().any(|p| p.id == from.id) && theirs < ours {
+                // A removed replica still talking: tell it so it can go.
+                let tombstone = RaftMessage {
+                    region_id: env.region_id,
+                    from_peer: Some(peer.meta),
+                    to_peer: Some(from),
+                    region_epoch: peer.region.epoch,
+                    message: Vec::new(),
+                    is_tombstone: true,
+                    start_key: Vec::new(),
+                    end_key: Vec::new(),
+                };
+                self.transport.send(from.store_id, tombstone);
+                return;
+            }
         }
         let Some(peer) = self.peers.get_mut(&env.region_id) else {
             return;
@@ -291,6 +341,27 @@ impl Raftstore {
         }
         if let Err(e) = peer.raft.step(msg) {
             debug!(region_id = env.region_id, error = %e, "raft step failed");
+        }
+    }
+
+    /// A member told this replica it was removed: destroy it if the sender's
+    /// membership is newer than ours.
+    fn on_tombstone(&mut self, env: &RaftMessage, to_peer: u64) {
+        let Some(peer) = self.peers.get(&env.region_id) else {
+            return;
+        };
+        let theirs = env.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
+        let ours = peer.region.epoch.map(|e| e.conf_ver).unwrap_or(0);
+        if peer.meta.id != to_peer || (peer.is_initialized() && theirs <= ours) {
+            return;
+        }
+        info!(
+            region_id = env.region_id,
+            peer_id = to_peer,
+            "told by a member that this replica was removed"
+        );
+        if let Err(e) = self.destroy_peer(env.region_id) {
+            warn!(region_id = env.region_id, error = %e, "destroying a removed replica failed");
         }
     }
 

@@ -14,7 +14,7 @@ use nokv_consensus::service::RaftTransportService;
 use nokv_consensus::shutdown::{grace_deadline, signalled, watch_signal};
 use nokv_consensus::status::{self, StatusState};
 use nokv_consensus::transport::MAX_RAFT_MESSAGE_BYTES;
-use nokv_consensus::{AddressResolver, Transport};
+use nokv_consensus::{AddressResolver, MessageFilter, Transport};
 use nokv_proto::adminpb::admin_server::AdminServer;
 use nokv_proto::kvrpcpb::kv_server::KvServer;
 use nokv_proto::metapb::{Store, StoreState};
@@ -82,8 +82,26 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// How long a stopping process drains connections before exiting.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// What a started node tells its embedder.
+#[derive(Debug, Clone)]
+pub struct NodeStarted {
+    /// The store id.
+    pub store_id: u64,
+    /// The gRPC address it serves (resolved when listening on port 0).
+    pub address: String,
+    /// The HTTP status address.
+    pub status_address: String,
+}
+
+/// Optional extras for embedding a node in another process (the test
+/// harness, chaos tooling).
+#[derive(Default)]
+pub struct NodeHooks {
+    /// Every outgoing raft message passes through this filter.
+    pub message_filter: Option<Arc<dyn MessageFilter>>,
+    /// Told once the node serves.
+    pub started: Option<tokio::sync::oneshot::Sender<NodeStarted>>,
+}
 
 /// Runs a store node until `shutdown` completes.
 ///
@@ -94,12 +112,29 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    run_with(config, shutdown, NodeHooks::default()).await
+}
+
+/// [`run`] with embedding hooks. When it returns, every thread and task of
+/// the node has stopped and its RocksDB is closed, so the same data
+/// directory can be opened again at once.
+pub async fn run_with(
+    mut config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    hooks: NodeHooks,
+) -> Result<()> {
     config.validate().map_err(Error::Config)?;
     let stop = watch_signal(shutdown);
     crate::metrics::register();
     let started = Instant::now();
     let grpc_listener = TcpListener::bind(&config.listen).await?;
     let status_listener = TcpListener::bind(&config.status_listen).await?;
+    // Port 0 means "any free port": advertise the one we got.
+    let bound = grpc_listener.local_addr()?.to_string();
+    if config.advertise_address.is_empty() && config.listen.ends_with(":0") {
+        config.advertise_address = bound;
+    }
+    config.status_listen = status_listener.local_addr()?.to_string();
     let ready = Arc::new(AtomicBool::new(false));
     let store_id_cell = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let status_state = {
@@ -122,7 +157,7 @@ pub async fn run(
     };
     // The status port comes up first so /health answers while the node
     // registers; /ready stays false until it can serve.
-    tokio::spawn(async move {
+    let status_task = tokio::spawn(async move {
         if let Err(e) = status::serve(status_listener, status_state).await {
             tracing::error!(error = %e, "status server stopped");
         }
@@ -166,10 +201,15 @@ pub async fn run(
         coordinator: coordinator.clone(),
         cache: Mutex::new(HashMap::new()),
     });
-    let transport = Transport::new(store_id, resolver, tokio::runtime::Handle::current());
+    let transport = Transport::with_filter(
+        store_id,
+        resolver,
+        tokio::runtime::Handle::current(),
+        hooks.message_filter,
+    );
     let (hb_tx, hb_rx) = tokio::sync::mpsc::unbounded_channel();
     let counters = Arc::new(StoreCounters::default());
-    let (router, _raftstore_thread) = raftstore::spawn(RaftstoreParts {
+    let (router, raftstore_thread) = raftstore::spawn(RaftstoreParts {
         store_id,
         db: db.clone(),
         peers,
@@ -179,8 +219,8 @@ pub async fn run(
         snapshots,
         counters: counters.clone(),
     })?;
-    spawn_region_heartbeats(coordinator.clone(), hb_rx, router.clone());
-    spawn_store_heartbeats(
+    let region_hb_task = spawn_region_heartbeats(coordinator.clone(), hb_rx, router.clone());
+    let store_hb_task = spawn_store_heartbeats(
         coordinator.clone(),
         store_id,
         counters.clone(),
@@ -189,16 +229,25 @@ pub async fn run(
         Duration::from_millis(config.store_heartbeat_interval_ms.max(100)),
     );
 
-    let kv = KvService::new(router.clone(), db.clone(), config.limits.clone());
+    let handle = Arc::new(crate::engine::DbHandle::new(db.clone()));
+    let kv = KvService::new(router.clone(), handle.clone(), config.limits.clone());
     let admin = AdminService::new(
         router.clone(),
         store_id,
-        db.clone(),
+        handle.clone(),
         config.data_dir.clone(),
         counters,
         coordinator,
     );
     ready.store(true, Ordering::Release);
+    if let Some(tx) = hooks.started {
+        let _ = tx.send(NodeStarted {
+            store_id,
+            address: config.advertise(),
+            status_address: config.status_listen.clone(),
+        });
+    }
+    let stopper = router.clone();
     info!(store_id, listen = %config.listen, status = %config.status_listen, "node serving");
     let max_msg = config.limits.max_grpc_message_bytes;
     let server = tonic::transport::Server::builder()
@@ -209,7 +258,7 @@ pub async fn run(
         )
         .add_service(AdminServer::new(admin))
         .add_service(
-            RaftTransportServer::new(RaftTransportService::new(Arc::new(router)))
+            RaftTransportServer::new(RaftTransportService::new(Arc::new(router.clone())))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
@@ -219,8 +268,24 @@ pub async fn run(
         );
     tokio::select! {
         r = server => r.map_err(|e| Error::Io(std::io::Error::other(e)))?,
-        _ = grace_deadline(stop, SHUTDOWN_GRACE) => info!("grace period over; closing remaining streams"),
+        _ = grace_deadline(stop, Duration::from_millis(config.shutdown_grace_ms)) => info!("grace period over; closing remaining streams"),
     }
+    // Stop everything that holds the database, then wait for the raftstore
+    // thread so RocksDB is closed when we return.
+    ready.store(false, Ordering::Release);
+    handle.close();
+    drop(db);
+    region_hb_task.abort();
+    store_hb_task.abort();
+    status_task.abort();
+    let _ = stopper.send(crate::msg::StoreMsg::Stop);
+    drop(router);
+    drop(stopper);
+    tokio::task::spawn_blocking(move || raftstore_thread.join())
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?
+        .map_err(|_| Error::Io(std::io::Error::other("raftstore thread panicked")))?;
+    let _ = (region_hb_task.await, store_hb_task.await, status_task.await);
     info!(store_id, "node stopped");
     Ok(())
 }

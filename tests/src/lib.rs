@@ -5,7 +5,16 @@
 //!
 //! Binaries are taken from `NOKV_BIN_DIR` or the cargo target directory the
 //! test binary runs from; `make test` builds them first.
+//!
+//! - [`harness`]: an in-process cluster with a fault layer ([`chaos`]).
+//! - [`linearizability`]: a Wing–Gong–Lowe checker for register histories.
+//! - [`scenario`]: the TinyKV raftstore scenario driver.
 #![deny(missing_docs)]
+
+pub mod chaos;
+pub mod harness;
+pub mod linearizability;
+pub mod scenario;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

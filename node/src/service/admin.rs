@@ -1,6 +1,6 @@
 //! The per-store `Admin` service: region status, store stats, and manual
-//! leader transfer and peer changes. Split, merge and execution
-//! diagnostics answer `UNIMPLEMENTED` until the raftstore supports them.
+//! split, leader transfer and peer changes. Merge and execution diagnostics
+//! answer `UNIMPLEMENTED` until the raftstore supports them.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,11 +17,10 @@ use nokv_proto::raft_cmdpb::{
     ChangePeerRequest as CmdChangePeer, ConfChangeType, RaftCmdRequest, RaftRequestHeader,
     SplitRequest,
 };
-use rocksdb::DB;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
-use crate::engine::ALL_CFS;
+use crate::engine::{DbHandle, ALL_CFS};
 use crate::heartbeat::disk_space;
 use crate::msg::StoreMsg;
 use crate::raftstore::{Router, StoreCounters};
@@ -33,7 +32,7 @@ const WAIT: Duration = Duration::from_secs(10);
 pub struct AdminService {
     router: Router,
     store_id: u64,
-    db: Arc<DB>,
+    db: Arc<DbHandle>,
     data_dir: std::path::PathBuf,
     counters: Arc<StoreCounters>,
     coordinator: CoordinatorClient,
@@ -45,7 +44,7 @@ impl AdminService {
     pub fn new(
         router: Router,
         store_id: u64,
-        db: Arc<DB>,
+        db: Arc<DbHandle>,
         data_dir: std::path::PathBuf,
         counters: Arc<StoreCounters>,
         coordinator: CoordinatorClient,
@@ -170,7 +169,10 @@ impl Admin for AdminService {
             };
             let region = status.region.clone().unwrap_or_default();
             let key = if req.half {
-                let db = self.db.clone();
+                let db = self
+                    .db
+                    .get()
+                    .ok_or_else(|| Status::unavailable("store is stopping"))?;
                 let r = region.clone();
                 tokio::task::spawn_blocking(move || crate::split::middle_key(&db, &r))
                     .await
@@ -397,7 +399,10 @@ impl Admin for AdminService {
         _request: Request<StoreStatsRequest>,
     ) -> Result<Response<StoreStatsResponse>, Status> {
         observe_grpc("StoreStats", async {
-            let db = self.db.clone();
+            let db = self
+                .db
+                .get()
+                .ok_or_else(|| Status::unavailable("store is stopping"))?;
             let dir = self.data_dir.clone();
             let (cap, avail, per_cf) = tokio::task::spawn_blocking(move || {
                 let (cap, avail) = disk_space(&dir);

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use crate::config::Limits;
-use crate::engine::CF_RAW;
+use crate::engine::{DbHandle, CF_RAW};
 use crate::msg::{ReadGrant, StoreMsg};
 use crate::raftstore::Router;
 use crate::raw_value;
@@ -32,7 +32,7 @@ const STORE_WAIT: Duration = Duration::from_secs(10);
 /// The data service of one store.
 pub struct KvService {
     router: Router,
-    db: Arc<DB>,
+    db: Arc<DbHandle>,
     limits: Limits,
 }
 
@@ -42,7 +42,7 @@ fn invalid(msg: impl Into<String>) -> Status {
 
 impl KvService {
     /// Creates the service.
-    pub fn new(router: Router, db: Arc<DB>, limits: Limits) -> Self {
+    pub fn new(router: Router, db: Arc<DbHandle>, limits: Limits) -> Self {
         KvService { router, db, limits }
     }
 
@@ -167,7 +167,10 @@ impl KvService {
         &self,
         f: impl FnOnce(&DB) -> Result<T, rocksdb::Error> + Send + 'static,
     ) -> Result<T, Status> {
-        let db = self.db.clone();
+        let db = self
+            .db
+            .get()
+            .ok_or_else(|| Status::unavailable("store is stopping"))?;
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(|e| Status::internal(format!("read task failed: {e}")))?

@@ -1,0 +1,160 @@
+//! The fault layer on raft traffic: drop a percentage of messages, delay
+//! them, split the stores into two sides (bipartition) or cut one direction
+//! (one-way partition). One seeded RNG makes every choice. A chaos round
+//! sets faults and [`Chaos::clear`] removes them all, so faults never pile
+//! up across rounds.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nokv_consensus::{FilterAction, MessageFilter};
+use nokv_proto::raft_serverpb::RaftMessage;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+#[derive(Default)]
+struct Faults {
+    drop_percent: u32,
+    max_delay: Option<Duration>,
+    /// Two sides that cannot talk to each other.
+    partition: Option<(HashSet<u64>, HashSet<u64>)>,
+    /// Messages from the first set to the second are lost.
+    one_way: Option<(HashSet<u64>, HashSet<u64>)>,
+}
+
+/// The shared fault state, installed as every node's message filter.
+pub struct Chaos {
+    rng: Mutex<StdRng>,
+    faults: Mutex<Faults>,
+}
+
+impl Chaos {
+    /// A fault layer whose random choices all come from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Chaos {
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            faults: Mutex::new(Faults::default()),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Faults) -> T) -> T {
+        f(&mut self.faults.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Draws from the shared seeded RNG (for the harness's own choices).
+    pub fn random_range(&self, range: std::ops::Range<u64>) -> u64 {
+        self.rng
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .random_range(range)
+    }
+
+    /// Drops `percent` of messages and delays the rest by up to `max_delay`.
+    pub fn unreliable(&self, percent: u32, max_delay: Option<Duration>) {
+        self.with(|f| {
+            f.drop_percent = percent.min(100);
+            f.max_delay = max_delay;
+        });
+    }
+
+    /// Splits the stores into two sides that cannot talk.
+    pub fn partition(&self, a: &[u64], b: &[u64]) {
+        self.with(|f| {
+            f.partition = Some((a.iter().copied().collect(), b.iter().copied().collect()))
+        });
+    }
+
+    /// Loses messages from `from` to `to` only.
+    pub fn one_way(&self, from: &[u64], to: &[u64]) {
+        self.with(|f| {
+            f.one_way = Some((from.iter().copied().collect(), to.iter().copied().collect()))
+        });
+    }
+
+    /// Removes partitions (keeps the unreliable setting).
+    pub fn heal(&self) {
+        self.with(|f| {
+            f.partition = None;
+            f.one_way = None;
+        });
+    }
+
+    /// Removes every fault: the end of a chaos round.
+    pub fn clear(&self) {
+        self.with(|f| *f = Faults::default());
+    }
+}
+
+impl MessageFilter for Chaos {
+    fn check(&self, from: u64, to: u64, _msg: &RaftMessage) -> FilterAction {
+        let (drop_percent, max_delay, cut) = self.with(|f| {
+            let cut = f.partition.as_ref().is_some_and(|(a, b)| {
+                (a.contains(&from) && b.contains(&to)) || (b.contains(&from) && a.contains(&to))
+            }) || f
+                .one_way
+                .as_ref()
+                .is_some_and(|(a, b)| a.contains(&from) && b.contains(&to));
+            (f.drop_percent, f.max_delay, cut)
+        });
+        if cut {
+            return FilterAction::Drop;
+        }
+        if drop_percent == 0 && max_delay.is_none() {
+            return FilterAction::Deliver;
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        if drop_percent > 0 && rng.random_range(0..100) < drop_percent {
+            return FilterAction::Drop;
+        }
+        match max_delay {
+            Some(d) if !d.is_zero() => FilterAction::Delay(Duration::from_micros(
+                rng.random_range(0..d.as_micros() as u64),
+            )),
+            _ => FilterAction::Deliver,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_cut_both_ways_and_clear_removes_everything() {
+        let c = Chaos::new(7);
+        let m = RaftMessage::default();
+        c.partition(&[1], &[2, 3]);
+        assert_eq!(c.check(1, 2, &m), FilterAction::Drop);
+        assert_eq!(c.check(3, 1, &m), FilterAction::Drop);
+        assert_eq!(c.check(2, 3, &m), FilterAction::Deliver);
+        c.clear();
+        assert_eq!(c.check(1, 2, &m), FilterAction::Deliver);
+    }
+
+    #[test]
+    fn one_way_cuts_one_direction() {
+        let c = Chaos::new(7);
+        let m = RaftMessage::default();
+        c.one_way(&[1], &[2]);
+        assert_eq!(c.check(1, 2, &m), FilterAction::Drop);
+        assert_eq!(c.check(2, 1, &m), FilterAction::Deliver);
+    }
+
+    #[test]
+    fn the_same_seed_makes_the_same_choices() {
+        let run = |seed| {
+            let c = Chaos::new(seed);
+            c.unreliable(30, None);
+            (0..200)
+                .map(|_| c.check(1, 2, &RaftMessage::default()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(42), run(42));
+        let dropped = run(42).iter().filter(|a| **a == FilterAction::Drop).count();
+        assert!(
+            (30..90).contains(&dropped),
+            "about 30% dropped, got {dropped}"
+        );
+    }
+}
