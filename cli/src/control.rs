@@ -50,6 +50,17 @@ impl<'a> Leader<'a> {
         }
     }
 
+    /// Wraps `msg` with the time left before the deadline.
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.set_timeout(
+            self.deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100)),
+        );
+        r
+    }
+
     async fn client(&self) -> anyhow::Result<AdminClient<Channel>> {
         let store = self.coordinator.get_store(self.store_id).await?;
         let addr = store
@@ -100,11 +111,11 @@ pub async fn split(
         let resp = leader
             .client()
             .await?
-            .split_region(SplitRegionRequest {
+            .split_region(leader.request(SplitRegionRequest {
                 region_id,
                 split_key: key.clone().unwrap_or_default().into_bytes(),
                 half,
-            })
+            }))
             .await?
             .into_inner();
         match resp.region_error {
@@ -151,10 +162,10 @@ pub async fn transfer_leader(
             let resp = leader
                 .client()
                 .await?
-                .transfer_leader(TransferLeaderRequest {
+                .transfer_leader(leader.request(TransferLeaderRequest {
                     region_id,
                     to_store_id: to_store,
-                })
+                }))
                 .await?
                 .into_inner();
             match resp.region_error {
@@ -205,12 +216,12 @@ async fn change_peer(
         let resp = leader
             .client()
             .await?
-            .change_peer(ChangePeerRequest {
+            .change_peer(leader.request(ChangePeerRequest {
                 region_id: leader.region_id,
                 change: change as i32,
                 store_id,
                 peer_id,
-            })
+            }))
             .await?
             .into_inner();
         match resp.region_error {
@@ -248,7 +259,7 @@ pub async fn add_peer(
             let status = leader
                 .client()
                 .await?
-                .region_status(RegionStatusRequest { region_id })
+                .region_status(leader.request(RegionStatusRequest { region_id }))
                 .await?
                 .into_inner();
             let caught_up = status

@@ -105,7 +105,8 @@ enum Command {
         /// Store to place the replica on.
         #[arg(long)]
         store: u64,
-        /// Leave the new replica a learner.
+        /// Stop after adding the learner (the coordinator's replica checker
+        /// may still promote it once it has caught up).
         #[arg(long)]
         learner: bool,
     },

@@ -853,15 +853,17 @@ impl Coordinator for CoordinatorGrpc {
             for region in req.regions {
                 // Keep the leader we know if it is still a member; the new
                 // regions' leaders arrive with their first heartbeats.
-                let leader = self.raft.read_state(|s| {
-                    s.regions
-                        .get(&region.id)
+                let (leader, term) = self.raft.read_state(|s| {
+                    let known = s.regions.get(&region.id);
+                    let leader = known
                         .and_then(|i| i.leader)
-                        .filter(|l| region.peers.iter().any(|p| p.id == l.id))
+                        .filter(|l| region.peers.iter().any(|p| p.id == l.id));
+                    (leader, known.map(|i| i.term).unwrap_or(0))
                 });
                 let info = RegionInfo {
                     region: Some(region),
                     leader,
+                    term,
                     ..Default::default()
                 };
                 if let Err(e) = self

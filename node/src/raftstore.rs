@@ -110,6 +110,39 @@ fn map_propose_error(region_id: u64, peers: &[metapb::Peer], e: ProposeError) ->
     }
 }
 
+/// Checks a membership change makes sense for `region`: one replica per
+/// store, learners are added fresh, and voters are not demoted.
+fn validate_change(
+    region: &Region,
+    change: ConfChangeType,
+    target: &metapb::Peer,
+) -> std::result::Result<(), String> {
+    let existing = region.peers.iter().find(|p| p.id == target.id);
+    let same_store = region
+        .peers
+        .iter()
+        .find(|p| p.store_id == target.store_id && p.id != target.id);
+    match change {
+        ConfChangeType::AddLearnerNode | ConfChangeType::AddNode if same_store.is_some() => {
+            Err(format!(
+                "store {} already holds replica {} of region {}",
+                target.store_id,
+                same_store.map(|p| p.id).unwrap_or(0),
+                region.id
+            ))
+        }
+        ConfChangeType::AddLearnerNode if existing.is_some() => Err(format!(
+            "peer {} is already a member; demotion is not supported",
+            target.id
+        )),
+        ConfChangeType::RemoveNode if existing.is_none() => Err(format!(
+            "peer {} is not a member of region {}",
+            target.id, region.id
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Everything the raftstore thread needs at start.
 pub struct RaftstoreParts {
     /// This store's id.
@@ -563,6 +596,12 @@ impl Raftstore {
                 kind: None,
             }));
         };
+        if let Err(why) = validate_change(&peer.region, change.change_type(), &target) {
+            return cb(Err(RegionError {
+                message: why,
+                kind: None,
+            }));
+        }
         let mut cc = ConfChange {
             node_id: target.id,
             ..Default::default()
@@ -613,6 +652,15 @@ impl Raftstore {
         };
         if target.id == peer.meta.id {
             return Ok(target);
+        }
+        if target.role() == metapb::PeerRole::Learner {
+            return Err(RegionError {
+                message: format!(
+                    "transfer refused: peer {} on store {to_store} is a learner",
+                    target.id
+                ),
+                kind: None,
+            });
         }
         let raft = &peer.raft.raw().raft;
         let last = raft.raft_log.last_index();
@@ -944,5 +992,57 @@ impl Raftstore {
             .fail_all(ProposeError::Dropped("peer removed".into()));
         info!(region_id, peer_id = peer.meta.id, "peer destroyed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: u64, store_id: u64, role: metapb::PeerRole) -> metapb::Peer {
+        metapb::Peer {
+            id,
+            store_id,
+            role: role as i32,
+        }
+    }
+
+    #[test]
+    fn membership_changes_are_validated() {
+        let region = Region {
+            id: 1,
+            peers: vec![
+                peer(1, 1, metapb::PeerRole::Voter),
+                peer(2, 2, metapb::PeerRole::Learner),
+            ],
+            ..Default::default()
+        };
+        use metapb::PeerRole::{Learner, Voter};
+        // A second replica on a store that has one.
+        assert!(validate_change(
+            &region,
+            ConfChangeType::AddLearnerNode,
+            &peer(9, 1, Learner)
+        )
+        .is_err());
+        assert!(validate_change(&region, ConfChangeType::AddNode, &peer(9, 2, Voter)).is_err());
+        // Demoting a voter through AddLearner.
+        assert!(validate_change(
+            &region,
+            ConfChangeType::AddLearnerNode,
+            &peer(1, 1, Learner)
+        )
+        .is_err());
+        // Removing a stranger.
+        assert!(validate_change(&region, ConfChangeType::RemoveNode, &peer(7, 3, Voter)).is_err());
+        // Fine: a new learner elsewhere, promoting the learner, removing a member.
+        assert!(validate_change(
+            &region,
+            ConfChangeType::AddLearnerNode,
+            &peer(9, 3, Learner)
+        )
+        .is_ok());
+        assert!(validate_change(&region, ConfChangeType::AddNode, &peer(2, 2, Voter)).is_ok());
+        assert!(validate_change(&region, ConfChangeType::RemoveNode, &peer(2, 2, Learner)).is_ok());
     }
 }
