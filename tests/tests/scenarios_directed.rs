@@ -1,0 +1,274 @@
+//! TinyKV's hand-written raftstore scenarios (OnePartition, OneSnapshot,
+//! TransferLeader, BasicConfChange, ConfChangeRemoveLeader, OneSplit) on the
+//! in-process harness. Each prints its seed; `NOKV_SEED` replays it.
+
+use std::time::Duration;
+
+use nokv_proto::metapb::PeerRole;
+use nokv_tests::harness::{seed_from_env, Harness, HarnessConfig};
+
+fn start(log_gc_limit: Option<u64>) -> Harness {
+    Harness::start(
+        HarnessConfig {
+            nodes: 5,
+            log_gc_limit,
+            ..Default::default()
+        },
+        seed_from_env(),
+    )
+}
+
+fn region_1(h: &Harness) -> (nokv_proto::metapb::Region, u64) {
+    h.regions()
+        .into_iter()
+        .find(|(r, _)| r.id == 1)
+        .expect("region 1")
+}
+
+fn leader_of(h: &Harness, region_id: u64) -> u64 {
+    h.wait_until("a leader", Duration::from_secs(30), |h| {
+        let r =
+            h.rt.block_on(h.coordinator_client().get_region_by_id(region_id))
+                .ok()?;
+        r.leader.map(|l| l.store_id).filter(|s| *s != 0)
+    })
+}
+
+fn put(h: &Harness, k: &str, v: &str) {
+    let c = h.raw_client(Duration::from_secs(30));
+    h.rt.block_on(c.put(k.as_bytes(), v.as_bytes()))
+        .unwrap_or_else(|e| panic!("put {k}: {e}\n{}", h.dump()));
+}
+
+fn get(h: &Harness, k: &str) -> Option<String> {
+    let c = h.raw_client(Duration::from_secs(30));
+    h.rt.block_on(c.get(k.as_bytes()))
+        .unwrap_or_else(|e| panic!("get {k}: {e}\n{}", h.dump()))
+        .map(|v| String::from_utf8_lossy(&v).to_string())
+}
+
+#[test]
+fn one_partition() {
+    let h = start(None);
+    put(&h, "k", "before");
+    let (region, leader) = region_1(&h);
+    let follower = region
+        .peers
+        .iter()
+        .map(|p| p.store_id)
+        .find(|s| *s != leader)
+        .unwrap();
+    let minority = vec![leader, follower];
+    let majority: Vec<u64> = h
+        .store_ids()
+        .into_iter()
+        .filter(|s| !minority.contains(s))
+        .collect();
+    h.chaos.partition(&minority, &majority);
+
+    // The old leader cannot commit: a write sent to it must not succeed.
+    let slow = h.raw_client(Duration::from_secs(2));
+    let minority_write = h.rt.block_on(slow.put(b"k", b"minority"));
+    // The majority side elects a leader and accepts writes.
+    let c = h.raw_client(Duration::from_secs(30));
+    h.wait_until(
+        "the majority to accept a write",
+        Duration::from_secs(30),
+        |h| h.rt.block_on(c.put(b"k", b"majority")).ok(),
+    );
+    let new_leader = leader_of(&h, 1);
+    h.chaos.clear();
+    // Whatever the minority write's fate, the majority's write came last.
+    assert_eq!(
+        get(&h, "k").as_deref(),
+        Some("majority"),
+        "minority write result: {minority_write:?}"
+    );
+    assert!(
+        majority.contains(&new_leader) || new_leader == leader,
+        "leader {new_leader}"
+    );
+    assert_eq!(get(&h, "k").as_deref(), Some("majority"));
+}
+
+#[test]
+fn one_snapshot() {
+    let h = start(Some(20));
+    put(&h, "k0", "v0");
+    let (region, leader) = region_1(&h);
+    let cut = region
+        .peers
+        .iter()
+        .map(|p| p.store_id)
+        .find(|s| *s != leader)
+        .unwrap();
+    let others: Vec<u64> = h.store_ids().into_iter().filter(|s| *s != cut).collect();
+    h.chaos.partition(&[cut], &others);
+    for i in 1..200 {
+        put(&h, &format!("k{i}"), &format!("v{i}"));
+    }
+    // The leader compacted past what the cut-off follower has.
+    let (leader_truncated, cut_applied) = h.wait_until(
+        "log compaction on the leader",
+        Duration::from_secs(30),
+        |h| {
+            let logs = h.replica_logs(1);
+            let l = logs.iter().find(|(s, _, _)| *s == leader)?.2;
+            let c = logs.iter().find(|(s, _, _)| *s == cut)?.1;
+            (l > c).then_some((l, c))
+        },
+    );
+    println!("leader truncated {leader_truncated} > cut-off follower applied {cut_applied}");
+    h.chaos.clear();
+    h.wait_until(
+        "the follower to catch up by snapshot",
+        Duration::from_secs(30),
+        |h| {
+            let logs = h.replica_logs(1);
+            let l = logs.iter().find(|(s, _, _)| *s == leader)?.1;
+            let c = logs.iter().find(|(s, _, _)| *s == cut)?;
+            (c.1 >= l && c.2 >= leader_truncated).then_some(())
+        },
+    );
+    assert_eq!(get(&h, "k150").as_deref(), Some("v150"));
+}
+
+#[test]
+fn transfer_leader() {
+    let h = start(None);
+    let (region, _) = region_1(&h);
+    for (i, p) in region.peers.iter().enumerate() {
+        h.wait_until(
+            "the transfer to take effect",
+            Duration::from_secs(30),
+            |h| {
+                h.rt.block_on(h.transfer_leader(1, p.store_id));
+                (leader_of(h, 1) == p.store_id).then_some(())
+            },
+        );
+        put(&h, &format!("t{i}"), "v");
+        assert_eq!(get(&h, &format!("t{i}")).as_deref(), Some("v"));
+    }
+}
+
+#[test]
+fn basic_conf_change() {
+    let h = start(None);
+    put(&h, "a", "1");
+    let (region, leader) = region_1(&h);
+    let spare = h
+        .store_ids()
+        .into_iter()
+        .find(|s| !region.peers.iter().any(|p| p.store_id == *s))
+        .unwrap();
+    // Add a replica on a new store; the replica checker promotes it.
+    assert!(h.rt.block_on(h.change_peer(1, spare, true)));
+    h.wait_until("the new voter", Duration::from_secs(30), |h| {
+        let (r, _) = region_1(h);
+        r.peers
+            .iter()
+            .any(|p| p.store_id == spare && p.role() == PeerRole::Voter)
+            .then_some(())
+    });
+    // Remove a follower: the region shrinks and keeps serving.
+    let victim = region
+        .peers
+        .iter()
+        .map(|p| p.store_id)
+        .find(|s| *s != leader)
+        .unwrap();
+    h.wait_until("the removal", Duration::from_secs(30), |h| {
+        h.rt.block_on(h.change_peer(1, victim, false));
+        let (r, _) = region_1(h);
+        (!r.peers.iter().any(|p| p.store_id == victim)).then_some(())
+    });
+    put(&h, "b", "2");
+    // The new replica has the data (its applied index follows the leader's)
+    // and the removed store dropped the region.
+    h.wait_until(
+        "the new replica to catch up and the old one to go",
+        Duration::from_secs(30),
+        |h| {
+            let logs = h.replica_logs(1);
+            let lead = logs.iter().find(|(s, _, _)| *s == leader_of(h, 1))?.1;
+            let new = logs.iter().find(|(s, _, _)| *s == spare)?.1;
+            (new >= lead && !logs.iter().any(|(s, _, _)| *s == victim)).then_some(())
+        },
+    );
+    assert_eq!(get(&h, "a").as_deref(), Some("1"));
+    assert_eq!(get(&h, "b").as_deref(), Some("2"));
+}
+
+#[test]
+fn conf_change_remove_leader() {
+    let h = start(None);
+    for round in 0..2 {
+        let (region, leader) = region_1(&h);
+        put(&h, &format!("r{round}"), "v");
+        // Removing the leader's own replica is refused...
+        assert!(
+            !h.rt.block_on(h.change_peer(1, leader, false)),
+            "removing the leader must be refused"
+        );
+        // ...so move leadership away first, then remove the old leader.
+        let next = region
+            .peers
+            .iter()
+            .map(|p| p.store_id)
+            .find(|s| *s != leader)
+            .unwrap();
+        h.wait_until("the transfer", Duration::from_secs(30), |h| {
+            h.rt.block_on(h.transfer_leader(1, next));
+            (leader_of(h, 1) == next).then_some(())
+        });
+        h.wait_until("the old leader's removal", Duration::from_secs(30), |h| {
+            h.rt.block_on(h.change_peer(1, leader, false));
+            let (r, _) = region_1(h);
+            (!r.peers.iter().any(|p| p.store_id == leader)).then_some(())
+        });
+        assert_eq!(get(&h, &format!("r{round}")).as_deref(), Some("v"));
+        // The replica checker brings the region back to three voters.
+        h.wait_until("three voters again", Duration::from_secs(30), |h| {
+            let (r, l) = region_1(h);
+            (l != 0
+                && r.peers
+                    .iter()
+                    .filter(|p| p.role() == PeerRole::Voter)
+                    .count()
+                    >= 3)
+                .then_some(())
+        });
+    }
+}
+
+#[test]
+fn one_split() {
+    let h = start(None);
+    for i in 0..100 {
+        put(&h, &format!("k{i:03}"), &format!("v{i}"));
+    }
+    assert!(h.rt.block_on(h.split_at(b"k050")));
+    h.wait_until("two regions with leaders", Duration::from_secs(30), |h| {
+        let rs = h.regions();
+        (rs.len() == 2 && rs.iter().all(|(_, l)| *l != 0)).then_some(())
+    });
+    // Cut the left region's leader off while writing to both halves.
+    let (_, leader) = region_1(&h);
+    let others: Vec<u64> = h.store_ids().into_iter().filter(|s| *s != leader).collect();
+    h.chaos.partition(&[leader], &others);
+    for i in (0..100).step_by(7) {
+        put(&h, &format!("k{i:03}"), &format!("w{i}"));
+    }
+    h.chaos.clear();
+    for i in 0..100 {
+        let want = if i % 7 == 0 {
+            format!("w{i}")
+        } else {
+            format!("v{i}")
+        };
+        assert_eq!(get(&h, &format!("k{i:03}")), Some(want), "key k{i:03}");
+    }
+    let rs = h.regions();
+    assert_eq!(rs.len(), 2);
+    assert_eq!(rs[0].0.end_key, b"k050".to_vec());
+}
