@@ -7,6 +7,7 @@
 //! - [`cluster`]: local clusters of real processes.
 //! - [`inspect`]: stores and regions.
 //! - [`control`]: split, leader transfer and peer changes.
+//! - [`execution`]: a store's execution diagnostics.
 //! - [`raw`]: the raw KV API.
 //! - [`bench`]: the load generator.
 //! - [`output`]: tables, JSON and YAML.
@@ -14,6 +15,7 @@
 mod bench;
 mod cluster;
 mod control;
+mod execution;
 mod inspect;
 mod output;
 mod raw;
@@ -76,6 +78,18 @@ enum Command {
     /// Raw key-value operations.
     #[command(subcommand)]
     Raw(raw::RawCmd),
+    /// A store's execution diagnostics: admissions, transitions, restart.
+    Execution {
+        /// Store to ask.
+        #[arg(long)]
+        store: u64,
+        /// Only this region.
+        #[arg(long, default_value_t = 0)]
+        region: u64,
+        /// Only this transition.
+        #[arg(long, default_value_t = 0)]
+        transition: u64,
+    },
     /// Split a region at a key or in half.
     Split {
         /// Region to split.
@@ -179,6 +193,13 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             )
             .await
             .map(|_| 0),
+            Command::Execution {
+                store,
+                region,
+                transition,
+            } => execution::show(&coordinator()?, store, region, transition, cli.output)
+                .await
+                .map(|_| 0),
             Command::Split { region, key, half } => {
                 control::split(&coordinator()?, region, key, half, cli.output)
                     .await

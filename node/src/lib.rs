@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - [`config`]: the node's YAML configuration, limits and defaults.
+//! - [`diagnostics`]: admission outcomes, topology transitions, restart posture.
 //! - [`engine`]: the node's column families.
 //! - [`keys`]: data key encodings (raw and memcomparable MVCC keys).
 //! - [`raw_value`]: raw values with optional TTL.
@@ -31,6 +32,7 @@
 pub mod apply;
 pub mod bootstrap;
 pub mod config;
+pub mod diagnostics;
 pub mod engine;
 pub mod error;
 pub mod heartbeat;

@@ -161,6 +161,8 @@ pub struct RaftstoreParts {
     pub snapshots: Arc<RegionSnapshotSource>,
     /// Counters to publish.
     pub counters: Arc<StoreCounters>,
+    /// Where topology transitions are recorded.
+    pub diagnostics: Arc<crate::diagnostics::Diagnostics>,
 }
 
 /// Starts the raftstore thread.
@@ -180,6 +182,7 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
         config: parts.config,
         snapshots: parts.snapshots,
         counters: parts.counters,
+        diagnostics: parts.diagnostics,
         rx,
         logger: slog::Logger::root(slog::Discard, slog::o!()),
         stopping: false,
@@ -200,6 +203,7 @@ struct Raftstore {
     config: RaftConfig,
     snapshots: Arc<RegionSnapshotSource>,
     counters: Arc<StoreCounters>,
+    diagnostics: Arc<crate::diagnostics::Diagnostics>,
     rx: Receiver<StoreMsg>,
     logger: slog::Logger,
     stopping: bool,
@@ -697,12 +701,34 @@ impl Raftstore {
             peer: Some(target),
         };
         info!(region_id, change = ?change_type, "running coordinator order");
+        let diagnostics = self.diagnostics.clone();
+        let target = change.peer.unwrap_or_default();
+        let t = diagnostics.plan(
+            region_id,
+            "change_peer",
+            format!(
+                "coordinator order: {change_type:?} peer {} on store {}",
+                target.id, target.store_id
+            ),
+        );
+        diagnostics.advance(t, nokv_proto::adminpb::TransitionStage::Proposed);
         self.on_change_peer(
             region_id,
             change,
-            Box::new(move |r| {
-                if let Err(e) = r {
+            Box::new(move |r| match r {
+                Ok(resp) if resp.header.as_ref().is_none_or(|h| h.error.is_none()) => {
+                    diagnostics.advance(t, nokv_proto::adminpb::TransitionStage::Applied)
+                }
+                Ok(resp) => diagnostics.fail(
+                    t,
+                    resp.header
+                        .and_then(|h| h.error)
+                        .map(|e| e.message)
+                        .unwrap_or_default(),
+                ),
+                Err(e) => {
                     debug!(region_id, error = %e.message, "coordinator order failed");
+                    diagnostics.fail(t, e.message);
                 }
             }),
         );

@@ -195,6 +195,8 @@ pub async fn run_with(
         regions = load_regions(&db, store_id)?.regions;
     }
     info!(store_id, regions = regions.len(), missing_raft_state = ?missing, "regions recovered");
+    let diagnostics = Arc::new(crate::diagnostics::Diagnostics::default());
+    diagnostics.set_restart(regions.len() as u64, missing.clone());
     let peers = open_peers(&db, store_id, regions, &config.raft, snapshots.clone())?;
 
     let resolver = Arc::new(StoreResolver {
@@ -218,6 +220,7 @@ pub async fn run_with(
         config: config.raft.clone(),
         snapshots,
         counters: counters.clone(),
+        diagnostics: diagnostics.clone(),
     })?;
     let region_hb_task = spawn_region_heartbeats(coordinator.clone(), hb_rx, router.clone());
     let store_hb_task = spawn_store_heartbeats(
@@ -230,7 +233,12 @@ pub async fn run_with(
     );
 
     let handle = Arc::new(crate::engine::DbHandle::new(db.clone()));
-    let kv = KvService::new(router.clone(), handle.clone(), config.limits.clone());
+    let kv = KvService::new(
+        router.clone(),
+        handle.clone(),
+        config.limits.clone(),
+        diagnostics.clone(),
+    );
     let admin = AdminService::new(
         router.clone(),
         store_id,
@@ -238,6 +246,7 @@ pub async fn run_with(
         config.data_dir.clone(),
         counters,
         coordinator,
+        diagnostics,
     );
     ready.store(true, Ordering::Release);
     if let Some(tx) = hooks.started {

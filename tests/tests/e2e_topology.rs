@@ -68,6 +68,7 @@ fn split_transfer_and_peer_changes_through_the_cli() {
     });
 
     // Split by key: two regions that tile the key space.
+    let split_store = regions(&c)[0]["leader_store_id"].as_u64().unwrap();
     let out = json(&c.nokv_ok(&["split", "--region", "1", "--key", "k100", "-o", "json"]));
     assert_eq!(out.as_array().unwrap().len(), 2, "{out}");
     let rs = wait_until(
@@ -219,6 +220,97 @@ fn split_transfer_and_peer_changes_through_the_cli() {
             "data intact after peer changes"
         );
     });
+
+    // `nokv execution` shows the transitions and admissions these caused.
+    let transitions = |store: u64| -> Vec<Value> {
+        json(&c.nokv_ok(&["execution", "--store", &store.to_string(), "-o", "json"]))["transitions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let has = |ts: &[Value], kind: &str, stage: &str| {
+        ts.iter().any(|t| t["kind"] == kind && t["stage"] == stage)
+    };
+    let at_split = transitions(split_store);
+    assert!(has(&at_split, "split", "reported"), "{at_split:?}");
+    let at_from = transitions(from);
+    assert!(has(&at_from, "transfer_leader", "applied"), "{at_from:?}");
+    let at_to = transitions(to);
+    assert!(has(&at_to, "change_peer", "applied"), "{at_to:?}");
+    let exec = json(&c.nokv_ok(&[
+        "execution",
+        "--store",
+        &to.to_string(),
+        "--region",
+        &region_id.to_string(),
+        "-o",
+        "json",
+    ]));
+    let admissions = exec["admissions"].as_array().unwrap();
+    assert!(
+        admissions
+            .iter()
+            .any(|a| a["class"] == "topology" && a["outcome"] == "accepted"),
+        "{admissions:?}"
+    );
+    // A read sent to a follower is refused, and the follower says why.
+    let follower = *peer_stores(&regions(&c)[0])
+        .iter()
+        .find(|s| **s != to)
+        .unwrap();
+    let follower_addr = json(&c.nokv_ok(&["stores", "-o", "json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"].as_u64() == Some(follower))
+        .and_then(|s| s["address"].as_str().map(String::from))
+        .unwrap();
+    let r0 = regions(&c)[0].clone();
+    rt.block_on(async {
+        let mut kv =
+            nokv_proto::kvrpcpb::kv_client::KvClient::connect(format!("http://{follower_addr}"))
+                .await
+                .unwrap();
+        let resp = kv
+            .raw_get(nokv_proto::kvrpcpb::RawGetRequest {
+                context: Some(nokv_proto::kvrpcpb::Context {
+                    region_id,
+                    region_epoch: Some(nokv_proto::metapb::RegionEpoch {
+                        conf_ver: r0["conf_ver"].as_u64().unwrap(),
+                        version: r0["version"].as_u64().unwrap(),
+                    }),
+                    ..Default::default()
+                }),
+                key: b"k001".to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(resp.region_error.is_some());
+    });
+    let exec = json(&c.nokv_ok(&[
+        "execution",
+        "--store",
+        &follower.to_string(),
+        "--region",
+        &region_id.to_string(),
+        "-o",
+        "json",
+    ]));
+    let read = exec["admissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["class"] == "read")
+        .cloned()
+        .expect("a read admission");
+    assert_eq!(read["outcome"], "not_leader", "{read}");
+    assert!(read["reason"].as_str().unwrap().contains("not the leader"));
+    let table = c.nokv_ok(&["execution", "--store", &split_store.to_string()]);
+    assert!(
+        table.contains("regions recovered at start") && table.contains("split"),
+        "{table}"
+    );
     c.assert_no_panics();
 }
 

@@ -20,6 +20,7 @@ use nokv_proto::raft_cmdpb::{
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
+use crate::diagnostics::Diagnostics;
 use crate::engine::{DbHandle, ALL_CFS};
 use crate::heartbeat::disk_space;
 use crate::msg::StoreMsg;
@@ -37,6 +38,7 @@ pub struct AdminService {
     counters: Arc<StoreCounters>,
     coordinator: CoordinatorClient,
     started: Instant,
+    diagnostics: Arc<Diagnostics>,
 }
 
 impl AdminService {
@@ -48,6 +50,7 @@ impl AdminService {
         data_dir: std::path::PathBuf,
         counters: Arc<StoreCounters>,
         coordinator: CoordinatorClient,
+        diagnostics: Arc<Diagnostics>,
     ) -> Self {
         AdminService {
             router,
@@ -57,7 +60,37 @@ impl AdminService {
             counters,
             coordinator,
             started: Instant::now(),
+            diagnostics,
         }
+    }
+
+    /// Follows a started leader transfer for a few seconds and records
+    /// whether leadership moved.
+    fn watch_transfer(&self, transition: u64, region_id: u64, target_peer: u64) {
+        let router = self.router.clone();
+        let diagnostics = self.diagnostics.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                let (tx, rx) = oneshot::channel();
+                let msg = StoreMsg::Status {
+                    region_id: Some(region_id),
+                    cb: Box::new(move |s| {
+                        let _ = tx.send(s);
+                    }),
+                };
+                if router.send(msg).is_ok() {
+                    if let Ok(s) = rx.await {
+                        if s.first().is_some_and(|s| s.leader_peer_id == target_peer) {
+                            diagnostics.advance(transition, TransitionStage::Applied);
+                            return;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            diagnostics.fail(transition, "leadership did not move within 5 s");
+        });
     }
 
     /// The status of `region_id` if this store leads it, else the region
@@ -133,12 +166,18 @@ impl Admin for AdminService {
 
     async fn execution_status(
         &self,
-        _request: Request<ExecutionStatusRequest>,
+        request: Request<ExecutionStatusRequest>,
     ) -> Result<Response<ExecutionStatusResponse>, Status> {
         observe_grpc("ExecutionStatus", async {
-            Err(Status::unimplemented(
-                "execution diagnostics are not implemented yet",
-            ))
+            let req = request.into_inner();
+            let (regions, transitions, restart) =
+                self.diagnostics.report(req.region_id, req.transition_id);
+            Ok(Response::new(ExecutionStatusResponse {
+                store_id: self.store_id,
+                regions,
+                transitions,
+                restart: Some(restart),
+            }))
         })
         .await
     }
@@ -189,13 +228,19 @@ impl Admin for AdminService {
                     "split key must lie strictly inside the region",
                 ));
             }
-            let ids = self
-                .coordinator
-                .ask_batch_split(region.clone(), 1)
-                .await
-                .map_err(|e| {
-                    Status::unavailable(format!("asking the coordinator for split ids: {e}"))
-                })?;
+            let t = self.diagnostics.plan(
+                region.id,
+                "split",
+                format!("at key {:?}", String::from_utf8_lossy(&key)),
+            );
+            let ids = match self.coordinator.ask_batch_split(region.clone(), 1).await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    let why = format!("asking the coordinator for split ids: {e}");
+                    self.diagnostics.fail(t, why.clone());
+                    return Err(Status::unavailable(why));
+                }
+            };
             let Some(id) = ids.into_iter().next() else {
                 return Err(Status::unavailable("coordinator returned no split ids"));
             };
@@ -218,32 +263,40 @@ impl Admin for AdminService {
                     })),
                 }),
             };
-            let resp = match self
+            self.diagnostics.advance(t, TransitionStage::Proposed);
+            let resp = self
                 .ask(region.id, |cb| StoreMsg::Command { cmd, cb })
                 .await
                 .and_then(|r| r)
-            {
+                .and_then(
+                    |resp| match resp.header.as_ref().and_then(|h| h.error.clone()) {
+                        Some(e) => Err(e),
+                        None => Ok(resp),
+                    },
+                );
+            self.diagnostics
+                .admit_result(region.id, RequestClass::Topology, &resp);
+            let resp = match resp {
                 Ok(r) => r,
                 Err(e) => {
+                    self.diagnostics.fail(t, e.message.clone());
                     return Ok(Response::new(SplitRegionResponse {
                         region_error: Some(e),
                         regions: vec![],
-                    }))
+                    }));
                 }
             };
-            if let Some(e) = resp.header.as_ref().and_then(|h| h.error.clone()) {
-                return Ok(Response::new(SplitRegionResponse {
-                    region_error: Some(e),
-                    regions: vec![],
-                }));
-            }
+            self.diagnostics.advance(t, TransitionStage::Applied);
             let regions = match resp.admin_response.and_then(|a| a.cmd) {
                 Some(admin_response::Cmd::BatchSplit(b)) => b.regions,
                 _ => return Err(Status::internal("split produced no regions")),
             };
-            if let Err(e) = self.coordinator.report_batch_split(regions.clone()).await {
+            match self.coordinator.report_batch_split(regions.clone()).await {
+                Ok(()) => self.diagnostics.advance(t, TransitionStage::Reported),
                 // Heartbeats from the new leaders will tell the coordinator too.
-                tracing::warn!(region_id = region.id, error = %e, "reporting the split failed");
+                Err(e) => {
+                    tracing::warn!(region_id = region.id, error = %e, "reporting the split failed")
+                }
             }
             Ok(Response::new(SplitRegionResponse {
                 region_error: None,
@@ -274,6 +327,11 @@ impl Admin for AdminService {
                     "region_id and to_store_id are required",
                 ));
             }
+            let t = self.diagnostics.plan(
+                req.region_id,
+                "transfer_leader",
+                format!("to store {}", req.to_store_id),
+            );
             let result = self
                 .ask(req.region_id, |cb| StoreMsg::TransferLeader {
                     region_id: req.region_id,
@@ -282,6 +340,15 @@ impl Admin for AdminService {
                 })
                 .await
                 .and_then(|r| r);
+            self.diagnostics
+                .admit_result(req.region_id, RequestClass::Topology, &result);
+            match &result {
+                Ok(target) => {
+                    self.diagnostics.advance(t, TransitionStage::Proposed);
+                    self.watch_transfer(t, req.region_id, target.id);
+                }
+                Err(e) => self.diagnostics.fail(t, e.message.clone()),
+            }
             Ok(Response::new(match result {
                 Ok(leader) => TransferLeaderResponse {
                     region_error: None,
@@ -363,6 +430,16 @@ impl Admin for AdminService {
                     role: role as i32,
                 }),
             };
+            let t = self.diagnostics.plan(
+                req.region_id,
+                "change_peer",
+                format!(
+                    "{:?} peer {peer_id} on store {}",
+                    req.change(),
+                    req.store_id
+                ),
+            );
+            self.diagnostics.advance(t, TransitionStage::Proposed);
             let result = self
                 .ask(req.region_id, |cb| StoreMsg::ChangePeer {
                     region_id: req.region_id,
@@ -370,20 +447,26 @@ impl Admin for AdminService {
                     cb,
                 })
                 .await
-                .and_then(|r| r);
+                .and_then(|r| r)
+                .and_then(
+                    |resp| match resp.header.as_ref().and_then(|h| h.error.clone()) {
+                        Some(e) => Err(e),
+                        None => Ok(resp),
+                    },
+                );
+            self.diagnostics
+                .admit_result(req.region_id, RequestClass::Topology, &result);
+            match &result {
+                Ok(_) => self.diagnostics.advance(t, TransitionStage::Applied),
+                Err(e) => self.diagnostics.fail(t, e.message.clone()),
+            }
             Ok(Response::new(match result {
-                Ok(resp) => match resp.header.as_ref().and_then(|h| h.error.clone()) {
-                    Some(e) => ChangePeerResponse {
-                        region_error: Some(e),
-                        region: None,
-                    },
-                    None => ChangePeerResponse {
-                        region_error: None,
-                        region: resp.admin_response.and_then(|a| match a.cmd {
-                            Some(admin_response::Cmd::ChangePeer(c)) => c.region,
-                            _ => None,
-                        }),
-                    },
+                Ok(resp) => ChangePeerResponse {
+                    region_error: None,
+                    region: resp.admin_response.and_then(|a| match a.cmd {
+                        Some(admin_response::Cmd::ChangePeer(c)) => c.region,
+                        _ => None,
+                    }),
                 },
                 Err(e) => ChangePeerResponse {
                     region_error: Some(e),

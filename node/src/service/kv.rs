@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nokv_consensus::metrics::observe_grpc;
+use nokv_proto::adminpb::RequestClass;
 use nokv_proto::errorpb::RegionError;
 use nokv_proto::kvrpcpb::kv_server::Kv;
 use nokv_proto::kvrpcpb::*;
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use crate::config::Limits;
+use crate::diagnostics::Diagnostics;
 use crate::engine::{DbHandle, CF_RAW};
 use crate::msg::{ReadGrant, StoreMsg};
 use crate::raftstore::Router;
@@ -34,6 +36,7 @@ pub struct KvService {
     router: Router,
     db: Arc<DbHandle>,
     limits: Limits,
+    diagnostics: Arc<Diagnostics>,
 }
 
 fn invalid(msg: impl Into<String>) -> Status {
@@ -42,8 +45,18 @@ fn invalid(msg: impl Into<String>) -> Status {
 
 impl KvService {
     /// Creates the service.
-    pub fn new(router: Router, db: Arc<DbHandle>, limits: Limits) -> Self {
-        KvService { router, db, limits }
+    pub fn new(
+        router: Router,
+        db: Arc<DbHandle>,
+        limits: Limits,
+        diagnostics: Arc<Diagnostics>,
+    ) -> Self {
+        KvService {
+            router,
+            db,
+            limits,
+            diagnostics,
+        }
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), Status> {
@@ -97,8 +110,20 @@ impl KvService {
         Ok(())
     }
 
-    /// Replicates `requests` in the context's region.
+    /// Replicates `requests` in the context's region, recording the
+    /// admission outcome.
     async fn propose(
+        &self,
+        ctx: &Context,
+        requests: Vec<CmdRequest>,
+    ) -> Result<RaftCmdResponse, RegionError> {
+        let r = self.propose_inner(ctx, requests).await;
+        self.diagnostics
+            .admit_result(ctx.region_id, RequestClass::Write, &r);
+        r
+    }
+
+    async fn propose_inner(
         &self,
         ctx: &Context,
         requests: Vec<CmdRequest>,
@@ -134,8 +159,21 @@ impl KvService {
         }
     }
 
-    /// Gets a linearizable read point covering `keys` and `ranges`.
+    /// Gets a linearizable read point covering `keys` and `ranges`,
+    /// recording the admission outcome.
     async fn read_point(
+        &self,
+        ctx: &Context,
+        keys: Vec<Vec<u8>>,
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<ReadGrant, RegionError> {
+        let r = self.read_point_inner(ctx, keys, ranges).await;
+        self.diagnostics
+            .admit_result(ctx.region_id, RequestClass::Read, &r);
+        r
+    }
+
+    async fn read_point_inner(
         &self,
         ctx: &Context,
         keys: Vec<Vec<u8>>,
