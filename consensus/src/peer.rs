@@ -128,6 +128,7 @@ pub struct RaftPeer<R> {
     proposals: VecDeque<Proposal<R>>,
     reads: VecDeque<ReadWaiter>,
     next_read_id: u64,
+    unsent_read_batch: Option<u64>,
     ticks: u64,
 }
 
@@ -153,6 +154,7 @@ impl<R> RaftPeer<R> {
             proposals: VecDeque::new(),
             reads: VecDeque::new(),
             next_read_id: 1,
+            unsent_read_batch: None,
             ticks: 0,
         })
     }
@@ -202,6 +204,7 @@ impl<R> RaftPeer<R> {
         let leader = self.is_leader();
         let leader_id = self.leader_id();
         let mut retry = Vec::new();
+        let unsent = self.unsent_read_batch;
         let timeout = self.cfg.request_timeout_ticks;
         let retry_after = self.cfg.read_retry_ticks;
         self.reads.retain_mut(|w| {
@@ -214,12 +217,14 @@ impl<R> RaftPeer<R> {
             if !leader {
                 return !send_read(&mut w.cb, Err(ProposeError::NotLeader { leader_id }));
             }
-            if now - w.last_try_tick >= retry_after {
+            if now - w.last_try_tick >= retry_after && unsent != Some(w.id) {
                 w.last_try_tick = now;
                 retry.push(w.id);
             }
             true
         });
+        retry.sort_unstable();
+        retry.dedup();
         for id in retry {
             self.raw.read_index(id.to_be_bytes().to_vec());
         }
@@ -312,8 +317,18 @@ impl<R> RaftPeer<R> {
             }));
             return;
         }
-        let id = self.next_read_id;
-        self.next_read_id += 1;
+        // Reads arriving before the batch is handed to raft share its read
+        // point: raft-rs fixes the point when `read_index` is called, so
+        // only a batch not yet handed over may take new members.
+        let id = match self.unsent_read_batch {
+            Some(id) => id,
+            None => {
+                let id = self.next_read_id;
+                self.next_read_id += 1;
+                self.unsent_read_batch = Some(id);
+                id
+            }
+        };
         self.reads.push_back(ReadWaiter {
             id,
             read_index: None,
@@ -321,7 +336,14 @@ impl<R> RaftPeer<R> {
             last_try_tick: self.ticks,
             cb: Some(cb),
         });
-        self.raw.read_index(id.to_be_bytes().to_vec());
+    }
+
+    /// Hands the pending batch of reads to raft as one ReadIndex. The owner
+    /// calls it once per round, before handling Readies.
+    pub fn flush_reads(&mut self) {
+        if let Some(id) = self.unsent_read_batch.take() {
+            self.raw.read_index(id.to_be_bytes().to_vec());
+        }
     }
 
     /// Whether raft-rs has a Ready to handle.
@@ -354,7 +376,7 @@ impl<R> RaftPeer<R> {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&rs.request_ctx);
                 let id = u64::from_be_bytes(b);
-                if let Some(w) = self.reads.iter_mut().find(|w| w.id == id) {
+                for w in self.reads.iter_mut().filter(|w| w.id == id) {
                     w.read_index = Some(rs.index);
                 }
             }
@@ -481,6 +503,7 @@ mod tests {
     /// One raftstore-style round: persist, then apply every committed entry
     /// by answering its proposal with the entry index.
     fn round(db: &rocksdb::DB, peer: &mut RaftPeer<u64>) -> usize {
+        peer.flush_reads();
         let mut wb = WriteBatch::default();
         let Some((pending, _msgs)) = peer.collect_ready(&mut wb).expect("ready") else {
             return 0;
@@ -540,6 +563,33 @@ mod tests {
         let got = got.lock().unwrap();
         assert_eq!(got.len(), 1, "exactly one answer");
         assert!(got[0].is_ok());
+    }
+
+    #[test]
+    fn reads_in_one_round_share_one_read_index() {
+        let (_d, db, mut peer) = single_voter();
+        while peer.has_ready() {
+            round(&db, &mut peer);
+        }
+        let mut all = Vec::new();
+        for _ in 0..5 {
+            let (got, cb) = recorder();
+            peer.read_index(cb);
+            all.push(got);
+        }
+        let before = peer.next_read_id;
+        round(&db, &mut peer);
+        for _ in 0..5 {
+            round(&db, &mut peer);
+            peer.advance_apply(peer.raw().raft.raft_log.applied);
+        }
+        assert_eq!(
+            peer.next_read_id, before,
+            "one raft ReadIndex for the batch"
+        );
+        for got in all {
+            assert!(matches!(got.lock().unwrap().as_slice(), [Ok(_)]));
+        }
     }
 
     #[test]

@@ -787,6 +787,9 @@ impl Raftstore {
     }
 
     fn on_ready_round(&mut self) -> Result<()> {
+        for p in self.peers.values_mut() {
+            p.raft.flush_reads();
+        }
         let mut wb = WriteBatch::default();
         let mut pending: Vec<(u64, PendingReady)> = Vec::new();
         let ids: Vec<u64> = self.peers.keys().copied().collect();

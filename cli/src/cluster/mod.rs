@@ -166,6 +166,9 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
             );
         }
     }
+    // Handlers go in before anything starts, so a Ctrl-C at any point stops
+    // the processes this command started instead of killing it outright.
+    let mut stop_signals = StopSignals::install()?;
     let coordinator_bin = find_binary(args.bin_dir.as_deref(), "nokv-coordinator")?;
     let node_bin = find_binary(args.bin_dir.as_deref(), "nokv-node")?;
     std::fs::create_dir_all(&topo.data_dir)
@@ -211,14 +214,11 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
         .get("max_replicas")
         .and_then(|v| v.as_u64())
         .unwrap_or(3) as usize;
-    if let Err(e) = wait_healthy(
-        &state.coordinators,
-        topo.nodes,
-        topo.nodes.min(max_replicas),
-        deadline,
-    )
-    .await
-    {
+    let healthy = tokio::select! {
+        r = wait_healthy(&state.coordinators, topo.nodes, topo.nodes.min(max_replicas), deadline) => r,
+        _ = stop_signals.wait() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let Err(e) = healthy {
         let pids: Vec<u32> = state.processes.iter().map(|p| p.pid).collect();
         stop_all(&pids, &mut children, Duration::from_secs(5));
         let _ = std::fs::remove_file(state_path(&state.data_dir));
@@ -256,7 +256,7 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
     if format == Format::Table {
         println!("running in the foreground; press Ctrl-C to stop the cluster");
     }
-    wait_for_stop_signal().await;
+    stop_signals.wait().await;
     eprintln!("stopping the cluster…");
     let mut pids: Vec<u32> = state
         .processes
@@ -271,17 +271,25 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_stop_signal() {
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    match term {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGINT and SIGTERM, registered once.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
 }
