@@ -111,6 +111,10 @@ pub struct RegionRow {
     pub leader_peer_id: u64,
     /// Peers the leader reports as catching up.
     pub pending_peers: Vec<u64>,
+    /// Keys in the region, as last counted by its leader.
+    pub approximate_keys: u64,
+    /// Bytes in the region, as last counted by its leader.
+    pub approximate_size_bytes: u64,
 }
 
 fn peer_row(p: &Peer) -> PeerRow {
@@ -140,6 +144,8 @@ pub fn region_row(r: &Region, leader: Option<&Peer>, pending: &[Peer]) -> Region
         leader_store_id: leader.map(|l| l.store_id).unwrap_or(0),
         leader_peer_id: leader.map(|l| l.id).unwrap_or(0),
         pending_peers: pending.iter().map(|p| p.id).collect(),
+        approximate_keys: 0,
+        approximate_size_bytes: 0,
     }
 }
 
@@ -208,11 +214,14 @@ pub async fn regions(
     let rows: Vec<RegionRow> = regions
         .iter()
         .filter_map(|info| {
-            Some(region_row(
+            let mut row = region_row(
                 info.region.as_ref()?,
                 info.leader.as_ref(),
                 &info.pending_peers,
-            ))
+            );
+            row.approximate_keys = info.approximate_keys;
+            row.approximate_size_bytes = info.approximate_size_bytes;
+            Some(row)
         })
         .collect();
     emit_regions(&rows, format)

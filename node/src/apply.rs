@@ -125,6 +125,9 @@ impl Peer {
             return Ok(error_response(e));
         }
         let raw = cf(db, CF_RAW)?;
+        if !cmd.requests.is_empty() {
+            self.written_since_split_check = true;
+        }
         let mut responses = Vec::with_capacity(cmd.requests.len());
         for Request { cmd } in cmd.requests {
             let mut out = Response::default();

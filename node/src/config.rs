@@ -58,6 +58,13 @@ pub struct RaftConfig {
     /// When the slowest follower lags more than this many entries, compact
     /// to the applied index anyway; that follower catches up by snapshot.
     pub log_gc_count_limit: u64,
+    /// Ticks between split checks of a leader's region that took writes
+    /// (0 disables automatic split).
+    pub split_check_ticks: u64,
+    /// Split a region holding more than this many keys (0: no key limit).
+    pub region_split_keys: u64,
+    /// Split a region holding more than this many bytes (0: no size limit).
+    pub region_split_size_bytes: u64,
 }
 
 impl Default for RaftConfig {
@@ -71,6 +78,9 @@ impl Default for RaftConfig {
             log_gc_interval_ticks: 100,
             log_gc_threshold: 1024,
             log_gc_count_limit: 10_240,
+            split_check_ticks: 100,
+            region_split_keys: 960_000,
+            region_split_size_bytes: 96 * 1024 * 1024,
         }
     }
 }

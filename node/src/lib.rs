@@ -20,6 +20,7 @@
 //! - [`apply`]: applying committed commands to RocksDB.
 //! - [`snapshot`]: building and installing region snapshots.
 //! - [`split`]: where to split a region and what regions a split produces.
+//! - [`split_check`]: automatic split of regions over the size thresholds.
 //! - [`raftstore`]: the thread that drives every peer.
 //! - [`bootstrap`]: store identity and first-region bootstrap.
 //! - [`heartbeat`]: store and region heartbeats to the coordinator.
@@ -47,6 +48,7 @@ pub mod server;
 pub mod service;
 pub mod snapshot;
 pub mod split;
+pub mod split_check;
 
 pub use config::NodeConfig;
 pub use error::{Error, Result};

@@ -81,4 +81,13 @@ pub enum StoreMsg {
     HeartbeatResponse(RegionHeartbeatResponse),
     /// Stop the raftstore thread (answering pending requests with errors).
     Stop,
+    /// Approximate size of a region, from the split checker.
+    RegionStats {
+        /// Region.
+        region_id: u64,
+        /// Keys counted (capped).
+        approximate_keys: u64,
+        /// Bytes counted (capped).
+        approximate_size_bytes: u64,
+    },
 }

@@ -103,6 +103,14 @@ pub struct Peer {
     pub pending_splits: Vec<Region>,
     /// Ticks since the last log GC check.
     pub ticks_since_log_gc: u64,
+    /// Ticks since the last split check.
+    pub ticks_since_split_check: u64,
+    /// Data was written since the last split check.
+    pub written_since_split_check: bool,
+    /// Keys in the region, as last counted.
+    pub approximate_keys: u64,
+    /// Bytes in the region, as last counted.
+    pub approximate_size_bytes: u64,
     /// Leadership as of the previous round, to notice changes.
     pub was_leader: bool,
     /// Ticks since the last region heartbeat.
@@ -175,6 +183,10 @@ impl Peer {
             pending_destroy: false,
             pending_splits: Vec::new(),
             ticks_since_log_gc: 0,
+            ticks_since_split_check: 0,
+            written_since_split_check: true,
+            approximate_keys: 0,
+            approximate_size_bytes: 0,
             was_leader: false,
             ticks_since_heartbeat: 0,
             heartbeat_due: true,
@@ -296,8 +308,8 @@ impl Peer {
             last_index: raft.raft_log.last_index(),
             progress,
             pending_peers: self.pending_peers(),
-            approximate_size_bytes: 0,
-            approximate_keys: 0,
+            approximate_size_bytes: self.approximate_size_bytes,
+            approximate_keys: self.approximate_keys,
         }
     }
 
@@ -308,6 +320,8 @@ impl Peer {
             leader: Some(self.meta),
             term: self.raft.term(),
             pending_peers: self.pending_peers(),
+            approximate_size_bytes: self.approximate_size_bytes,
+            approximate_keys: self.approximate_keys,
             ..Default::default()
         }
     }

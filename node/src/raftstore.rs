@@ -163,6 +163,8 @@ pub struct RaftstoreParts {
     pub counters: Arc<StoreCounters>,
     /// Where topology transitions are recorded.
     pub diagnostics: Arc<crate::diagnostics::Diagnostics>,
+    /// Regions due for a split check go here.
+    pub split_checks: UnboundedSender<crate::split_check::SplitCheck>,
 }
 
 /// Starts the raftstore thread.
@@ -183,6 +185,7 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
         snapshots: parts.snapshots,
         counters: parts.counters,
         diagnostics: parts.diagnostics,
+        split_checks: parts.split_checks,
         rx,
         logger: slog::Logger::root(slog::Discard, slog::o!()),
         stopping: false,
@@ -204,6 +207,7 @@ struct Raftstore {
     snapshots: Arc<RegionSnapshotSource>,
     counters: Arc<StoreCounters>,
     diagnostics: Arc<crate::diagnostics::Diagnostics>,
+    split_checks: UnboundedSender<crate::split_check::SplitCheck>,
     rx: Receiver<StoreMsg>,
     logger: slog::Logger,
     stopping: bool,
@@ -292,6 +296,16 @@ impl Raftstore {
             }
             StoreMsg::HeartbeatResponse(resp) => self.on_heartbeat_response(resp),
             StoreMsg::Stop => self.stopping = true,
+            StoreMsg::RegionStats {
+                region_id,
+                approximate_keys,
+                approximate_size_bytes,
+            } => {
+                if let Some(p) = self.peers.get_mut(&region_id) {
+                    p.approximate_keys = approximate_keys;
+                    p.approximate_size_bytes = approximate_size_bytes;
+                }
+            }
         }
     }
 
@@ -744,6 +758,20 @@ impl Raftstore {
             if p.ticks_since_log_gc >= self.config.log_gc_interval_ticks.max(1) {
                 p.ticks_since_log_gc = 0;
                 Self::maybe_compact_log(&self.config, p);
+            }
+            p.ticks_since_split_check += 1;
+            if self.config.split_check_ticks > 0
+                && p.ticks_since_split_check >= self.config.split_check_ticks
+                && p.written_since_split_check
+                && p.raft.is_leader()
+                && p.is_initialized()
+            {
+                p.ticks_since_split_check = 0;
+                p.written_since_split_check = false;
+                let _ = self.split_checks.send(crate::split_check::SplitCheck {
+                    region: p.region.clone(),
+                    peer: p.meta,
+                });
             }
             if p.is_initialized() {
                 regions += 1;

@@ -210,6 +210,7 @@ pub async fn run_with(
         hooks.message_filter,
     );
     let (hb_tx, hb_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (split_tx, split_rx) = tokio::sync::mpsc::unbounded_channel();
     let counters = Arc::new(StoreCounters::default());
     let (router, raftstore_thread) = raftstore::spawn(RaftstoreParts {
         store_id,
@@ -221,6 +222,7 @@ pub async fn run_with(
         snapshots,
         counters: counters.clone(),
         diagnostics: diagnostics.clone(),
+        split_checks: split_tx,
     })?;
     let region_hb_task = spawn_region_heartbeats(coordinator.clone(), hb_rx, router.clone());
     let store_hb_task = spawn_store_heartbeats(
@@ -233,6 +235,19 @@ pub async fn run_with(
     );
 
     let handle = Arc::new(crate::engine::DbHandle::new(db.clone()));
+    let split_check_task = crate::split_check::spawn(
+        handle.clone(),
+        crate::split::SplitDriver {
+            router: router.clone(),
+            coordinator: coordinator.clone(),
+            diagnostics: diagnostics.clone(),
+        },
+        split_rx,
+        crate::split_check::SplitThresholds {
+            keys: config.raft.region_split_keys,
+            bytes: config.raft.region_split_size_bytes,
+        },
+    );
     let kv = KvService::new(
         router.clone(),
         handle.clone(),
@@ -286,6 +301,7 @@ pub async fn run_with(
     drop(db);
     region_hb_task.abort();
     store_hb_task.abort();
+    split_check_task.abort();
     status_task.abort();
     let _ = stopper.send(crate::msg::StoreMsg::Stop);
     drop(router);
@@ -294,7 +310,12 @@ pub async fn run_with(
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e)))?
         .map_err(|_| Error::Io(std::io::Error::other("raftstore thread panicked")))?;
-    let _ = (region_hb_task.await, store_hb_task.await, status_task.await);
+    let _ = (
+        region_hb_task.await,
+        store_hb_task.await,
+        status_task.await,
+        split_check_task.await,
+    );
     info!(store_id, "node stopped");
     Ok(())
 }

@@ -423,3 +423,48 @@ fn log_gc_keeps_the_log_bounded_and_a_lagging_follower_catches_up_by_snapshot() 
     });
     c.assert_no_panics();
 }
+
+#[test]
+fn regions_split_automatically_past_the_key_threshold() {
+    let c = LocalCluster::start(
+        1,
+        3,
+        "node_config:\n  raft:\n    split_check_ticks: 5\n    region_split_keys: 40\n",
+    );
+    let rt = runtime();
+    let client = rt
+        .block_on(async { RawClient::new(c.coordinators.clone(), Duration::from_secs(20)) })
+        .expect("client");
+    rt.block_on(async {
+        for i in 0..300u32 {
+            client
+                .put(format!("auto{i:04}").as_bytes(), b"v")
+                .await
+                .expect("put");
+        }
+    });
+    let rs = wait_until("automatic splits", Duration::from_secs(60), || {
+        let rs = regions(&c);
+        (rs.len() >= 4 && rs.iter().all(|r| r["leader_store_id"] != 0)).then_some(rs)
+    });
+    assert_tiles(&rs);
+    let sized = wait_until(
+        "leaders to report region sizes",
+        Duration::from_secs(30),
+        || {
+            let rs = regions(&c);
+            rs.iter()
+                .any(|r| r["approximate_keys"].as_u64().unwrap_or(0) > 0)
+                .then_some(rs)
+        },
+    );
+    assert_tiles(&sized);
+    rt.block_on(async {
+        let all = client
+            .scan(b"auto", b"autp", 1000, ScanOptions::default())
+            .await
+            .expect("scan");
+        assert_eq!(all.len(), 300);
+    });
+    c.assert_no_panics();
+}

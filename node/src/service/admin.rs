@@ -12,11 +12,7 @@ use nokv_proto::adminpb::admin_server::Admin;
 use nokv_proto::adminpb::*;
 use nokv_proto::errorpb::RegionError;
 use nokv_proto::metapb::{Peer, PeerRole};
-use nokv_proto::raft_cmdpb::{
-    admin_request, admin_response, AdminRequest, BatchSplitRequest,
-    ChangePeerRequest as CmdChangePeer, ConfChangeType, RaftCmdRequest, RaftRequestHeader,
-    SplitRequest,
-};
+use nokv_proto::raft_cmdpb::{admin_response, ChangePeerRequest as CmdChangePeer, ConfChangeType};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
@@ -228,76 +224,26 @@ impl Admin for AdminService {
                     "split key must lie strictly inside the region",
                 ));
             }
-            let t = self.diagnostics.plan(
-                region.id,
-                "split",
-                format!("at key {:?}", String::from_utf8_lossy(&key)),
-            );
-            let ids = match self.coordinator.ask_batch_split(region.clone(), 1).await {
-                Ok(ids) => ids,
-                Err(e) => {
-                    let why = format!("asking the coordinator for split ids: {e}");
-                    self.diagnostics.fail(t, why.clone());
-                    return Err(Status::unavailable(why));
-                }
+            let driver = crate::split::SplitDriver {
+                router: self.router.clone(),
+                coordinator: self.coordinator.clone(),
+                diagnostics: self.diagnostics.clone(),
             };
-            let Some(id) = ids.into_iter().next() else {
-                return Err(Status::unavailable("coordinator returned no split ids"));
-            };
-            let cmd = RaftCmdRequest {
-                header: Some(RaftRequestHeader {
-                    region_id: region.id,
-                    peer: status.peer,
-                    region_epoch: region.epoch,
-                    ..Default::default()
-                }),
-                requests: Vec::new(),
-                admin_request: Some(AdminRequest {
-                    cmd: Some(admin_request::Cmd::BatchSplit(BatchSplitRequest {
-                        requests: vec![SplitRequest {
-                            split_key: key,
-                            new_region_id: id.new_region_id,
-                            new_peer_ids: id.new_peer_ids,
-                        }],
-                        right_derive: false,
-                    })),
-                }),
-            };
-            self.diagnostics.advance(t, TransitionStage::Proposed);
-            let resp = self
-                .ask(region.id, |cb| StoreMsg::Command { cmd, cb })
-                .await
-                .and_then(|r| r)
-                .and_then(
-                    |resp| match resp.header.as_ref().and_then(|h| h.error.clone()) {
-                        Some(e) => Err(e),
-                        None => Ok(resp),
-                    },
-                );
-            self.diagnostics
-                .admit_result(region.id, RequestClass::Topology, &resp);
-            let resp = match resp {
+            let regions = match driver.split(region, status.peer, key, "operator").await {
                 Ok(r) => r,
-                Err(e) => {
-                    self.diagnostics.fail(t, e.message.clone());
+                Err(crate::split::SplitFailure::Region(e)) => {
                     return Ok(Response::new(SplitRegionResponse {
                         region_error: Some(e),
                         regions: vec![],
-                    }));
+                    }))
+                }
+                Err(crate::split::SplitFailure::Unavailable(why)) => {
+                    return Err(Status::unavailable(why))
+                }
+                Err(crate::split::SplitFailure::Internal(why)) => {
+                    return Err(Status::internal(why))
                 }
             };
-            self.diagnostics.advance(t, TransitionStage::Applied);
-            let regions = match resp.admin_response.and_then(|a| a.cmd) {
-                Some(admin_response::Cmd::BatchSplit(b)) => b.regions,
-                _ => return Err(Status::internal("split produced no regions")),
-            };
-            match self.coordinator.report_batch_split(regions.clone()).await {
-                Ok(()) => self.diagnostics.advance(t, TransitionStage::Reported),
-                // Heartbeats from the new leaders will tell the coordinator too.
-                Err(e) => {
-                    tracing::warn!(region_id = region.id, error = %e, "reporting the split failed")
-                }
-            }
             Ok(Response::new(SplitRegionResponse {
                 region_error: None,
                 regions,

@@ -1,0 +1,94 @@
+//! Automatic split: the raftstore hands leaders of regions that took writes
+//! to this task every `split_check_ticks`; it counts the region's keys and
+//! bytes off the raft thread (a scan bounded by twice the thresholds),
+//! reports the counts back for region heartbeats, and splits at the middle
+//! key when the region is over `region_split_keys` or
+//! `region_split_size_bytes`.
+
+use std::sync::Arc;
+
+use nokv_proto::metapb::{Peer, Region};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::{debug, info};
+
+use crate::engine::DbHandle;
+use crate::msg::StoreMsg;
+use crate::split::{scan_region, SplitDriver, SplitFailure};
+
+/// One region to check.
+#[derive(Debug, Clone)]
+pub struct SplitCheck {
+    /// The region as its leader sees it.
+    pub region: Region,
+    /// The leader's peer.
+    pub peer: Peer,
+}
+
+/// Thresholds; 0 disables a dimension.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitThresholds {
+    /// Split above this many keys.
+    pub keys: u64,
+    /// Split above this many bytes.
+    pub bytes: u64,
+}
+
+/// Runs split checks until the sender side closes.
+pub fn spawn(
+    db: Arc<DbHandle>,
+    driver: SplitDriver,
+    mut rx: UnboundedReceiver<SplitCheck>,
+    limits: SplitThresholds,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let cap = |v: u64| {
+            if v == 0 {
+                u64::MAX
+            } else {
+                v.saturating_mul(2)
+            }
+        };
+        while let Some(check) = rx.recv().await {
+            let Some(db) = db.get() else { return };
+            let region = check.region.clone();
+            let scan = tokio::task::spawn_blocking(move || {
+                scan_region(&db, &region, cap(limits.keys), cap(limits.bytes))
+            })
+            .await;
+            let scan = match scan {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    debug!(region_id = check.region.id, error = %e, "split check scan failed");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let _ = driver.router.send(StoreMsg::RegionStats {
+                region_id: check.region.id,
+                approximate_keys: scan.keys,
+                approximate_size_bytes: scan.bytes,
+            });
+            let over = (limits.keys > 0 && scan.keys > limits.keys)
+                || (limits.bytes > 0 && scan.bytes > limits.bytes);
+            let Some(key) = scan.middle.filter(|_| over) else {
+                continue;
+            };
+            match driver
+                .split(check.region.clone(), Some(check.peer), key, "size check")
+                .await
+            {
+                Ok(regions) => info!(
+                    region_id = check.region.id,
+                    keys = scan.keys,
+                    bytes = scan.bytes,
+                    into = regions.len(),
+                    "region split automatically"
+                ),
+                Err(SplitFailure::Region(e)) => {
+                    debug!(region_id = check.region.id, error = %e.message, "automatic split refused")
+                }
+                Err(e) => debug!(region_id = check.region.id, error = ?e, "automatic split failed"),
+            }
+        }
+    })
+}
