@@ -45,6 +45,9 @@ has_region_error!(
     RawCompareAndSwapResponse,
 );
 
+/// Most pairs one scan request asks a store for; longer scans page.
+const MAX_SCAN_PAGE: u32 = 10_000;
+
 /// Options of a scan.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScanOptions {
@@ -466,7 +469,7 @@ impl RawClient {
         let mut out = Vec::new();
         let mut cursor = start.to_vec();
         loop {
-            let want = limit - out.len() as u32;
+            let want = (limit - out.len() as u32).min(MAX_SCAN_PAGE);
             let (resp, route) = self
                 .run_in_region(&cursor, |mut c, route, ctx, t| {
                     let mut req = tonic::Request::new(RawScanRequest {
@@ -481,7 +484,18 @@ impl RawClient {
                     async move { c.raw_scan(req).await }
                 })
                 .await?;
+            let page_full = resp.kvs.len() as u32 == want;
+            let last = resp.kvs.last().map(|p| p.key.clone());
             out.extend(resp.kvs);
+            if out.len() as u32 >= limit {
+                return Ok(out);
+            }
+            if let (true, Some(mut next)) = (page_full, last) {
+                // More may follow in the same region: resume after the last key.
+                next.push(0);
+                cursor = next;
+                continue;
+            }
             let region_end = route.region.end_key;
             if out.len() as u32 >= limit
                 || region_end.is_empty()
@@ -512,7 +526,7 @@ impl RawClient {
                 return Ok(out);
             };
             let routing_key = last.start_key.clone().max(lower.to_vec());
-            let want = limit - out.len() as u32;
+            let want = (limit - out.len() as u32).min(MAX_SCAN_PAGE);
             let (resp, route) = self
                 .run_in_region(&routing_key, |mut c, route, ctx, t| {
                     let mut req = tonic::Request::new(RawScanRequest {
@@ -527,7 +541,17 @@ impl RawClient {
                     async move { c.raw_scan(req).await }
                 })
                 .await?;
+            let page_full = resp.kvs.len() as u32 == want;
+            let last = resp.kvs.last().map(|p| p.key.clone());
             out.extend(resp.kvs);
+            if out.len() as u32 >= limit {
+                return Ok(out);
+            }
+            if let (true, Some(last)) = (page_full, last) {
+                // More may follow below the last key in the same region.
+                cursor = last;
+                continue;
+            }
             let region_start = route.region.start_key;
             if out.len() as u32 >= limit
                 || region_start.is_empty()

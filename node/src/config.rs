@@ -65,6 +65,9 @@ pub struct RaftConfig {
     pub region_split_keys: u64,
     /// Split a region holding more than this many bytes (0: no size limit).
     pub region_split_size_bytes: u64,
+    /// Proposals and reads one region may have waiting for raft before new
+    /// ones are refused with ServerIsBusy.
+    pub max_inflight_requests: usize,
 }
 
 impl Default for RaftConfig {
@@ -81,6 +84,7 @@ impl Default for RaftConfig {
             split_check_ticks: 100,
             region_split_keys: 960_000,
             region_split_size_bytes: 96 * 1024 * 1024,
+            max_inflight_requests: 8192,
         }
     }
 }

@@ -510,6 +510,7 @@ impl Raftstore {
         epoch: EpochCheck<'_>,
     ) -> std::result::Result<&mut Peer, RegionError> {
         let store_id = self.store_id;
+        let max_inflight = self.config.max_inflight_requests.max(1);
         let Some(peer) = self.peers.get_mut(&region_id) else {
             return Err(region_not_found(region_id));
         };
@@ -523,6 +524,11 @@ impl Raftstore {
         }
         if !peer.raft.is_leader() {
             return Err(not_leader(region_id, peer.leader_peer()));
+        }
+        if peer.raft.pending_requests() >= max_inflight {
+            return Err(crate::region::server_is_busy(
+                "too many requests waiting for raft in this region",
+            ));
         }
         match epoch {
             EpochCheck::Skip => {}

@@ -462,3 +462,48 @@ fn bench_runs_against_the_cluster_and_reports_json() {
         assert!(out["p99_ms"].as_f64().unwrap() >= out["p50_ms"].as_f64().unwrap());
     }
 }
+
+#[test]
+fn scans_page_past_the_per_request_limit() {
+    let c = LocalCluster::start(1, 1, "");
+    let rt = runtime();
+    let client = rt
+        .block_on(async { RawClient::new(c.coordinators.clone(), Duration::from_secs(30)) })
+        .expect("client");
+    rt.block_on(async {
+        for chunk in 0..11u32 {
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = (chunk * 1000..(chunk + 1) * 1000)
+                .map(|i| (format!("p{i:05}").into_bytes(), b"v".to_vec()))
+                .collect();
+            client.batch_put(&pairs).await.expect("batch put");
+        }
+        let all = client
+            .scan(b"p", b"q", 20_000, Default::default())
+            .await
+            .expect("scan");
+        assert_eq!(
+            all.len(),
+            11_000,
+            "a scan longer than one page returns everything"
+        );
+        assert!(
+            all.windows(2).all(|w| w[0].key < w[1].key),
+            "in order, no duplicates"
+        );
+        let rev = client
+            .scan(
+                b"q",
+                b"p",
+                10_500,
+                nokv_client::ScanOptions {
+                    reverse: true,
+                    key_only: true,
+                },
+            )
+            .await
+            .expect("reverse scan");
+        assert_eq!(rev.len(), 10_500);
+        assert!(rev.windows(2).all(|w| w[0].key > w[1].key));
+        assert_eq!(rev[0].key, b"p10999".to_vec());
+    });
+}
