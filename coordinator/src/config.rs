@@ -54,6 +54,11 @@ pub struct CoordinatorConfig {
     pub max_store_down_time_ms: u64,
     /// Log filter (tracing-subscriber syntax).
     pub log_level: String,
+    /// Ticks between raft log GC checks on the leader.
+    pub log_gc_interval_ticks: u64,
+    /// Compact once this many applied entries are in the log (only up to
+    /// what every member has).
+    pub log_gc_threshold: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -73,6 +78,8 @@ impl Default for CoordinatorConfig {
             store_disconnect_ms: 20_000,
             max_store_down_time_ms: 30 * 60 * 1000,
             log_level: "info".into(),
+            log_gc_interval_ticks: 100,
+            log_gc_threshold: 10_000,
         }
     }
 }

@@ -59,9 +59,15 @@ pub struct RaftHandle {
     /// The applied state, readable by any task.
     pub state: Arc<RwLock<ClusterState>>,
     leadership: Arc<RwLock<Leadership>>,
+    log_state: Arc<RwLock<(u64, u64)>>,
 }
 
 impl RaftHandle {
+    /// `(applied index, truncated index)` of this member's raft log.
+    pub fn log_state(&self) -> (u64, u64) {
+        *self.log_state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Replicates `cmd` and returns its apply result.
     ///
     /// # Errors
@@ -135,6 +141,10 @@ pub struct LoopConfig {
     pub election_ticks: usize,
     /// Heartbeat interval in ticks.
     pub heartbeat_ticks: usize,
+    /// Ticks between log GC checks.
+    pub log_gc_interval_ticks: u64,
+    /// Applied entries in the log before compacting.
+    pub log_gc_threshold: u64,
 }
 
 /// Opens the group's raft state and starts the loop thread.
@@ -165,6 +175,7 @@ pub fn spawn(
         tx,
         state: Arc::new(RwLock::new(state)),
         leadership: Arc::new(RwLock::new(Leadership::default())),
+        log_state: Arc::new(RwLock::new((apply_state.applied_index, truncated.0))),
     };
     info!(
         member_id = cfg.id,
@@ -183,6 +194,8 @@ pub fn spawn(
         applied_term: apply_state.applied_term,
         truncated,
         barrier_proposed_term: 0,
+        ticks_since_log_gc: 0,
+        log_state: handle.log_state.clone(),
     };
     let join = std::thread::Builder::new()
         .name("coordinator-raft".into())
@@ -210,6 +223,8 @@ struct RaftLoop {
     applied_term: u64,
     truncated: (u64, u64),
     barrier_proposed_term: u64,
+    ticks_since_log_gc: u64,
+    log_state: Arc<RwLock<(u64, u64)>>,
 }
 
 impl RaftLoop {
@@ -227,6 +242,11 @@ impl RaftLoop {
             }
             if Instant::now() >= next_tick {
                 self.peer.tick();
+                self.ticks_since_log_gc += 1;
+                if self.ticks_since_log_gc >= self.cfg.log_gc_interval_ticks.max(1) {
+                    self.ticks_since_log_gc = 0;
+                    self.maybe_compact_log();
+                }
                 next_tick = Instant::now() + self.cfg.tick;
             }
             if let Err(e) = self.on_ready() {
@@ -306,6 +326,19 @@ impl RaftLoop {
             let result = match e.get_entry_type() {
                 EntryType::EntryNormal if e.data.is_empty() => ApplyResult::Ok,
                 EntryType::EntryNormal => match CoordinatorCommand::decode(e.data.as_ref()) {
+                    Ok(CoordinatorCommand {
+                        cmd: Some(Cmd::CompactLog(c)),
+                    }) => {
+                        if c.index > self.truncated.0 && c.index <= self.applied_index {
+                            self.peer.raw_mut().mut_store().compact_to(
+                                c.index,
+                                c.term,
+                                &mut apply_wb,
+                            )?;
+                            self.truncated = (c.index, c.term);
+                        }
+                        ApplyResult::Ok
+                    }
                     Ok(cmd) => {
                         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
                         state.apply(&self.db, cmd, &mut apply_wb)?
@@ -375,7 +408,49 @@ impl RaftLoop {
         RAFT_APPLIED_INDEX
             .with_label_values(&["coordinator"])
             .set(self.applied_index as i64);
+        *self.log_state.write().unwrap_or_else(|p| p.into_inner()) =
+            (self.applied_index, self.truncated.0);
         Ok(())
+    }
+
+    /// On the leader: proposes compacting the log up to what every member
+    /// has matched, once enough applied entries pile up. Never past the
+    /// slowest member, so no member ever needs a snapshot (the coordinator
+    /// has none); a member that is down holds compaction back until it
+    /// returns.
+    fn maybe_compact_log(&mut self) {
+        if !self.peer.is_leader()
+            || self.applied_index.saturating_sub(self.truncated.0) < self.cfg.log_gc_threshold
+        {
+            return;
+        }
+        let raft = &self.peer.raw().raft;
+        let min_matched = raft
+            .prs()
+            .iter()
+            .map(|(id, pr)| {
+                if *id == self.cfg.id {
+                    self.applied_index
+                } else {
+                    pr.matched
+                }
+            })
+            .min()
+            .unwrap_or(0);
+        let target = min_matched.min(self.applied_index);
+        if target <= self.truncated.0 {
+            return;
+        }
+        let Ok(term) = raft.raft_log.term(target) else {
+            return;
+        };
+        let cmd = CoordinatorCommand {
+            cmd: Some(Cmd::CompactLog(nokv_proto::coordinatorpb::CompactLog {
+                index: target,
+                term,
+            })),
+        };
+        self.peer.propose(cmd.encode_to_vec(), Box::new(|_| {}));
     }
 
     fn publish_leadership(&mut self) {

@@ -68,6 +68,8 @@ pub async fn run(
         tick: Duration::from_millis(config.tick_interval_ms.max(1)),
         election_ticks: config.election_ticks,
         heartbeat_ticks: config.heartbeat_ticks,
+        log_gc_interval_ticks: config.log_gc_interval_ticks,
+        log_gc_threshold: config.log_gc_threshold,
     };
     let (raft, _raft_thread) = raft_loop::spawn(loop_cfg, db, transport)?;
     let service = Arc::new(CoordinatorService::new(
@@ -105,6 +107,8 @@ pub async fn run(
                     "role": if l.ready_leader { "leader" } else { "follower" },
                     "leader_id": l.leader_id,
                     "term": l.term,
+                    "applied_index": raft.log_state().0,
+                    "truncated_index": raft.log_state().1,
                     "uptime_seconds": started.elapsed().as_secs(),
                 })
                 .to_string()

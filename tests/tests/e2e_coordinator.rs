@@ -102,3 +102,74 @@ fn coordinator_leader_crash_never_repeats_timestamps_or_ids() {
     assert!(total > 0);
     c.restart(&victim.name);
 }
+
+#[test]
+fn coordinator_log_is_compacted_and_members_restart_on_it() {
+    let c = LocalCluster::start(
+        3,
+        1,
+        "coordinator_config:\n  log_gc_threshold: 50\n  log_gc_interval_ticks: 5\n  id_window: 1\n",
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = rt
+        .block_on(async { CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(10)) })
+        .expect("client");
+    // With a one-id window every allocation is a raft entry.
+    let mut ids = HashSet::new();
+    for _ in 0..300 {
+        assert!(ids.insert(rt.block_on(client.alloc_id(1)).expect("alloc")));
+    }
+    let coordinators: Vec<_> = c
+        .processes()
+        .into_iter()
+        .filter(|p| p.kind == "coordinator")
+        .collect();
+    let status = |addr: &str| -> Option<(u64, u64)> {
+        let (_, body) = nokv_tests::http_get(addr, "/status")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        Some((v["applied_index"].as_u64()?, v["truncated_index"].as_u64()?))
+    };
+    for p in &coordinators {
+        let (applied, truncated) = wait_until(
+            "the coordinator log to be compacted",
+            Duration::from_secs(30),
+            || status(&p.status).filter(|(a, t)| *t > 0 && a - t <= 200),
+        );
+        println!("{}: applied {applied}, truncated {truncated}", p.name);
+    }
+    // A member restarts on its compacted log and the group keeps serving.
+    let victim = &coordinators[0];
+    c.kill9(&victim.name);
+    c.restart(&victim.name);
+    wait_until(
+        "the restarted member to serve its status",
+        Duration::from_secs(30),
+        || status(&victim.status),
+    );
+    for _ in 0..20 {
+        assert!(
+            ids.insert(
+                rt.block_on(client.alloc_id(1))
+                    .expect("alloc after restart")
+            ),
+            "ids never repeat"
+        );
+    }
+    assert!(rt.block_on(client.get_timestamp(1)).is_ok());
+    wait_until(
+        "the restarted member to catch up",
+        Duration::from_secs(30),
+        || {
+            let leader_applied = coordinators[1..]
+                .iter()
+                .filter_map(|p| status(&p.status))
+                .map(|s| s.0)
+                .max()?;
+            status(&victim.status).filter(|(a, _)| *a + 5 >= leader_applied)
+        },
+    );
+}
