@@ -23,6 +23,7 @@
 //! # Layout
 //! - [`engine`]: opening RocksDB with column families.
 //! - [`keys`]: key layout of raft state in the `raft` column family.
+//! - [`logging`]: raft-rs's log records bridged into `tracing`.
 //! - [`storage`]: [`RocksRaftLog`], the `raft::Storage` over RocksDB.
 //! - [`peer`]: [`RaftPeer`], the driver around `RawNode`.
 //! - [`transport`]: outgoing raft messages, one batching stream per store.
@@ -36,6 +37,7 @@
 pub mod engine;
 pub mod error;
 pub mod keys;
+pub mod logging;
 pub mod metrics;
 pub mod peer;
 pub mod service;

@@ -168,7 +168,7 @@ pub fn spawn(
     let mut peer_cfg = RaftPeerConfig::new(cfg.id, apply_state.applied_index);
     peer_cfg.election_tick = cfg.election_ticks;
     peer_cfg.heartbeat_tick = cfg.heartbeat_ticks;
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let logger = nokv_consensus::logging::raft_logger(COORDINATOR_GROUP);
     let peer = RaftPeer::new(peer_cfg, log, &logger)?;
     let (tx, rx) = sync_channel(INBOX_CAPACITY);
     let handle = RaftHandle {

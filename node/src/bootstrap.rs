@@ -135,7 +135,6 @@ pub fn open_peers(
     cfg: &RaftConfig,
     snapshots: Arc<dyn SnapshotSource>,
 ) -> Result<Vec<Peer>> {
-    let logger = slog::Logger::root(slog::Discard, slog::o!());
     regions
         .into_iter()
         .map(|(region, peer_id)| {
@@ -146,7 +145,6 @@ pub fn open_peers(
                 peer_id,
                 cfg,
                 snapshots.clone(),
-                &logger,
             )
         })
         .collect()

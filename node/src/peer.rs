@@ -129,7 +129,6 @@ impl Peer {
         peer_id: u64,
         cfg: &RaftConfig,
         snapshots: Arc<dyn SnapshotSource>,
-        logger: &slog::Logger,
     ) -> Result<Peer> {
         let apply_state = match db.get_cf(cf(&db, CF_META)?, apply_state_key(region.id))? {
             Some(b) => ApplyState::decode(b.as_slice())?,
@@ -150,7 +149,8 @@ impl Peer {
         let mut raft_cfg = RaftPeerConfig::new(peer_id, apply_state.applied_index);
         raft_cfg.election_tick = cfg.election_ticks;
         raft_cfg.heartbeat_tick = cfg.heartbeat_ticks;
-        let mut raft = RaftPeer::new(raft_cfg, log, logger)?;
+        let logger = nokv_consensus::logging::raft_logger(region.id);
+        let mut raft = RaftPeer::new(raft_cfg, log, &logger)?;
         // A region whose only voter is this peer would otherwise wait a
         // whole election timeout before serving.
         let voters: Vec<u64> = region

@@ -187,7 +187,6 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
         diagnostics: parts.diagnostics,
         split_checks: parts.split_checks,
         rx,
-        logger: slog::Logger::root(slog::Discard, slog::o!()),
         stopping: false,
     };
     let join = std::thread::Builder::new()
@@ -209,7 +208,6 @@ struct Raftstore {
     diagnostics: Arc<crate::diagnostics::Diagnostics>,
     split_checks: UnboundedSender<crate::split_check::SplitCheck>,
     rx: Receiver<StoreMsg>,
-    logger: slog::Logger,
     stopping: bool,
 }
 
@@ -476,7 +474,6 @@ impl Raftstore {
             to.id,
             &self.config,
             self.snapshots.clone(),
-            &self.logger,
         ) {
             Ok(p) => {
                 info!(
@@ -933,7 +930,6 @@ impl Raftstore {
                 me.id,
                 &self.config,
                 self.snapshots.clone(),
-                &self.logger,
             )?;
             if lead && me.role() == metapb::PeerRole::Voter {
                 peer.raft
