@@ -456,6 +456,29 @@ impl<R> RaftPeer<R> {
         });
     }
 
+    /// Applies a committed membership entry (either conf change format) to
+    /// raft-rs and records the resulting membership in the log storage.
+    pub fn apply_conf_change_entry(&mut self, entry: &Entry) -> Result<()> {
+        use protobuf::Message as _;
+        let corrupted = |e: protobuf::ProtobufError| crate::Error::Corrupted {
+            what: "conf change",
+            detail: e.to_string(),
+        };
+        let cs = match entry.get_entry_type() {
+            raft::prelude::EntryType::EntryConfChangeV2 => {
+                let cc = raft::prelude::ConfChangeV2::parse_from_bytes(&entry.data)
+                    .map_err(corrupted)?;
+                self.raw.apply_conf_change(&cc)?
+            }
+            _ => {
+                let cc = ConfChange::parse_from_bytes(&entry.data).map_err(corrupted)?;
+                self.raw.apply_conf_change(&cc)?
+            }
+        };
+        self.raw.mut_store().set_conf_state(cs);
+        Ok(())
+    }
+
     /// Fails every waiting request (the peer is being destroyed or the
     /// process is stopping).
     pub fn fail_all(&mut self, err: ProposeError) {

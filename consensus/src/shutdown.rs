@@ -9,6 +9,22 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+/// Completes on SIGINT (Ctrl-C) or SIGTERM: how a server process is asked
+/// to stop.
+pub async fn process_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 /// Turns a shutdown future into a watch that many tasks can wait on.
 pub fn watch_signal(signal: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);

@@ -21,8 +21,7 @@ use nokv_proto::coordinatorpb::{coordinator_command::Cmd, CoordinatorCommand};
 use nokv_proto::metapb::Peer;
 use nokv_proto::raft_serverpb::{ApplyState, RaftMessage, RaftTruncatedState};
 use prost::Message as _;
-use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, ConfState, EntryType, Message};
+use raft::prelude::{ConfState, EntryType, Message};
 use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -348,34 +347,8 @@ impl RaftLoop {
                         ApplyResult::Ok
                     }
                 },
-                EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&e.data).map_err(|err| {
-                        nokv_consensus::Error::Corrupted {
-                            what: "conf change",
-                            detail: err.to_string(),
-                        }
-                    })?;
-                    let cs = self
-                        .peer
-                        .raw_mut()
-                        .apply_conf_change(&cc)
-                        .map_err(nokv_consensus::Error::from)?;
-                    self.peer.raw_mut().mut_store().set_conf_state(cs);
-                    ApplyResult::Ok
-                }
-                EntryType::EntryConfChangeV2 => {
-                    let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(|err| {
-                        nokv_consensus::Error::Corrupted {
-                            what: "conf change",
-                            detail: err.to_string(),
-                        }
-                    })?;
-                    let cs = self
-                        .peer
-                        .raw_mut()
-                        .apply_conf_change(&cc)
-                        .map_err(nokv_consensus::Error::from)?;
-                    self.peer.raw_mut().mut_store().set_conf_state(cs);
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.peer.apply_conf_change_entry(&e)?;
                     ApplyResult::Ok
                 }
             };
