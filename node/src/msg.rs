@@ -8,6 +8,15 @@ use nokv_proto::metapb::{Peer, RegionEpoch};
 use nokv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
 use nokv_proto::raft_serverpb::RaftMessage;
 
+/// A command's outcome as one `Result`: an applied response whose header
+/// carries a region error (found at apply time) becomes that error.
+pub fn command_result(resp: RaftCmdResponse) -> Result<RaftCmdResponse, RegionError> {
+    match resp.header.as_ref().and_then(|h| h.error.clone()) {
+        Some(e) => Err(e),
+        None => Ok(resp),
+    }
+}
+
 /// Answer to a write: the apply response (which may carry a region error
 /// found at apply time) or a region error found before proposing.
 pub type CmdCallback = Box<dyn FnOnce(Result<RaftCmdResponse, RegionError>) + Send>;

@@ -186,6 +186,7 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
         counters: parts.counters,
         diagnostics: parts.diagnostics,
         split_checks: parts.split_checks,
+        reads_to_flush: Vec::new(),
         rx,
         stopping: false,
     };
@@ -207,6 +208,8 @@ struct Raftstore {
     counters: Arc<StoreCounters>,
     diagnostics: Arc<crate::diagnostics::Diagnostics>,
     split_checks: UnboundedSender<crate::split_check::SplitCheck>,
+    /// Regions with reads waiting to be handed to raft this round.
+    reads_to_flush: Vec<u64>,
     rx: Receiver<StoreMsg>,
     stopping: bool,
 }
@@ -604,6 +607,7 @@ impl Raftstore {
             })
             .map_err(|e| map_propose_error(region_id, &peers, e)))
         }));
+        self.reads_to_flush.push(region_id);
     }
 
     fn on_change_peer(&mut self, region_id: u64, change: ChangePeerRequest, cb: CmdCallback) {
@@ -783,6 +787,9 @@ impl Raftstore {
                 leaders += 1;
             }
         }
+        // Leadership changes and due heartbeats are looked at once a tick,
+        // not on every loop iteration: it walks every peer.
+        self.heartbeat_round();
         self.counters.regions.store(regions, Ordering::Relaxed);
         self.counters.leaders.store(leaders, Ordering::Relaxed);
         metrics::REGIONS.set(regions as i64);
@@ -818,8 +825,10 @@ impl Raftstore {
     }
 
     fn on_ready_round(&mut self) -> Result<()> {
-        for p in self.peers.values_mut() {
-            p.raft.flush_reads();
+        for id in std::mem::take(&mut self.reads_to_flush) {
+            if let Some(p) = self.peers.get_mut(&id) {
+                p.raft.flush_reads();
+            }
         }
         let mut wb = WriteBatch::default();
         let mut pending: Vec<(u64, PendingReady)> = Vec::new();
@@ -847,7 +856,6 @@ impl Raftstore {
             pending.push((*id, ready));
         }
         if pending.is_empty() {
-            self.heartbeat_round();
             return Ok(());
         }
         let start = Instant::now();
@@ -890,7 +898,6 @@ impl Raftstore {
         for id in destroyed {
             self.destroy_peer(id)?;
         }
-        self.heartbeat_round();
         Ok(())
     }
 

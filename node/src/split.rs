@@ -323,12 +323,7 @@ impl SplitDriver {
                 _ => Err(crate::region::timeout(region.id)),
             }
         }
-        .and_then(
-            |resp| match resp.header.as_ref().and_then(|h| h.error.clone()) {
-                Some(e) => Err(e),
-                None => Ok(resp),
-            },
-        );
+        .and_then(crate::msg::command_result);
         self.diagnostics
             .admit_result(region.id, RequestClass::Topology, &resp);
         let resp = match resp {

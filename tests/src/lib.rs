@@ -263,6 +263,20 @@ impl Drop for LocalCluster {
     }
 }
 
+/// Parses `s` as JSON, failing the test with the text when it is not.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// A small multi-threaded runtime for driving the client in tests.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Polls `f` every 100 ms until it returns `Some`, or panics with `what`
 /// after `timeout`.
 pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {

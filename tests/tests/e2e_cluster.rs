@@ -6,20 +6,10 @@ use std::time::{Duration, Instant};
 use nokv_client::RawClient;
 use nokv_proto::kvrpcpb::kv_client::KvClient;
 use nokv_proto::kvrpcpb::{Context, RawGetRequest, RawPutRequest};
-use nokv_tests::{applied_index, http_get, wait_until, wait_until_async, LocalCluster};
+use nokv_tests::{
+    applied_index, http_get, json, runtime, wait_until, wait_until_async, LocalCluster,
+};
 use serde_json::Value;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
 
 /// The first region and its leader's store, from `nokv regions -o json`.
 fn first_region(c: &LocalCluster) -> Value {

@@ -5,26 +5,16 @@
 use std::time::Duration;
 
 use nokv_client::{RawClient, ScanOptions};
-use nokv_tests::{applied_index, http_get, wait_until, wait_until_async, LocalCluster};
+use nokv_tests::{
+    applied_index, http_get, json, runtime, wait_until, wait_until_async, LocalCluster,
+};
 use serde_json::Value;
-
-fn json(s: &str) -> Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
 
 fn regions(c: &LocalCluster) -> Vec<Value> {
     json(&c.nokv_ok(&["regions", "-o", "json"]))
         .as_array()
         .cloned()
         .expect("regions")
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// Regions tile the key space: sorted, adjacent, from "" to "".

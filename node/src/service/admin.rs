@@ -394,12 +394,7 @@ impl Admin for AdminService {
                 })
                 .await
                 .and_then(|r| r)
-                .and_then(
-                    |resp| match resp.header.as_ref().and_then(|h| h.error.clone()) {
-                        Some(e) => Err(e),
-                        None => Ok(resp),
-                    },
-                );
+                .and_then(crate::msg::command_result);
             self.diagnostics
                 .admit_result(req.region_id, RequestClass::Topology, &result);
             match &result {

@@ -149,11 +149,7 @@ impl KvService {
             return Err(server_is_busy("raftstore inbox is full"));
         }
         match tokio::time::timeout(STORE_WAIT, rx).await {
-            Ok(Ok(Ok(resp))) => match resp.header.as_ref().and_then(|h| h.error.clone()) {
-                Some(e) => Err(e),
-                None => Ok(resp),
-            },
-            Ok(Ok(Err(e))) => Err(e),
+            Ok(Ok(r)) => r.and_then(crate::msg::command_result),
             Ok(Err(_)) => Err(crate::region::region_not_found(ctx.region_id)),
             Err(_) => Err(timeout(ctx.region_id)),
         }
