@@ -20,6 +20,8 @@ use tracing::{info, warn};
 
 use crate::engine::{cf, CF_RAW};
 use crate::keys::unbounded_upper;
+use crate::mvcc::commands::{self, RegionRange};
+use crate::mvcc::MvccReader;
 use crate::peer::Peer;
 use crate::region::check_epoch;
 use crate::{raw_value, Error, Result};
@@ -83,6 +85,9 @@ impl Peer {
     }
 
     fn flush(&self, db: &DB, wb: &mut WriteBatch) -> Result<()> {
+        if wb.is_empty() {
+            return Ok(());
+        }
         self.persist_apply_state(db, wb)?;
         db.write(std::mem::take(wb))?;
         Ok(())
@@ -172,6 +177,18 @@ impl Peer {
                         previous_not_exist: current.is_none(),
                         previous_value: current.unwrap_or_default(),
                     }));
+                }
+                Some(request::Cmd::Txn(t)) => {
+                    // Evaluate against everything applied before it.
+                    self.flush(db, wb)?;
+                    let reader = MvccReader::new(db);
+                    let range = RegionRange {
+                        start: &self.region.start_key,
+                        end: &self.region.end_key,
+                    };
+                    let (resp, txn) = commands::execute(&reader, range, t)?;
+                    txn.write_to(db, wb)?;
+                    out.cmd = Some(response::Cmd::Txn(resp));
                 }
                 None => {}
             }

@@ -29,6 +29,15 @@ pub enum Error {
     Identity(String),
 }
 
+impl From<crate::mvcc::MvccError> for Error {
+    fn from(e: crate::mvcc::MvccError) -> Self {
+        match e {
+            crate::mvcc::MvccError::Engine(e) => Error::Engine(e),
+            other => Error::Corrupted(other.to_string()),
+        }
+    }
+}
+
 impl From<prost::DecodeError> for Error {
     fn from(e: prost::DecodeError) -> Self {
         Error::Corrupted(e.to_string())

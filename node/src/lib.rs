@@ -16,6 +16,7 @@
 //! - [`raw_value`]: raw values with optional TTL.
 //! - [`region`]: epoch and key-range checks, typed region errors.
 //! - [`msg`]: messages into the raftstore thread.
+//! - [`mvcc`]: Percolator transactions over the lock, write and default CFs.
 //! - [`peer`]: one region replica: raft driver plus region and apply state.
 //! - [`apply`]: applying committed commands to RocksDB.
 //! - [`snapshot`]: building and installing region snapshots.
@@ -40,6 +41,7 @@ pub mod heartbeat;
 pub mod keys;
 pub mod metrics;
 pub mod msg;
+pub mod mvcc;
 pub mod peer;
 pub mod raftstore;
 pub mod raw_value;

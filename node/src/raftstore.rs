@@ -557,6 +557,11 @@ impl Raftstore {
                 Some(request::Cmd::DeleteRange(d)) => {
                     check_range(&peer.region, &d.start_key, &d.end_key)
                 }
+                Some(request::Cmd::Txn(t)) => crate::mvcc::commands::check_keys(
+                    t,
+                    |k| check_key(&peer.region, k),
+                    |s, e| check_range(&peer.region, s, e),
+                ),
                 None => Ok(()),
             };
             if let Err(e) = check {
