@@ -253,6 +253,10 @@ pub async fn run_with(
         handle.clone(),
         config.limits.clone(),
         diagnostics.clone(),
+        crate::service::txn::TxnParts {
+            memory_locks: Default::default(),
+            coordinator: coordinator.clone(),
+        },
     );
     let admin = AdminService::new(
         router.clone(),

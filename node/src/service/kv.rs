@@ -24,6 +24,7 @@ use crate::config::Limits;
 use crate::diagnostics::Diagnostics;
 use crate::engine::{DbHandle, CF_RAW};
 use crate::msg::{ReadGrant, StoreMsg};
+use crate::service::txn::TxnParts;
 use crate::raftstore::Router;
 use crate::raw_value;
 use crate::region::{server_is_busy, timeout};
@@ -37,9 +38,10 @@ pub struct KvService {
     db: Arc<DbHandle>,
     limits: Limits,
     diagnostics: Arc<Diagnostics>,
+    pub(super) txn: TxnParts,
 }
 
-fn invalid(msg: impl Into<String>) -> Status {
+pub(super) fn invalid(msg: impl Into<String>) -> Status {
     Status::invalid_argument(msg.into())
 }
 
@@ -50,16 +52,33 @@ impl KvService {
         db: Arc<DbHandle>,
         limits: Limits,
         diagnostics: Arc<Diagnostics>,
+        txn: TxnParts,
     ) -> Self {
         KvService {
             router,
             db,
             limits,
             diagnostics,
+            txn,
         }
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<(), Status> {
+    /// The open database, or `None` once the store is stopping.
+    pub(super) fn db(&self) -> Option<Arc<DB>> {
+        self.db.get()
+    }
+
+    pub(super) fn check_scan_limit(&self, limit: u32) -> Result<(), Status> {
+        if limit > self.limits.max_scan_limit {
+            return Err(invalid(format!(
+                "scan limit {limit} exceeds {}",
+                self.limits.max_scan_limit
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_key(&self, key: &[u8]) -> Result<(), Status> {
         if key.is_empty() {
             return Err(invalid("key must not be empty"));
         }
@@ -73,7 +92,7 @@ impl KvService {
         Ok(())
     }
 
-    fn check_value(&self, value: &[u8]) -> Result<(), Status> {
+    pub(super) fn check_value(&self, value: &[u8]) -> Result<(), Status> {
         if value.len() > self.limits.max_value_bytes {
             return Err(invalid(format!(
                 "value is {} bytes; the limit is {} bytes",
@@ -84,7 +103,7 @@ impl KvService {
         Ok(())
     }
 
-    fn check_bound(&self, key: &[u8]) -> Result<(), Status> {
+    pub(super) fn check_bound(&self, key: &[u8]) -> Result<(), Status> {
         if key.len() > self.limits.max_key_bytes {
             return Err(invalid(format!(
                 "range bound exceeds the {}-byte key limit",
@@ -94,7 +113,7 @@ impl KvService {
         Ok(())
     }
 
-    fn check_batch(&self, count: usize, bytes: usize) -> Result<(), Status> {
+    pub(super) fn check_batch(&self, count: usize, bytes: usize) -> Result<(), Status> {
         if count > self.limits.max_batch_keys {
             return Err(invalid(format!(
                 "batch has {count} keys; the limit is {}",
@@ -112,7 +131,7 @@ impl KvService {
 
     /// Replicates `requests` in the context's region, recording the
     /// admission outcome.
-    async fn propose(
+    pub(super) async fn propose(
         &self,
         ctx: &Context,
         requests: Vec<CmdRequest>,
@@ -157,7 +176,7 @@ impl KvService {
 
     /// Gets a linearizable read point covering `keys` and `ranges`,
     /// recording the admission outcome.
-    async fn read_point(
+    pub(super) async fn read_point(
         &self,
         ctx: &Context,
         keys: Vec<Vec<u8>>,
@@ -212,12 +231,29 @@ impl KvService {
     }
 }
 
-fn context(ctx: Option<Context>) -> Result<Context, Status> {
+pub(super) fn context(ctx: Option<Context>) -> Result<Context, Status> {
     let ctx = ctx.ok_or_else(|| invalid("missing context"))?;
     if ctx.region_id == 0 {
         return Err(invalid("context.region_id must be set"));
     }
     Ok(ctx)
+}
+
+/// Clips user range `[lower, upper)` (empty upper = unbounded) to the
+/// region the read was granted on: empty bounds mean the region's own, and
+/// a read never goes past it.
+pub(super) fn clip_to_region(
+    lower: Vec<u8>,
+    upper: Vec<u8>,
+    grant: &ReadGrant,
+) -> (Vec<u8>, Vec<u8>) {
+    let lower = lower.max(grant.start_key.clone());
+    let upper = match (upper.is_empty(), grant.end_key.is_empty()) {
+        (true, _) => grant.end_key.clone(),
+        (false, true) => upper,
+        (false, false) => upper.min(grant.end_key.clone()),
+    };
+    (lower, upper)
 }
 
 fn put(key: Vec<u8>, value: Vec<u8>) -> CmdRequest {
@@ -237,12 +273,6 @@ fn get_raw(db: &DB, key: &[u8], now: u64) -> Result<Option<Vec<u8>>, rocksdb::Er
     Ok(db
         .get_pinned_cf(handle, key)?
         .and_then(|v| raw_value::decode(&v, now).map(|v| v.to_vec())))
-}
-
-fn unimplemented_txn(name: &str) -> Status {
-    Status::unimplemented(format!(
-        "{name}: transactions are not implemented yet (see docs/protocol.md)"
-    ))
 }
 
 #[tonic::async_trait]
@@ -413,12 +443,7 @@ impl Kv for KvService {
             let ctx = context(req.context)?;
             self.check_bound(&req.start_key)?;
             self.check_bound(&req.end_key)?;
-            if req.limit > self.limits.max_scan_limit {
-                return Err(invalid(format!(
-                    "scan limit {} exceeds {}",
-                    req.limit, self.limits.max_scan_limit
-                )));
-            }
+            self.check_scan_limit(req.limit)?;
             // Forward: [start, end). Reverse: [end, start), start exclusive.
             let (lower, upper) = if req.reverse {
                 (req.end_key.clone(), req.start_key.clone())
@@ -443,13 +468,7 @@ impl Kv for KvService {
                     }))
                 }
             };
-            // Empty bounds mean the region's own; never read past it.
-            let lower = lower.max(grant.start_key);
-            let upper = match (upper.is_empty(), grant.end_key.is_empty()) {
-                (true, _) => grant.end_key,
-                (false, true) => upper,
-                (false, false) => upper.min(grant.end_key),
-            };
+            let (lower, upper) = clip_to_region(lower, upper, &grant);
             if !upper.is_empty() && upper <= lower {
                 return Ok(Response::new(RawScanResponse {
                     region_error: None,
@@ -512,80 +531,87 @@ impl Kv for KvService {
         .await
     }
 
-    async fn kv_get(&self, _r: Request<KvGetRequest>) -> Result<Response<KvGetResponse>, Status> {
-        observe_grpc("KvGet", async { Err(unimplemented_txn("KvGet")) }).await
+    async fn kv_get(&self, r: Request<KvGetRequest>) -> Result<Response<KvGetResponse>, Status> {
+        observe_grpc("KvGet", self.txn_get(r.into_inner()))
+            .await
+            .map(Response::new)
     }
     async fn kv_batch_get(
         &self,
-        _r: Request<KvBatchGetRequest>,
+        r: Request<KvBatchGetRequest>,
     ) -> Result<Response<KvBatchGetResponse>, Status> {
-        observe_grpc("KvBatchGet", async { Err(unimplemented_txn("KvBatchGet")) }).await
+        observe_grpc("KvBatchGet", self.txn_batch_get(r.into_inner()))
+            .await
+            .map(Response::new)
     }
-    async fn kv_scan(
-        &self,
-        _r: Request<KvScanRequest>,
-    ) -> Result<Response<KvScanResponse>, Status> {
-        observe_grpc("KvScan", async { Err(unimplemented_txn("KvScan")) }).await
+    async fn kv_scan(&self, r: Request<KvScanRequest>) -> Result<Response<KvScanResponse>, Status> {
+        observe_grpc("KvScan", self.txn_scan(r.into_inner()))
+            .await
+            .map(Response::new)
     }
     async fn kv_prewrite(
         &self,
-        _r: Request<KvPrewriteRequest>,
+        r: Request<KvPrewriteRequest>,
     ) -> Result<Response<KvPrewriteResponse>, Status> {
-        observe_grpc("KvPrewrite", async { Err(unimplemented_txn("KvPrewrite")) }).await
+        observe_grpc("KvPrewrite", self.txn_prewrite(r.into_inner()))
+            .await
+            .map(Response::new)
     }
     async fn kv_commit(
         &self,
-        _r: Request<KvCommitRequest>,
+        r: Request<KvCommitRequest>,
     ) -> Result<Response<KvCommitResponse>, Status> {
-        observe_grpc("KvCommit", async { Err(unimplemented_txn("KvCommit")) }).await
+        observe_grpc("KvCommit", self.txn_commit(r.into_inner()))
+            .await
+            .map(Response::new)
     }
     async fn kv_batch_rollback(
         &self,
-        _r: Request<KvBatchRollbackRequest>,
+        r: Request<KvBatchRollbackRequest>,
     ) -> Result<Response<KvBatchRollbackResponse>, Status> {
-        observe_grpc("KvBatchRollback", async {
-            Err(unimplemented_txn("KvBatchRollback"))
-        })
-        .await
+        observe_grpc("KvBatchRollback", self.txn_batch_rollback(r.into_inner()))
+            .await
+            .map(Response::new)
     }
     async fn kv_cleanup(
         &self,
-        _r: Request<KvCleanupRequest>,
+        r: Request<KvCleanupRequest>,
     ) -> Result<Response<KvCleanupResponse>, Status> {
-        observe_grpc("KvCleanup", async { Err(unimplemented_txn("KvCleanup")) }).await
+        observe_grpc("KvCleanup", self.txn_cleanup(r.into_inner()))
+            .await
+            .map(Response::new)
     }
     async fn kv_resolve_lock(
         &self,
-        _r: Request<KvResolveLockRequest>,
+        r: Request<KvResolveLockRequest>,
     ) -> Result<Response<KvResolveLockResponse>, Status> {
-        observe_grpc("KvResolveLock", async {
-            Err(unimplemented_txn("KvResolveLock"))
-        })
-        .await
+        observe_grpc("KvResolveLock", self.txn_resolve_lock(r.into_inner()))
+            .await
+            .map(Response::new)
     }
     async fn kv_check_txn_status(
         &self,
-        _r: Request<KvCheckTxnStatusRequest>,
+        r: Request<KvCheckTxnStatusRequest>,
     ) -> Result<Response<KvCheckTxnStatusResponse>, Status> {
-        observe_grpc("KvCheckTxnStatus", async {
-            Err(unimplemented_txn("KvCheckTxnStatus"))
-        })
-        .await
+        observe_grpc("KvCheckTxnStatus", self.txn_check_txn_status(r.into_inner()))
+            .await
+            .map(Response::new)
     }
     async fn kv_txn_heart_beat(
         &self,
-        _r: Request<KvTxnHeartBeatRequest>,
+        r: Request<KvTxnHeartBeatRequest>,
     ) -> Result<Response<KvTxnHeartBeatResponse>, Status> {
-        observe_grpc("KvTxnHeartBeat", async {
-            Err(unimplemented_txn("KvTxnHeartBeat"))
-        })
-        .await
+        observe_grpc("KvTxnHeartBeat", self.txn_heartbeat(r.into_inner()))
+            .await
+            .map(Response::new)
     }
     async fn kv_scan_lock(
         &self,
-        _r: Request<KvScanLockRequest>,
+        r: Request<KvScanLockRequest>,
     ) -> Result<Response<KvScanLockResponse>, Status> {
-        observe_grpc("KvScanLock", async { Err(unimplemented_txn("KvScanLock")) }).await
+        observe_grpc("KvScanLock", self.txn_scan_lock(r.into_inner()))
+            .await
+            .map(Response::new)
     }
 }
 
