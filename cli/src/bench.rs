@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use nokv_client::RawClient;
+use nokv_client::{RawClient, TxnClient, TxnOptions};
 use rand::Rng;
 use serde::Serialize;
 
@@ -24,6 +24,9 @@ pub enum Workload {
     Get,
     /// Raw gets and puts, `--read-ratio` reads.
     Mixed,
+    /// Transactions writing `--txn-keys` random keys each (one-phase
+    /// commit when they share a region unless `--no-one-pc`).
+    Txn,
 }
 
 /// `nokv bench` flags.
@@ -50,6 +53,12 @@ pub struct BenchArgs {
     /// Keys written before a get or mixed run.
     #[arg(long, default_value_t = 10_000)]
     pub preload: u64,
+    /// Keys each transaction writes (txn workload).
+    #[arg(long, default_value_t = 1)]
+    pub txn_keys: usize,
+    /// Always commit in two phases (txn workload).
+    #[arg(long)]
+    pub no_one_pc: bool,
 }
 
 /// Results of one run.
@@ -59,6 +68,8 @@ pub struct BenchReport {
     pub workload: Workload,
     /// Concurrent clients.
     pub clients: usize,
+    /// Keys per transaction (txn workload; 0 otherwise).
+    pub txn_keys: usize,
     /// Measured seconds.
     pub duration_seconds: f64,
     /// Successful operations.
@@ -89,9 +100,19 @@ pub async fn run(client: RawClient, args: BenchArgs, format: Format) -> anyhow::
     if !(0.0..=1.0).contains(&args.read_ratio) {
         anyhow::bail!("read-ratio must be between 0 and 1");
     }
+    if matches!(args.workload, Workload::Txn) && args.txn_keys == 0 {
+        anyhow::bail!("txn-keys must be positive");
+    }
+    let txn_client = TxnClient::with_raw(
+        RawClient::with_coordinator(client.coordinator().clone()),
+        TxnOptions {
+            try_one_pc: !args.no_one_pc,
+            ..TxnOptions::default()
+        },
+    );
     let client = Arc::new(client);
     let value = vec![b'v'; args.value_size];
-    if !matches!(args.workload, Workload::Put) {
+    if !matches!(args.workload, Workload::Put | Workload::Txn) {
         let n = args.preload.min(args.keys);
         let mut i = 0;
         while i < n {
@@ -102,7 +123,7 @@ pub async fn run(client: RawClient, args: BenchArgs, format: Format) -> anyhow::
             i += 256;
         }
     }
-    let read_space = if matches!(args.workload, Workload::Put) {
+    let read_space = if matches!(args.workload, Workload::Put | Workload::Txn) {
         args.keys
     } else {
         args.preload.min(args.keys).max(1)
@@ -112,6 +133,8 @@ pub async fn run(client: RawClient, args: BenchArgs, format: Format) -> anyhow::
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
         let client = client.clone();
+        let txn_client = txn_client.clone();
+        let txn_keys = args.txn_keys;
         let stop = stop.clone();
         let value = value.clone();
         let (workload, keys, ratio) = (args.workload, args.keys, args.read_ratio);
@@ -120,10 +143,32 @@ pub async fn run(client: RawClient, args: BenchArgs, format: Format) -> anyhow::
                 .expect("valid histogram bounds");
             let mut errors = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                if let Workload::Txn = workload {
+                    let ks: Vec<Vec<u8>> = {
+                        let mut rng = rand::rng();
+                        (0..txn_keys).map(|_| key(rng.random_range(0..keys))).collect()
+                    };
+                    let t = Instant::now();
+                    let ok = async {
+                        let mut txn = txn_client.begin().await?;
+                        for k in ks {
+                            txn.put(k, value.clone());
+                        }
+                        txn.commit().await
+                    }
+                    .await
+                    .is_ok();
+                    if ok {
+                        let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
+                    } else {
+                        errors += 1;
+                    }
+                    continue;
+                }
                 let (read, k) = {
                     let mut rng = rand::rng();
                     let read = match workload {
-                        Workload::Put => false,
+                        Workload::Put | Workload::Txn => false,
                         Workload::Get => true,
                         Workload::Mixed => rng.random_bool(ratio),
                     };
@@ -161,6 +206,11 @@ pub async fn run(client: RawClient, args: BenchArgs, format: Format) -> anyhow::
     let report = BenchReport {
         workload: args.workload,
         clients: args.clients,
+        txn_keys: if matches!(args.workload, Workload::Txn) {
+            args.txn_keys
+        } else {
+            0
+        },
         duration_seconds: elapsed,
         ops: hist.len(),
         errors,
@@ -172,12 +222,13 @@ pub async fn run(client: RawClient, args: BenchArgs, format: Format) -> anyhow::
     };
     output::emit(format, &report, || {
         let mut t = output::table(&[
-            "WORKLOAD", "CLIENTS", "OPS/S", "P50 MS", "P99 MS", "P999 MS", "MAX MS", "OPS",
+            "WORKLOAD", "CLIENTS", "TXN KEYS", "OPS/S", "P50 MS", "P99 MS", "P999 MS", "MAX MS", "OPS",
             "ERRORS",
         ]);
         t.add_row(vec![
             format!("{:?}", report.workload).to_lowercase(),
             report.clients.to_string(),
+            report.txn_keys.to_string(),
             format!("{:.0}", report.ops_per_second),
             format!("{:.2}", report.p50_ms),
             format!("{:.2}", report.p99_ms),

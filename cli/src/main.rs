@@ -9,6 +9,7 @@
 //! - [`control`]: split, leader transfer and peer changes.
 //! - [`execution`]: a store's execution diagnostics.
 //! - [`raw`]: the raw KV API.
+//! - [`txn`]: the transactional KV API.
 //! - [`bench`]: the load generator.
 //! - [`output`]: tables, JSON and YAML.
 
@@ -19,11 +20,12 @@ mod execution;
 mod inspect;
 mod output;
 mod raw;
+mod txn;
 
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use nokv_client::{CoordinatorClient, RawClient};
+use nokv_client::{CoordinatorClient, RawClient, TxnClient, TxnOptions};
 
 use output::Format;
 
@@ -78,6 +80,40 @@ enum Command {
     /// Raw key-value operations.
     #[command(subcommand)]
     Raw(raw::RawCmd),
+    /// Read KEY in a transaction (exit code 3 if absent).
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Set KEY to VALUE in a transaction.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Delete KEY in a transaction.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// List pairs in [START, END) at a fresh snapshot.
+    Scan {
+        /// First key (inclusive); empty = beginning. With --reverse, the
+        /// exclusive upper bound; empty = end.
+        #[arg(long, default_value = "")]
+        start: String,
+        /// Last key (exclusive); empty = end. With --reverse, the inclusive
+        /// lower bound.
+        #[arg(long, default_value = "")]
+        end: String,
+        /// Most pairs to return.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Descending order.
+        #[arg(long)]
+        reverse: bool,
+    },
     /// A store's execution diagnostics: admissions, transitions, restart.
     Execution {
         /// Store to ask.
@@ -169,6 +205,13 @@ fn describe(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
+fn txn_client(coordinator: CoordinatorClient) -> TxnClient {
+    TxnClient::with_raw(
+        RawClient::with_coordinator(coordinator),
+        TxnOptions::default(),
+    )
+}
+
 fn run(cli: Cli) -> anyhow::Result<i32> {
     if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
         anyhow::bail!("--timeout must be a positive number of seconds");
@@ -230,6 +273,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 )
                 .await
             }
+            Command::Get { key } => txn::get(&txn_client(coordinator()?), key, cli.output).await,
+            Command::Put { key, value } => {
+                txn::write(&txn_client(coordinator()?), key, Some(value), cli.output).await
+            }
+            Command::Delete { key } => {
+                txn::write(&txn_client(coordinator()?), key, None, cli.output).await
+            }
+            Command::Scan {
+                start,
+                end,
+                limit,
+                reverse,
+            } => txn::scan(&txn_client(coordinator()?), start, end, limit, reverse, cli.output).await,
             Command::Bench(args) => bench::run(
                 RawClient::with_coordinator(coordinator()?),
                 args,

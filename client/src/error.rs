@@ -39,9 +39,49 @@ pub enum Error {
     /// A gRPC call failed with a status the client does not retry.
     #[error("rpc failed: {0}")]
     Rpc(#[from] tonic::Status),
+    /// A transaction met a newer write on `key`: nothing of it was
+    /// committed, and it may be retried from the start.
+    #[error("write conflict on key {key:?}: start_ts {start_ts}, conflicting commit_ts {conflict_commit_ts}")]
+    WriteConflict {
+        /// The failed transaction.
+        start_ts: u64,
+        /// The conflicting transaction.
+        conflict_start_ts: u64,
+        /// Its commit ts.
+        conflict_commit_ts: u64,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// A key asserted absent exists.
+    #[error("key {key:?} already exists")]
+    AlreadyExists {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// A key is locked by another transaction that could not be resolved.
+    #[error("key locked by transaction {}", .0.lock_version)]
+    Locked(Box<nokv_proto::kvrpcpb::LockInfo>),
+    /// The transaction cannot commit (rolled back by a resolver, or an
+    /// assertion failed).
+    #[error("transaction aborted: {0}")]
+    TxnAborted(String),
+    /// The store asked the transaction to retry.
+    #[error("transaction must retry: {0}")]
+    TxnRetryable(String),
     /// The endpoint string is not a valid address.
     #[error("invalid endpoint {0}")]
     InvalidEndpoint(String),
+}
+
+impl Error {
+    /// Whether retrying the whole transaction (with a new start_ts) may
+    /// succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::WriteConflict { .. } | Error::TxnRetryable(_) | Error::Locked(_)
+        ) || matches!(self, Error::TxnAborted(m) if m.contains("rolled back"))
+    }
 }
 
 /// Result alias for this crate.

@@ -7,6 +7,9 @@
 //!   region errors.
 //! - [`raw`]: [`RawClient`], the raw KV API routed by region with retries
 //!   under one overall deadline per call.
+//! - [`txn`]: [`TxnClient`] and [`Transaction`], Percolator transactions
+//!   with lock resolution, two-phase and one-phase commit.
+//! - [`tso`]: [`TsoBatcher`], timestamps batched across callers.
 //! - [`backoff`]: jittered exponential backoff.
 //! - [`error`]: the client's error type.
 #![deny(missing_docs)]
@@ -16,8 +19,12 @@ pub mod coordinator;
 pub mod error;
 pub mod raw;
 pub mod region_cache;
+pub mod tso;
+pub mod txn;
 
 pub use coordinator::CoordinatorClient;
 pub use error::{Error, Result};
 pub use raw::{RawClient, ScanOptions};
 pub use region_cache::{RegionCache, RegionRoute};
+pub use tso::TsoBatcher;
+pub use txn::{CommittedPrimary, Prewrite, Prewritten, Transaction, TxnClient, TxnOptions};

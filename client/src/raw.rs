@@ -43,6 +43,17 @@ has_region_error!(
     RawDeleteRangeResponse,
     RawScanResponse,
     RawCompareAndSwapResponse,
+    KvGetResponse,
+    KvBatchGetResponse,
+    KvScanResponse,
+    KvPrewriteResponse,
+    KvCommitResponse,
+    KvBatchRollbackResponse,
+    KvCleanupResponse,
+    KvResolveLockResponse,
+    KvCheckTxnStatusResponse,
+    KvTxnHeartBeatResponse,
+    KvScanLockResponse,
 );
 
 /// Most pairs one scan request asks a store for; longer scans page.
@@ -68,7 +79,7 @@ pub struct RawClient {
 }
 
 /// Smaller of two exclusive upper bounds, where empty means unbounded.
-fn min_upper(a: &[u8], b: &[u8]) -> Vec<u8> {
+pub(crate) fn min_upper(a: &[u8], b: &[u8]) -> Vec<u8> {
     match (a.is_empty(), b.is_empty()) {
         (true, _) => b.to_vec(),
         (_, true) => a.to_vec(),
@@ -96,12 +107,17 @@ impl RawClient {
         }
     }
 
+    /// The overall deadline of each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The coordinator client this client routes with.
     pub fn coordinator(&self) -> &CoordinatorClient {
         &self.coordinator
     }
 
-    async fn route(&self, key: &[u8]) -> Result<RegionRoute> {
+    pub(crate) async fn route(&self, key: &[u8]) -> Result<RegionRoute> {
         if let Some(r) = self.cache.locate(key) {
             return Ok(r);
         }
@@ -209,7 +225,7 @@ impl RawClient {
     /// Runs `f` against the leader of the region containing `key`, retrying
     /// until the deadline. `f` receives the route it is sent along, so
     /// range calls can bound themselves to the region.
-    async fn run_in_region<T, F, Fut>(&self, key: &[u8], mut f: F) -> Result<(T, RegionRoute)>
+    pub(crate) async fn run_in_region<T, F, Fut>(&self, key: &[u8], mut f: F) -> Result<(T, RegionRoute)>
     where
         T: HasRegionError,
         F: FnMut(KvClient<Channel>, &RegionRoute, Context, Duration) -> Fut,
