@@ -35,7 +35,9 @@ fn key_error(e: MvccError) -> MvccResult<KeyError> {
 
 fn dedup(keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     let mut seen = std::collections::HashSet::new();
-    keys.into_iter().filter(|k| seen.insert(k.clone())).collect()
+    keys.into_iter()
+        .filter(|k| seen.insert(k.clone()))
+        .collect()
 }
 
 /// Evaluates `req` and returns its response and changes.
@@ -51,7 +53,9 @@ pub fn execute(
         Some(txn_request::Cmd::Prewrite(r)) => {
             txn_response::Cmd::Prewrite(prewrite(reader, &mut txn, r, one_pc)?)
         }
-        Some(txn_request::Cmd::Commit(r)) => txn_response::Cmd::Commit(commit(reader, &mut txn, r)?),
+        Some(txn_request::Cmd::Commit(r)) => {
+            txn_response::Cmd::Commit(commit(reader, &mut txn, r)?)
+        }
         Some(txn_request::Cmd::BatchRollback(r)) => {
             txn_response::Cmd::BatchRollback(batch_rollback(reader, &mut txn, r)?)
         }
@@ -123,12 +127,18 @@ pub fn prewrite(
         min_commit_ts: r.min_commit_ts,
         one_pc_commit_ts,
     };
-    let mut errors = Vec::new();
+    // A key named more than once takes its last mutation: that is the
+    // transaction's final intent for the key.
     let mut seen = std::collections::HashSet::new();
-    for m in &r.mutations {
-        if !seen.insert(m.key.clone()) {
-            continue;
-        }
+    let mut mutations: Vec<&Mutation> = r
+        .mutations
+        .iter()
+        .rev()
+        .filter(|m| seen.insert(m.key.as_slice()))
+        .collect();
+    mutations.reverse();
+    let mut errors = Vec::new();
+    for m in mutations {
         if let Err(e) = actions::prewrite(reader, txn, &p, m) {
             errors.push(key_error(e)?);
         }
@@ -298,8 +308,13 @@ pub fn heartbeat(
     txn: &mut MvccTxn,
     r: KvTxnHeartBeatRequest,
 ) -> MvccResult<KvTxnHeartBeatResponse> {
-    match actions::txn_heartbeat(reader, txn, &r.primary_lock, r.start_version, r.advise_lock_ttl)
-    {
+    match actions::txn_heartbeat(
+        reader,
+        txn,
+        &r.primary_lock,
+        r.start_version,
+        r.advise_lock_ttl,
+    ) {
         Ok(ttl) => Ok(KvTxnHeartBeatResponse {
             region_error: None,
             error: None,

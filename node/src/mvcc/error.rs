@@ -17,7 +17,9 @@ pub enum MvccError {
     #[error("key is locked by transaction {}", .0.lock_version)]
     Locked(LockInfo),
     /// A newer write (or our own rollback) exists after our start_ts.
-    #[error("write conflict on a key: start_ts {start_ts}, conflicting commit_ts {conflict_commit_ts}")]
+    #[error(
+        "write conflict on a key: start_ts {start_ts}, conflicting commit_ts {conflict_commit_ts}"
+    )]
     WriteConflict {
         /// Our transaction.
         start_ts: u64,

@@ -11,7 +11,7 @@ use tempfile::TempDir;
 use super::commands::{self, RegionRange};
 use super::key::{encode_key, versioned_key};
 use super::reader::MvccReader;
-use super::{Lock, Write};
+use super::{Lock, Write, WriteKind, SHORT_VALUE_MAX};
 use crate::engine::{ALL_CFS, CF_DEFAULT, CF_LOCK, CF_WRITE};
 
 /// A temporary store holding one region that covers every key.
@@ -48,6 +48,25 @@ impl MvccFixture {
     /// Seeds a write record at `commit_ts`.
     pub fn put_write(&self, key: &[u8], commit_ts: u64, write: &Write) {
         self.put_cf(CF_WRITE, versioned_key(key, commit_ts), write.to_bytes());
+    }
+
+    /// Seeds a committed Put laid out as prewrite and commit leave it:
+    /// values up to [`SHORT_VALUE_MAX`] inline in the write record, longer
+    /// ones in the default CF at `start_ts`.
+    pub fn seed_put(&self, key: &[u8], start_ts: u64, commit_ts: u64, value: &[u8]) {
+        let short_value = if value.len() <= SHORT_VALUE_MAX {
+            Some(value.to_vec())
+        } else {
+            self.put_value(key, start_ts, value);
+            None
+        };
+        let write = Write {
+            kind: WriteKind::Put,
+            start_ts,
+            short_value,
+            overlapped_rollback: false,
+        };
+        self.put_write(key, commit_ts, &write);
     }
 
     /// Seeds a lock.
@@ -92,7 +111,11 @@ impl MvccFixture {
 
     /// The write record of `key` at exactly `commit_ts`.
     pub fn write_at(&self, key: &[u8], commit_ts: u64) -> Option<Write> {
-        match self.reader().seek_write(key, commit_ts).expect("read write") {
+        match self
+            .reader()
+            .seek_write(key, commit_ts)
+            .expect("read write")
+        {
             Some((ts, w)) if ts == commit_ts => Some(w),
             _ => None,
         }
@@ -110,7 +133,7 @@ mod tests {
     use nokv_proto::raft_cmdpb::{txn_request, txn_response};
 
     use super::*;
-    use crate::mvcc::{LockKind, WriteKind};
+    use crate::mvcc::LockKind;
 
     fn prewrite(keys: &[(&[u8], &[u8])], primary: &[u8], start_ts: u64) -> TxnRequest {
         TxnRequest {

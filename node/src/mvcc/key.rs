@@ -30,7 +30,7 @@ pub fn split_ts(versioned: &[u8]) -> Option<(&[u8], u64)> {
 /// The user key of an encoded (unversioned) key.
 pub fn decode_key(encoded: &[u8]) -> Option<Vec<u8>> {
     match decode_bytes(encoded) {
-        Some((key, rest)) if rest.is_empty() => Some(key),
+        Some((key, [])) => Some(key),
         _ => None,
     }
 }

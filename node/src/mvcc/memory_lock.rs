@@ -103,7 +103,10 @@ mod tests {
             .lock_keys(vec![b"a".to_vec(), b"c".to_vec()], &info)
             .expect("free");
         assert!(locks.check_key(b"a", 10).is_err());
-        assert!(locks.check_key(b"a", 9).is_ok(), "older reads are unaffected");
+        assert!(
+            locks.check_key(b"a", 9).is_ok(),
+            "older reads are unaffected"
+        );
         assert!(locks.check_range(b"b", b"d", 20).is_err());
         assert!(locks.check_range(b"d", b"", 20).is_ok());
         assert!(locks.lock_keys(vec![b"c".to_vec()], &info).is_err());

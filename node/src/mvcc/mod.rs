@@ -21,6 +21,8 @@
 //! - [`memory_lock`]: keys of in-flight one-phase commits that readers must
 //!   wait for.
 //! - [`gc`]: dropping versions below the GC safe point.
+//!
+//! `tinykv_tests` ports the TinyKV project-4 test cases by name.
 
 pub mod actions;
 pub mod commands;
@@ -32,6 +34,8 @@ pub mod key;
 pub mod lock;
 pub mod memory_lock;
 pub mod reader;
+#[cfg(test)]
+mod tinykv_tests;
 pub mod txn;
 pub mod write;
 

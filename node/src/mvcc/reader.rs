@@ -23,6 +23,10 @@ pub enum TxnCommitRecord {
     None,
 }
 
+/// One key of a scan: its value, or why it cannot be read at the scan's
+/// timestamp (a blocking lock).
+pub type ScanRow = (Vec<u8>, MvccResult<Vec<u8>>);
+
 /// Reads MVCC state from the node's RocksDB.
 pub struct MvccReader<'a> {
     db: &'a DB,
@@ -61,7 +65,12 @@ impl<'a> MvccReader<'a> {
         Ok(self.db.get_cf_opt(self.handle(name)?, key, &self.opts())?)
     }
 
-    fn iter(&self, name: &str, lower: Vec<u8>, upper: Option<Vec<u8>>) -> MvccResult<DBRawIterator<'a>> {
+    fn iter(
+        &self,
+        name: &str,
+        lower: Vec<u8>,
+        upper: Option<Vec<u8>>,
+    ) -> MvccResult<DBRawIterator<'a>> {
         let mut o = self.opts();
         o.set_iterate_lower_bound(lower);
         if let Some(u) = upper {
@@ -106,8 +115,8 @@ impl<'a> MvccReader<'a> {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            let (user, commit_ts) = split_ts(k)
-                .ok_or_else(|| MvccError::Corrupted("short write key".into()))?;
+            let (user, commit_ts) =
+                split_ts(k).ok_or_else(|| MvccError::Corrupted("short write key".into()))?;
             if user != enc.as_slice() {
                 break;
             }
@@ -219,13 +228,13 @@ impl<'a> MvccReader<'a> {
         limit: usize,
         key_only: bool,
         reverse: bool,
-    ) -> MvccResult<Vec<(Vec<u8>, MvccResult<Vec<u8>>)>> {
+    ) -> MvccResult<Vec<ScanRow>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let lower = encode_key(start);
         let upper = (!end.is_empty()).then(|| encode_key(end));
-        let mut out: Vec<(Vec<u8>, MvccResult<Vec<u8>>)> = Vec::new();
+        let mut out: Vec<ScanRow> = Vec::new();
         let mut it = self.iter(CF_WRITE, lower.clone(), upper.clone())?;
         if reverse {
             it.seek_to_last();

@@ -120,9 +120,9 @@ impl MvccTxn {
     /// Adds the changes to `wb`.
     pub fn write_to(self, db: &DB, wb: &mut WriteBatch) -> MvccResult<()> {
         for m in self.modifies {
-            let cf = db
-                .cf_handle(m.cf())
-                .ok_or_else(|| MvccError::Corrupted(format!("column family {} is missing", m.cf())))?;
+            let cf = db.cf_handle(m.cf()).ok_or_else(|| {
+                MvccError::Corrupted(format!("column family {} is missing", m.cf()))
+            })?;
             match m {
                 Modify::Put { key, value, .. } => wb.put_cf(cf, key, value),
                 Modify::Delete { key, .. } => wb.delete_cf(cf, key),
