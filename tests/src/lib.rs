@@ -8,12 +8,15 @@
 //!
 //! - [`harness`]: an in-process cluster with a fault layer ([`chaos`]).
 //! - [`linearizability`]: a Wing–Gong–Lowe checker for register histories.
+//! - [`list_append`]: an Elle-style checker for list-append transaction
+//!   histories under snapshot isolation.
 //! - [`scenario`]: the TinyKV raftstore scenario driver.
 #![deny(missing_docs)]
 
 pub mod chaos;
 pub mod harness;
 pub mod linearizability;
+pub mod list_append;
 pub mod scenario;
 
 use std::net::TcpListener;
