@@ -45,6 +45,8 @@ has_header!(
     ScanRegionsResponse,
     AskBatchSplitResponse,
     ReportBatchSplitResponse,
+    GetGcSafePointResponse,
+    UpdateGcSafePointResponse,
 );
 
 /// Builds a lazily connecting channel to `addr` (`host:port` or a URL).
@@ -403,6 +405,34 @@ impl CoordinatorClient {
             c.get_region_by_id(req).await
         })
         .await
+    }
+
+    /// The MVCC GC safe point.
+    pub async fn get_gc_safe_point(&self) -> Result<u64> {
+        let r = self
+            .call(|mut c, t| async move {
+                let mut req = tonic::Request::new(GetGcSafePointRequest { header: None });
+                req.set_timeout(t);
+                c.get_gc_safe_point(req).await
+            })
+            .await?;
+        Ok(r.safe_point)
+    }
+
+    /// Raises the MVCC GC safe point (never lowers it); returns the safe
+    /// point in force.
+    pub async fn update_gc_safe_point(&self, safe_point: u64) -> Result<u64> {
+        let r = self
+            .call(|mut c, t| async move {
+                let mut req = tonic::Request::new(UpdateGcSafePointRequest {
+                    header: None,
+                    safe_point,
+                });
+                req.set_timeout(t);
+                c.update_gc_safe_point(req).await
+            })
+            .await?;
+        Ok(r.new_safe_point)
     }
 
     /// Ids for splitting `region` into `count + 1` regions.

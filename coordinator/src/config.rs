@@ -59,6 +59,12 @@ pub struct CoordinatorConfig {
     /// Compact once this many applied entries are in the log (only up to
     /// what every member has).
     pub log_gc_threshold: u64,
+    /// MVCC versions older than this many seconds (and overwritten since)
+    /// may be garbage collected: the leader keeps the GC safe point at now
+    /// minus this. Transactions running longer than this may fail their
+    /// reads. 0 stops the automatic advance (only `UpdateGcSafePoint`
+    /// moves it).
+    pub gc_life_time_secs: u64,
 }
 
 impl Default for CoordinatorConfig {
@@ -80,6 +86,7 @@ impl Default for CoordinatorConfig {
             log_level: "info".into(),
             log_gc_interval_ticks: 100,
             log_gc_threshold: 10_000,
+            gc_life_time_secs: 600,
         }
     }
 }

@@ -88,6 +88,7 @@ pub async fn run(
             loop {
                 every.tick().await;
                 service.refresh_metrics();
+                service.advance_gc_safe_point().await;
                 ready.store(raft.leadership().leader_id != 0, Ordering::Release);
             }
         });

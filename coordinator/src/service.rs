@@ -118,6 +118,34 @@ impl CoordinatorService {
 
     /// `None` when this member is the ready leader, else the NOT_LEADER
     /// error to answer with.
+    /// Raises the GC safe point to `wanted` (never lowers it); returns the
+    /// safe point in force.
+    pub async fn raise_gc_safe_point(&self, wanted: u64) -> Result<u64, Error> {
+        if wanted > self.raft.read_state(|s| s.gc_safe_point) {
+            self.raft
+                .propose(CoordinatorCommand {
+                    cmd: Some(coordinator_command::Cmd::RaiseGcSafePoint(wanted)),
+                })
+                .await?;
+        }
+        Ok(self.raft.read_state(|s| s.gc_safe_point))
+    }
+
+    /// On the leader, moves the GC safe point to now minus the configured
+    /// life time.
+    pub async fn advance_gc_safe_point(&self) {
+        let life_ms = self.config.gc_life_time_secs.saturating_mul(1000);
+        if life_ms == 0 || !self.raft.leadership().ready_leader {
+            return;
+        }
+        let Some(physical) = crate::tso::now_ms().checked_sub(life_ms) else {
+            return;
+        };
+        if let Err(e) = self.raise_gc_safe_point(physical << 18).await {
+            tracing::debug!(error = %e, "GC safe point not advanced");
+        }
+    }
+
     fn check_leader(&self) -> Option<Error_> {
         let l = self.raft.leadership();
         if l.ready_leader {
@@ -956,17 +984,47 @@ impl Coordinator for CoordinatorGrpc {
         _request: Request<GetGcSafePointRequest>,
     ) -> Result<Response<GetGcSafePointResponse>, Status> {
         observe_grpc("GetGcSafePoint", async {
-            Err(Status::unimplemented("MVCC GC is not implemented yet"))
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(GetGcSafePointResponse {
+                    header: self.header(Some(e)),
+                    safe_point: 0,
+                }));
+            }
+            Ok(Response::new(GetGcSafePointResponse {
+                header: self.header(None),
+                safe_point: self.raft.read_state(|s| s.gc_safe_point),
+            }))
         })
         .await
     }
 
     async fn update_gc_safe_point(
         &self,
-        _request: Request<UpdateGcSafePointRequest>,
+        request: Request<UpdateGcSafePointRequest>,
     ) -> Result<Response<UpdateGcSafePointResponse>, Status> {
         observe_grpc("UpdateGcSafePoint", async {
-            Err(Status::unimplemented("MVCC GC is not implemented yet"))
+            let wanted = request.into_inner().safe_point;
+            if wanted >> 18 > crate::tso::now_ms() {
+                return Err(Status::invalid_argument(
+                    "safe point is in the future: versions live transactions read would be dropped",
+                ));
+            }
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(UpdateGcSafePointResponse {
+                    header: self.header(Some(e)),
+                    new_safe_point: 0,
+                }));
+            }
+            match self.raise_gc_safe_point(wanted).await {
+                Ok(sp) => Ok(Response::new(UpdateGcSafePointResponse {
+                    header: self.header(None),
+                    new_safe_point: sp,
+                })),
+                Err(e) => Ok(Response::new(UpdateGcSafePointResponse {
+                    header: self.header(Some(self.error_from(e))),
+                    new_safe_point: 0,
+                })),
+            }
         })
         .await
     }

@@ -19,6 +19,7 @@ pub const CF_STATE: &str = "state";
 const CLUSTER_KEY: &[u8] = b"cluster_id";
 const ID_HIGH_KEY: &[u8] = b"id_high";
 const TSO_HIGH_KEY: &[u8] = b"tso_high_ms";
+const GC_SAFE_POINT_KEY: &[u8] = b"gc_safe_point";
 const STORE_PREFIX: &[u8] = b"store/";
 const REGION_PREFIX: &[u8] = b"region/";
 
@@ -52,6 +53,9 @@ pub struct ClusterState {
     pub tso_high_ms: u64,
     /// Term of the last leader barrier applied.
     pub barrier_term: u64,
+    /// MVCC versions no reader at or above this timestamp needs may be
+    /// dropped by the stores.
+    pub gc_safe_point: u64,
 }
 
 impl ClusterState {
@@ -72,6 +76,8 @@ impl ClusterState {
                 s.id_high = decode_u64(&v);
             } else if k.as_ref() == TSO_HIGH_KEY {
                 s.tso_high_ms = decode_u64(&v);
+            } else if k.as_ref() == GC_SAFE_POINT_KEY {
+                s.gc_safe_point = decode_u64(&v);
             } else if k.starts_with(STORE_PREFIX) {
                 let store = Store::decode(v.as_ref()).map_err(nokv_consensus::Error::from)?;
                 s.stores.insert(store.id, store);
@@ -136,6 +142,13 @@ impl ClusterState {
                 if high > self.id_high {
                     self.id_high = high;
                     wb.put_cf(cf, ID_HIGH_KEY, high.to_be_bytes());
+                }
+                Ok(ApplyResult::Ok)
+            }
+            Cmd::RaiseGcSafePoint(sp) => {
+                if sp > self.gc_safe_point {
+                    self.gc_safe_point = sp;
+                    wb.put_cf(cf, GC_SAFE_POINT_KEY, sp.to_be_bytes());
                 }
                 Ok(ApplyResult::Ok)
             }

@@ -27,7 +27,8 @@ pub fn split(ts: u64) -> (u64, u64) {
     (ts >> LOGICAL_BITS, ts & ((1 << LOGICAL_BITS) - 1))
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -117,6 +117,12 @@ pub struct NodeConfig {
     /// On stop, how long to drain connections (raft streams from peers
     /// never end on their own) before closing them.
     pub shutdown_grace_ms: u64,
+    /// Milliseconds between MVCC GC rounds: fetch the safe point from the
+    /// coordinator and drop old versions in the regions this store leads
+    /// (0 disables GC on this store).
+    pub gc_interval_ms: u64,
+    /// Keys one GC command examines; bounds the work of one raft entry.
+    pub gc_batch_keys: u32,
 }
 
 impl Default for NodeConfig {
@@ -133,6 +139,8 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             log_level: "info".into(),
             shutdown_grace_ms: 2000,
+            gc_interval_ms: 60_000,
+            gc_batch_keys: 256,
         }
     }
 }

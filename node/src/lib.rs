@@ -24,6 +24,7 @@
 //! - [`split_check`]: automatic split of regions over the size thresholds.
 //! - [`raftstore`]: the thread that drives every peer.
 //! - [`bootstrap`]: store identity and first-region bootstrap.
+//! - [`gc_worker`]: MVCC garbage collection below the coordinator's safe point.
 //! - [`heartbeat`]: store and region heartbeats to the coordinator.
 //! - [`service`]: the `Kv` and `Admin` gRPC services.
 //! - [`server`]: wiring everything together.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod engine;
 pub mod error;
+pub mod gc_worker;
 pub mod heartbeat;
 pub mod keys;
 pub mod metrics;

@@ -17,6 +17,34 @@ pub static LEADERS: LazyLock<IntGauge> = LazyLock::new(|| {
         .expect("metric registers once")
 });
 
+/// The GC safe point this store last fetched.
+pub static GC_SAFE_POINT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "nokv_gc_safe_point",
+        "MVCC GC safe point this store last fetched from the coordinator"
+    )
+    .expect("metric registers once")
+});
+
+/// MVCC versions dropped by GC commands this store proposed.
+pub static GC_VERSIONS_DELETED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "nokv_gc_versions_deleted_total",
+        "MVCC versions dropped by GC in regions this store leads"
+    )
+    .expect("metric registers once")
+});
+
+/// RocksDB's estimate of live keys per column family.
+pub static ENGINE_ESTIMATED_KEYS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "nokv_engine_estimated_keys",
+        "RocksDB estimate of live keys per column family",
+        &["cf"]
+    )
+    .expect("metric registers once")
+});
+
 /// Times a replica on this store gained or lost leadership.
 pub static LEADER_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
@@ -67,6 +95,9 @@ pub static SNAPSHOTS_GENERATED: LazyLock<IntCounter> = LazyLock::new(|| {
 pub fn register() {
     nokv_consensus::metrics::register_shared();
     LazyLock::force(&REGIONS);
+    LazyLock::force(&GC_SAFE_POINT);
+    LazyLock::force(&GC_VERSIONS_DELETED);
+    LazyLock::force(&ENGINE_ESTIMATED_KEYS);
     LazyLock::force(&LEADERS);
     LazyLock::force(&LEADER_CHANGES);
     LazyLock::force(&REGION_HEARTBEATS);

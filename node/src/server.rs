@@ -248,6 +248,17 @@ pub async fn run_with(
             bytes: config.raft.region_split_size_bytes,
         },
     );
+    let safe_point = Arc::new(crate::gc_worker::SafePoint::default());
+    let gc_task = (config.gc_interval_ms > 0).then(|| {
+        crate::gc_worker::spawn(
+            coordinator.clone(),
+            router.clone(),
+            handle.clone(),
+            safe_point.clone(),
+            Duration::from_millis(config.gc_interval_ms),
+            config.gc_batch_keys,
+        )
+    });
     let kv = KvService::new(
         router.clone(),
         handle.clone(),
@@ -256,6 +267,7 @@ pub async fn run_with(
         crate::service::txn::TxnParts {
             memory_locks: Default::default(),
             coordinator: coordinator.clone(),
+            safe_point,
         },
     );
     let admin = AdminService::new(
@@ -305,6 +317,9 @@ pub async fn run_with(
     drop(db);
     region_hb_task.abort();
     store_hb_task.abort();
+    if let Some(t) = &gc_task {
+        t.abort();
+    }
     split_check_task.abort();
     status_task.abort();
     let _ = stopper.send(crate::msg::StoreMsg::Stop);
@@ -320,6 +335,9 @@ pub async fn run_with(
         status_task.await,
         split_check_task.await,
     );
+    if let Some(t) = gc_task {
+        let _ = t.await;
+    }
     info!(store_id, "node stopped");
     Ok(())
 }

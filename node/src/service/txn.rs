@@ -26,6 +26,8 @@ pub struct TxnParts {
     pub memory_locks: Arc<MemoryLocks>,
     /// Source of one-phase commit timestamps.
     pub coordinator: nokv_client::CoordinatorClient,
+    /// The GC safe point: reads below it may miss collected versions.
+    pub safe_point: Arc<crate::gc_worker::SafePoint>,
 }
 
 fn check_version(name: &str, ts: u64) -> Result<(), Status> {
@@ -49,6 +51,18 @@ fn locked(info: LockInfo) -> KeyError {
 }
 
 impl KvService {
+    /// Refuses a read at `ts` below the GC safe point, whose versions may
+    /// be gone.
+    fn check_read_ts(&self, ts: u64) -> Option<KeyError> {
+        let sp = self.txn.safe_point.get();
+        (ts < sp).then(|| KeyError {
+            abort: format!(
+                "read timestamp {ts} is below the GC safe point {sp}: the versions it needs may be collected"
+            ),
+            ..Default::default()
+        })
+    }
+
     /// Replicates one transactional command and returns its result.
     async fn propose_txn(
         &self,
@@ -87,6 +101,12 @@ impl KvService {
         let ctx = context(req.context)?;
         self.check_key(&req.key)?;
         check_version("version", req.version)?;
+        if let Some(e) = self.check_read_ts(req.version) {
+            return Ok(KvGetResponse {
+                error: Some(e),
+                ..Default::default()
+            });
+        }
         if let Err(e) = self.read_point(&ctx, vec![req.key.clone()], vec![]).await {
             return Ok(KvGetResponse {
                 region_error: Some(e),
@@ -124,6 +144,12 @@ impl KvService {
         let ctx = context(req.context)?;
         self.check_keys(req.keys.iter())?;
         check_version("version", req.version)?;
+        if let Some(e) = self.check_read_ts(req.version) {
+            return Ok(KvBatchGetResponse {
+                error: Some(e),
+                ..Default::default()
+            });
+        }
         if let Err(e) = self.read_point(&ctx, req.keys.clone(), vec![]).await {
             return Ok(KvBatchGetResponse {
                 region_error: Some(e),
@@ -187,6 +213,12 @@ impl KvService {
         self.check_bound(&req.end_key)?;
         check_version("version", req.version)?;
         self.check_scan_limit(req.limit)?;
+        if let Some(e) = self.check_read_ts(req.version) {
+            return Ok(KvScanResponse {
+                error: Some(e),
+                ..Default::default()
+            });
+        }
         let (lower, upper) = if req.reverse {
             (req.end_key.clone(), req.start_key.clone())
         } else {
