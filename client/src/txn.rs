@@ -625,8 +625,9 @@ impl Transaction {
         Ok(commit_ts)
     }
 
-    /// Phase one: prewrites every key (or commits in one phase). Public so
-    /// that callers (and fault tests) can stop between the phases.
+    /// Phase one: prewrites every key (or commits in one phase; a
+    /// read-only transaction "commits" at its start_ts). Public so that
+    /// callers (and fault tests) can stop between the phases.
     pub async fn prewrite(self) -> Result<Prewrite> {
         let mutations: Vec<Mutation> = self
             .buffer
@@ -652,7 +653,10 @@ impl Transaction {
                 return Err(Error::InvalidArgument("key must not be empty".into()));
             }
         }
-        let primary = keys[0].clone();
+        let Some(primary) = keys.first().cloned() else {
+            // Read-only: nothing to write, it "commits" at its snapshot.
+            return Ok(Prewrite::OnePc(self.start_ts));
+        };
         let inner = self.inner.clone();
         let groups = inner.group_by_region(&keys).await?;
         let by_key: HashMap<Vec<u8>, Mutation> =
