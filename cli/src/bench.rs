@@ -146,7 +146,9 @@ pub async fn run(client: RawClient, args: BenchArgs, format: Format) -> anyhow::
                 if let Workload::Txn = workload {
                     let ks: Vec<Vec<u8>> = {
                         let mut rng = rand::rng();
-                        (0..txn_keys).map(|_| key(rng.random_range(0..keys))).collect()
+                        (0..txn_keys)
+                            .map(|_| key(rng.random_range(0..keys)))
+                            .collect()
                     };
                     let t = Instant::now();
                     let ok = async {
@@ -222,8 +224,8 @@ pub async fn run(client: RawClient, args: BenchArgs, format: Format) -> anyhow::
     };
     output::emit(format, &report, || {
         let mut t = output::table(&[
-            "WORKLOAD", "CLIENTS", "TXN KEYS", "OPS/S", "P50 MS", "P99 MS", "P999 MS", "MAX MS", "OPS",
-            "ERRORS",
+            "WORKLOAD", "CLIENTS", "TXN KEYS", "OPS/S", "P50 MS", "P99 MS", "P999 MS", "MAX MS",
+            "OPS", "ERRORS",
         ]);
         t.add_row(vec![
             format!("{:?}", report.workload).to_lowercase(),

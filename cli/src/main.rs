@@ -285,7 +285,17 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 end,
                 limit,
                 reverse,
-            } => txn::scan(&txn_client(coordinator()?), start, end, limit, reverse, cli.output).await,
+            } => {
+                txn::scan(
+                    &txn_client(coordinator()?),
+                    start,
+                    end,
+                    limit,
+                    reverse,
+                    cli.output,
+                )
+                .await
+            }
             Command::Bench(args) => bench::run(
                 RawClient::with_coordinator(coordinator()?),
                 args,

@@ -225,7 +225,11 @@ impl RawClient {
     /// Runs `f` against the leader of the region containing `key`, retrying
     /// until the deadline. `f` receives the route it is sent along, so
     /// range calls can bound themselves to the region.
-    pub(crate) async fn run_in_region<T, F, Fut>(&self, key: &[u8], mut f: F) -> Result<(T, RegionRoute)>
+    pub(crate) async fn run_in_region<T, F, Fut>(
+        &self,
+        key: &[u8],
+        mut f: F,
+    ) -> Result<(T, RegionRoute)>
     where
         T: HasRegionError,
         F: FnMut(KvClient<Channel>, &RegionRoute, Context, Duration) -> Fut,

@@ -23,7 +23,6 @@ use crate::region_cache::RegionRoute;
 use crate::tso::TsoBatcher;
 use crate::{Error, Result};
 
-
 /// Tunables of transactions.
 #[derive(Debug, Clone)]
 pub struct TxnOptions {
@@ -265,7 +264,12 @@ impl Inner {
     }
 
     /// Waits out or resolves `locks`, within the backoff's deadline.
-    async fn handle_locks(&self, locks: Vec<LockInfo>, ts: u64, backoff: &mut Backoff) -> Result<()> {
+    async fn handle_locks(
+        &self,
+        locks: Vec<LockInfo>,
+        ts: u64,
+        backoff: &mut Backoff,
+    ) -> Result<()> {
         let first = locks.first().map(|l| l.key.clone()).unwrap_or_default();
         if !self.resolve_locks(locks, ts).await? && !backoff.wait().await {
             return Err(Error::DeadlineExceeded {
@@ -317,7 +321,11 @@ impl Inner {
             let (resp, route) = self
                 .raw
                 .run_in_region(&first, |mut c, route, ctx, t| {
-                    let keys = pending.iter().filter(|k| route.contains(k)).cloned().collect();
+                    let keys = pending
+                        .iter()
+                        .filter(|k| route.contains(k))
+                        .cloned()
+                        .collect();
                     let mut req = tonic::Request::new(KvBatchGetRequest {
                         context: Some(ctx),
                         keys,
@@ -372,11 +380,19 @@ impl Inner {
         let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         // The unread part of the range: [lower, cursor) going down or
         // [cursor, upper) going up.
-        let mut cursor = if reverse { upper.to_vec() } else { lower.to_vec() };
+        let mut cursor = if reverse {
+            upper.to_vec()
+        } else {
+            lower.to_vec()
+        };
         let mut backoff = self.new_backoff();
         loop {
             let routing_key = if reverse {
-                let regions = self.raw.coordinator().scan_regions(lower, &cursor, 0).await?;
+                let regions = self
+                    .raw
+                    .coordinator()
+                    .scan_regions(lower, &cursor, 0)
+                    .await?;
                 let Some(last) = regions.last().and_then(|r| r.region.clone()) else {
                     return Ok(out);
                 };
@@ -395,7 +411,10 @@ impl Inner {
                             region.start_key.clone().max(lower.to_vec()),
                         )
                     } else {
-                        (cursor.clone(), crate::raw::min_upper(upper, &region.end_key))
+                        (
+                            cursor.clone(),
+                            crate::raw::min_upper(upper, &region.end_key),
+                        )
                     };
                     let mut req = tonic::Request::new(KvScanRequest {
                         context: Some(ctx),
@@ -454,7 +473,9 @@ impl Inner {
                 }
                 cursor = region.start_key;
             } else {
-                if region.end_key.is_empty() || (!upper.is_empty() && region.end_key.as_slice() >= upper) {
+                if region.end_key.is_empty()
+                    || (!upper.is_empty() && region.end_key.as_slice() >= upper)
+                {
                     return Ok(out);
                 }
                 cursor = region.end_key;
@@ -541,8 +562,10 @@ impl Transaction {
 
     /// Reads many keys; returns the pairs that exist.
     pub async fn batch_get(&self, keys: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let (buffered, remote): (Vec<_>, Vec<_>) =
-            keys.iter().cloned().partition(|k| self.buffer.contains_key(k));
+        let (buffered, remote): (Vec<_>, Vec<_>) = keys
+            .iter()
+            .cloned()
+            .partition(|k| self.buffer.contains_key(k));
         let mut out = self.inner.batch_get(&remote, self.start_ts).await?;
         for k in buffered {
             if let Some(Some(v)) = self.buffer.get(&k) {
@@ -577,7 +600,14 @@ impl Transaction {
         let extra = buffered.iter().filter(|(_, v)| v.is_none()).count() as u32;
         let rows = self
             .inner
-            .scan(start, end, limit.saturating_add(extra), reverse, false, self.start_ts)
+            .scan(
+                start,
+                end,
+                limit.saturating_add(extra),
+                reverse,
+                false,
+                self.start_ts,
+            )
             .await?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = rows.into_iter().collect();
         for (k, v) in buffered {
@@ -795,7 +825,10 @@ impl Prewritten {
                     let whole = one_pc && in_region.len() == keys.len();
                     let mut req = tonic::Request::new(KvPrewriteRequest {
                         context: Some(ctx),
-                        mutations: in_region.iter().filter_map(|k| by_key.get(*k).cloned()).collect(),
+                        mutations: in_region
+                            .iter()
+                            .filter_map(|k| by_key.get(*k).cloned())
+                            .collect(),
                         primary_lock: self.primary.clone(),
                         start_version: self.start_ts,
                         lock_ttl: self.inner.opts.lock_ttl_ms,
@@ -911,7 +944,11 @@ impl CommittedPrimary {
                     let r = inner
                         .raw
                         .run_in_region(&first, |mut c, route, ctx, t| {
-                            let keys = pending.iter().filter(|k| route.contains(k)).cloned().collect();
+                            let keys = pending
+                                .iter()
+                                .filter(|k| route.contains(k))
+                                .cloned()
+                                .collect();
                             let mut req = tonic::Request::new(KvCommitRequest {
                                 context: Some(ctx),
                                 start_version: start_ts,

@@ -13,8 +13,8 @@ use std::time::Duration;
 use nokv_client::CoordinatorClient;
 use nokv_proto::adminpb::RegionStatus;
 use nokv_proto::raft_cmdpb::{
-    request, response, txn_request, txn_response, GcRequest, RaftCmdRequest,
-    RaftRequestHeader, Request as CmdRequest, TxnRequest, TxnResponse,
+    request, response, txn_request, txn_response, GcRequest, RaftCmdRequest, RaftRequestHeader,
+    Request as CmdRequest, TxnRequest, TxnResponse,
 };
 use tokio::sync::oneshot;
 use tracing::{debug, info};
@@ -148,7 +148,9 @@ async fn collect_region(
                 let _ = tx.send(r);
             }),
         };
-        router.send(msg).map_err(|_| "raftstore inbox is full".to_string())?;
+        router
+            .send(msg)
+            .map_err(|_| "raftstore inbox is full".to_string())?;
         let resp = tokio::time::timeout(Duration::from_secs(10), rx)
             .await
             .map_err(|_| "GC command timed out".to_string())?

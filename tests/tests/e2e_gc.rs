@@ -77,25 +77,41 @@ fn gc_drops_overwritten_versions_below_the_safe_point_and_keeps_reads_above_it()
         (max >= (KEYS * VERSIONS) as f64).then_some(max)
     });
     assert_eq!(
-        metric_values(&c, "nokv_gc_versions_deleted_total", None).iter().sum::<f64>(),
+        metric_values(&c, "nokv_gc_versions_deleted_total", None)
+            .iter()
+            .sum::<f64>(),
         0.0,
         "nothing is collected before the safe point moves"
     );
 
     let safe_point = rt.block_on(async {
         let sp = client.current_ts().await.expect("ts");
-        let in_force = coord.update_gc_safe_point(sp).await.expect("update safe point");
+        let in_force = coord
+            .update_gc_safe_point(sp)
+            .await
+            .expect("update safe point");
         assert_eq!(in_force, sp);
         // It never moves back.
-        assert_eq!(coord.update_gc_safe_point(sp - 1).await.expect("update"), sp);
+        assert_eq!(
+            coord.update_gc_safe_point(sp - 1).await.expect("update"),
+            sp
+        );
         sp
     });
     let overwritten = (KEYS * (VERSIONS - 1)) as f64;
-    wait_until("GC collects the overwritten versions", Duration::from_secs(30), || {
-        let n: f64 = metric_values(&c, "nokv_gc_versions_deleted_total", None).iter().sum();
-        (n >= overwritten).then_some(())
-    });
-    let deleted: f64 = metric_values(&c, "nokv_gc_versions_deleted_total", None).iter().sum();
+    wait_until(
+        "GC collects the overwritten versions",
+        Duration::from_secs(30),
+        || {
+            let n: f64 = metric_values(&c, "nokv_gc_versions_deleted_total", None)
+                .iter()
+                .sum();
+            (n >= overwritten).then_some(())
+        },
+    );
+    let deleted: f64 = metric_values(&c, "nokv_gc_versions_deleted_total", None)
+        .iter()
+        .sum();
     assert_eq!(deleted, overwritten, "exactly the overwritten versions go");
     let shrunk = wait_until("the write CF shrinks", Duration::from_secs(20), || {
         let min = metric_values(&c, "nokv_engine_estimated_keys", Some("write"))
@@ -130,7 +146,10 @@ fn gc_drops_overwritten_versions_below_the_safe_point_and_keeps_reads_above_it()
         txn.put(key(0), "after-gc");
         txn.commit().await.expect("commit");
         let fresh = client.begin().await.expect("begin");
-        assert_eq!(fresh.get(&key(0)).await.expect("read"), Some(b"after-gc".to_vec()));
+        assert_eq!(
+            fresh.get(&key(0)).await.expect("read"),
+            Some(b"after-gc".to_vec())
+        );
     });
     c.assert_no_panics();
 }

@@ -29,7 +29,10 @@ fn parse(v: Option<Vec<u8>>) -> Vec<u64> {
 }
 
 fn render(list: &[u64]) -> String {
-    list.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+    list.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Whether an error proves the transaction did not commit.
@@ -67,7 +70,10 @@ async fn run_txn(client: &TxnClient, rng: &mut rand::rngs::StdRng, next: &Atomic
                 txn.put(key(k), render(&list));
                 ops.push(Op::Append { key: k, value });
             } else {
-                ops.push(Op::Read { key: k, value: list });
+                ops.push(Op::Read {
+                    key: k,
+                    value: list,
+                });
             }
         }
         let prewritten = match txn.prewrite().await {

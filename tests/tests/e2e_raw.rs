@@ -65,12 +65,19 @@ fn ttl_keys_expire_and_ranges_work_across_region_boundaries() {
     let c = LocalCluster::start(1, 3, "");
     let rt = runtime();
     let client = RawClient::new(c.coordinators.clone(), Duration::from_secs(20)).expect("client");
-    let coord = CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(10)).expect("coord");
+    let coord =
+        CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(10)).expect("coord");
     rt.block_on(async {
         // TTL: visible at first, gone after it; a key without TTL stays.
-        client.put_with_ttl(b"ttl/short", b"v", 1).await.expect("put");
+        client
+            .put_with_ttl(b"ttl/short", b"v", 1)
+            .await
+            .expect("put");
         client.put(b"ttl/forever", b"v").await.expect("put");
-        assert_eq!(client.get(b"ttl/short").await.expect("get"), Some(b"v".to_vec()));
+        assert_eq!(
+            client.get(b"ttl/short").await.expect("get"),
+            Some(b"v".to_vec())
+        );
         wait_until_async("the TTL key expires", Duration::from_secs(10), || async {
             matches!(client.get(b"ttl/short").await, Ok(None)).then_some(())
         })
@@ -80,10 +87,16 @@ fn ttl_keys_expire_and_ranges_work_across_region_boundaries() {
             .await
             .expect("scan");
         assert_eq!(scanned.len(), 1, "expired keys are not scanned");
-        assert_eq!(client.get(b"ttl/forever").await.expect("get"), Some(b"v".to_vec()));
+        assert_eq!(
+            client.get(b"ttl/forever").await.expect("get"),
+            Some(b"v".to_vec())
+        );
 
         for i in 0..100 {
-            client.put(&key(i), format!("{i}").as_bytes()).await.expect("put");
+            client
+                .put(&key(i), format!("{i}").as_bytes())
+                .await
+                .expect("put");
         }
     });
     for at in [30, 60] {
@@ -101,7 +114,10 @@ fn ttl_keys_expire_and_ranges_work_across_region_boundaries() {
         ]);
     }
     rt.block_on(async {
-        let regions = coord.scan_regions(&key(0), &key(99), 0).await.expect("regions");
+        let regions = coord
+            .scan_regions(&key(0), &key(99), 0)
+            .await
+            .expect("regions");
         assert!(regions.len() >= 3, "the keys span three regions");
         let rev = |start: &[u8], end: &[u8], limit| {
             let client = &client;
@@ -134,7 +150,10 @@ fn ttl_keys_expire_and_ranges_work_across_region_boundaries() {
         assert_eq!(got, want, "a limited reverse scan crosses r/060");
 
         // Delete a range spanning all three regions.
-        client.delete_range(&key(20), &key(70)).await.expect("delete range");
+        client
+            .delete_range(&key(20), &key(70))
+            .await
+            .expect("delete range");
         let left = client
             .scan(&key(0), &key(100), 1000, ScanOptions::default())
             .await

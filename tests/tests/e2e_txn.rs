@@ -94,7 +94,8 @@ fn bank_transfers_keep_the_total_through_leader_moves_and_a_node_crash() {
     let c = LocalCluster::start(1, 3, "");
     let rt = runtime();
     let client = txn_client(&c, TxnOptions::default());
-    let coord = CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(10)).expect("coord");
+    let coord =
+        CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(10)).expect("coord");
     rt.block_on(async {
         let mut txn = client.begin().await.expect("begin");
         for i in 0..ACCOUNTS {
@@ -156,11 +157,20 @@ fn bank_transfers_keep_the_total_through_leader_moves_and_a_node_crash() {
         rt.spawn(async move {
             let keys: Vec<Vec<u8>> = (0..ACCOUNTS).map(account).collect();
             while !stop.load(Ordering::Relaxed) {
-                let Ok(txn) = client.begin().await else { continue };
-                let Ok(pairs) = txn.batch_get(&keys).await else { continue };
+                let Ok(txn) = client.begin().await else {
+                    continue;
+                };
+                let Ok(pairs) = txn.batch_get(&keys).await else {
+                    continue;
+                };
                 assert_eq!(pairs.len(), ACCOUNTS, "an account vanished");
                 let sum: u64 = pairs.into_iter().map(|(_, v)| parse_balance(Some(v))).sum();
-                assert_eq!(sum, total, "snapshot at {} sees a broken total", txn.start_ts());
+                assert_eq!(
+                    sum,
+                    total,
+                    "snapshot at {} sees a broken total",
+                    txn.start_ts()
+                );
                 audits.fetch_add(1, Ordering::Relaxed);
             }
         })
@@ -198,7 +208,10 @@ fn bank_transfers_keep_the_total_through_leader_moves_and_a_node_crash() {
         conflicts.load(Ordering::Relaxed),
         audits.load(Ordering::Relaxed)
     );
-    assert!(transfers.load(Ordering::Relaxed) > 0, "no transfer committed");
+    assert!(
+        transfers.load(Ordering::Relaxed) > 0,
+        "no transfer committed"
+    );
     assert!(audits.load(Ordering::Relaxed) > 0, "no audit completed");
     assert!(moved > 0, "no leader transfer was accepted");
 
@@ -231,7 +244,8 @@ fn bank_transfers_keep_the_total_through_leader_moves_and_a_node_crash() {
 
 /// Two keys in different regions so the commit is two-phase.
 async fn two_region_txn(c: &LocalCluster, client: &TxnClient) -> (Vec<u8>, Vec<u8>) {
-    let coord = CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(10)).expect("coord");
+    let coord =
+        CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(10)).expect("coord");
     let (primary, secondary) = (b"crash/a".to_vec(), b"crash/z".to_vec());
     split_at(c, &coord, b"crash/m").await;
     let mut txn = client.begin().await.expect("begin");
@@ -266,16 +280,30 @@ fn a_client_that_dies_after_prewrite_is_rolled_back_by_a_later_reader() {
         drop(prewritten);
         let now = client.current_ts().await.expect("ts");
         assert_eq!(
-            client.scan_locks(b"crash/", b"crash0", now).await.expect("locks").len(),
+            client
+                .scan_locks(b"crash/", b"crash0", now)
+                .await
+                .expect("locks")
+                .len(),
             2,
             "both keys are locked by the dead transaction"
         );
         // A reader waits for the TTL, then rolls the transaction back.
         let reader = client.begin().await.expect("begin");
-        assert_eq!(reader.get(&secondary).await.expect("read"), Some(b"old".to_vec()));
-        assert_eq!(reader.get(&primary).await.expect("read"), Some(b"old".to_vec()));
+        assert_eq!(
+            reader.get(&secondary).await.expect("read"),
+            Some(b"old".to_vec())
+        );
+        assert_eq!(
+            reader.get(&primary).await.expect("read"),
+            Some(b"old".to_vec())
+        );
         let now = client.current_ts().await.expect("ts");
-        assert!(client.scan_locks(b"crash/", b"crash0", now).await.expect("locks").is_empty());
+        assert!(client
+            .scan_locks(b"crash/", b"crash0", now)
+            .await
+            .expect("locks")
+            .is_empty());
         // The dead transaction can no longer commit.
         let mut late = client.begin().await.expect("begin");
         late.put(b"crash/other".to_vec(), "x");
@@ -311,19 +339,35 @@ fn a_client_that_dies_after_committing_the_primary_is_rolled_forward_by_a_later_
         // The client dies before committing the secondary.
         drop(committed);
         let now = client.current_ts().await.expect("ts");
-        let locks = client.scan_locks(b"crash/", b"crash0", now).await.expect("locks");
+        let locks = client
+            .scan_locks(b"crash/", b"crash0", now)
+            .await
+            .expect("locks");
         assert_eq!(locks.len(), 1, "only the secondary is still locked");
         assert_eq!(locks[0].key, secondary);
         // A reader resolves the secondary from the primary's commit record.
         let reader = client.begin().await.expect("begin");
         assert!(reader.start_ts() > commit_ts);
-        assert_eq!(reader.get(&secondary).await.expect("read"), Some(b"new".to_vec()));
-        assert_eq!(reader.get(&primary).await.expect("read"), Some(b"new".to_vec()));
+        assert_eq!(
+            reader.get(&secondary).await.expect("read"),
+            Some(b"new".to_vec())
+        );
+        assert_eq!(
+            reader.get(&primary).await.expect("read"),
+            Some(b"new".to_vec())
+        );
         let now = client.current_ts().await.expect("ts");
-        assert!(client.scan_locks(b"crash/", b"crash0", now).await.expect("locks").is_empty());
+        assert!(client
+            .scan_locks(b"crash/", b"crash0", now)
+            .await
+            .expect("locks")
+            .is_empty());
         // Reads below the commit ts still see the old values.
         assert_eq!(
-            client.snapshot_get(&secondary, commit_ts - 1).await.expect("read"),
+            client
+                .snapshot_get(&secondary, commit_ts - 1)
+                .await
+                .expect("read"),
             Some(b"old".to_vec())
         );
     });
@@ -352,18 +396,36 @@ fn conflicting_transactions_get_a_typed_retryable_error_and_leave_no_trace() {
             client.snapshot_get(b"conflict/k", now).await.expect("read"),
             Some(b"two".to_vec())
         );
-        assert!(client.scan_locks(b"", b"", now).await.expect("locks").is_empty());
+        assert!(client
+            .scan_locks(b"", b"", now)
+            .await
+            .expect("locks")
+            .is_empty());
         // Raw and transactional data never see each other.
-        client.raw().put(b"conflict/k", b"raw").await.expect("raw put");
-        assert_eq!(client.raw().get(b"conflict/k").await.expect("raw get"), Some(b"raw".to_vec()));
+        client
+            .raw()
+            .put(b"conflict/k", b"raw")
+            .await
+            .expect("raw put");
+        assert_eq!(
+            client.raw().get(b"conflict/k").await.expect("raw get"),
+            Some(b"raw".to_vec())
+        );
         let now = client.current_ts().await.expect("ts");
         assert_eq!(
             client.snapshot_get(b"conflict/k", now).await.expect("read"),
             Some(b"two".to_vec())
         );
-        client.raw().delete(b"conflict/k").await.expect("raw delete");
+        client
+            .raw()
+            .delete(b"conflict/k")
+            .await
+            .expect("raw delete");
         let fresh = client.begin().await.expect("begin");
-        assert_eq!(fresh.get(b"conflict/k").await.expect("read"), Some(b"two".to_vec()));
+        assert_eq!(
+            fresh.get(b"conflict/k").await.expect("read"),
+            Some(b"two".to_vec())
+        );
     });
     // The CLI's transactional commands.
     c.nokv_ok(&["put", "cli/key", "v1"]);

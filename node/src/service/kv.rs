@@ -24,10 +24,10 @@ use crate::config::Limits;
 use crate::diagnostics::Diagnostics;
 use crate::engine::{DbHandle, CF_RAW};
 use crate::msg::{ReadGrant, StoreMsg};
-use crate::service::txn::TxnParts;
 use crate::raftstore::Router;
 use crate::raw_value;
 use crate::region::{server_is_busy, timeout};
+use crate::service::txn::TxnParts;
 
 /// How long a request may wait inside the store for raft.
 const STORE_WAIT: Duration = Duration::from_secs(10);
@@ -593,9 +593,12 @@ impl Kv for KvService {
         &self,
         r: Request<KvCheckTxnStatusRequest>,
     ) -> Result<Response<KvCheckTxnStatusResponse>, Status> {
-        observe_grpc("KvCheckTxnStatus", self.txn_check_txn_status(r.into_inner()))
-            .await
-            .map(Response::new)
+        observe_grpc(
+            "KvCheckTxnStatus",
+            self.txn_check_txn_status(r.into_inner()),
+        )
+        .await
+        .map(Response::new)
     }
     async fn kv_txn_heart_beat(
         &self,

@@ -10,8 +10,7 @@ use std::sync::Arc;
 use nokv_proto::errorpb::RegionError;
 use nokv_proto::kvrpcpb::*;
 use nokv_proto::raft_cmdpb::{
-    request, response, txn_request, txn_response, Request as CmdRequest, TxnRequest,
-    TxnResponse,
+    request, response, txn_request, txn_response, Request as CmdRequest, TxnRequest, TxnResponse,
 };
 use tonic::Status;
 
@@ -243,7 +242,11 @@ impl KvService {
         if !upper.is_empty() && upper <= lower {
             return Ok(KvScanResponse::default());
         }
-        if let Err(info) = self.txn.memory_locks.check_range(&lower, &upper, req.version) {
+        if let Err(info) = self
+            .txn
+            .memory_locks
+            .check_range(&lower, &upper, req.version)
+        {
             return Ok(KvScanResponse {
                 error: Some(locked(info)),
                 ..Default::default()
@@ -297,7 +300,11 @@ impl KvService {
             return Ok(KvScanLockResponse::default());
         }
         let grant = match self
-            .read_point(&ctx, vec![], vec![(req.start_key.clone(), req.end_key.clone())])
+            .read_point(
+                &ctx,
+                vec![],
+                vec![(req.start_key.clone(), req.end_key.clone())],
+            )
             .await
         {
             Ok(g) => g,
@@ -366,12 +373,9 @@ impl KvService {
             // The commit ts comes from the TSO *after* the keys are locked
             // in memory: a reader with a later timestamp either meets the
             // memory lock or reads after the write is applied.
-            let ts = self
-                .txn
-                .coordinator
-                .get_timestamp(1)
-                .await
-                .map_err(|e| Status::unavailable(format!("one-phase commit needs a timestamp: {e}")))?;
+            let ts = self.txn.coordinator.get_timestamp(1).await.map_err(|e| {
+                Status::unavailable(format!("one-phase commit needs a timestamp: {e}"))
+            })?;
             if req.max_commit_ts != 0 && ts > req.max_commit_ts {
                 // Fall back to two phases.
                 _guard = None;
@@ -447,11 +451,17 @@ with_region_error!(
     KvTxnHeartBeatResponse
 );
 
-txn_write!(txn_commit, KvCommitRequest, KvCommitResponse, Commit, |r, s| {
-    check_version("start_version", r.start_version)?;
-    check_version("commit_version", r.commit_version)?;
-    s.check_keys(r.keys.iter())?;
-});
+txn_write!(
+    txn_commit,
+    KvCommitRequest,
+    KvCommitResponse,
+    Commit,
+    |r, s| {
+        check_version("start_version", r.start_version)?;
+        check_version("commit_version", r.commit_version)?;
+        s.check_keys(r.keys.iter())?;
+    }
+);
 
 txn_write!(
     txn_batch_rollback,
@@ -464,10 +474,16 @@ txn_write!(
     }
 );
 
-txn_write!(txn_cleanup, KvCleanupRequest, KvCleanupResponse, Cleanup, |r, s| {
-    check_version("start_version", r.start_version)?;
-    s.check_key(&r.key)?;
-});
+txn_write!(
+    txn_cleanup,
+    KvCleanupRequest,
+    KvCleanupResponse,
+    Cleanup,
+    |r, s| {
+        check_version("start_version", r.start_version)?;
+        s.check_key(&r.key)?;
+    }
+);
 
 txn_write!(
     txn_resolve_lock,
