@@ -240,6 +240,17 @@ impl<R> RaftPeer<R> {
         ticked
     }
 
+    /// Reports whether a snapshot sent to `to` left this process; raft-rs
+    /// holds the follower in snapshot state until it hears.
+    pub fn report_snapshot(&mut self, to: u64, sent: bool) {
+        let status = if sent {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(to, status);
+    }
+
     /// Feeds a message from another peer.
     pub fn step(&mut self, msg: Message) -> Result<()> {
         match self.raw.step(msg) {

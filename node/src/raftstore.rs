@@ -801,14 +801,23 @@ impl Raftstore {
         metrics::LEADERS.set(leaders as i64);
     }
 
-    fn send_messages(&self, peer: &Peer, msgs: Vec<Message>) {
+    /// Sends `msgs`; returns, for each snapshot among them, the target
+    /// peer and whether the transport took it. raft-rs must hear about
+    /// every snapshot (see [`Self::report_snapshots`]).
+    fn send_messages(&self, peer: &Peer, msgs: Vec<Message>) -> Vec<(u64, u64, bool)> {
+        let mut snapshots = Vec::new();
         for m in msgs {
+            let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+            let to = m.to;
             let Some(store) = peer.store_of(m.to) else {
                 debug!(
                     region_id = peer.region.id,
                     to = m.to,
                     "no store known for peer; message dropped"
                 );
+                if is_snapshot {
+                    snapshots.push((peer.region.id, to, false));
+                }
                 continue;
             };
             let env = RaftMessage {
@@ -825,7 +834,24 @@ impl Raftstore {
                 start_key: peer.region.start_key.clone(),
                 end_key: peer.region.end_key.clone(),
             };
-            self.transport.send(store, env);
+            let sent = self.transport.send(store, env);
+            if is_snapshot {
+                snapshots.push((peer.region.id, to, sent));
+            }
+        }
+        snapshots
+    }
+
+    /// Tells raft-rs what became of the snapshots sent this round. A
+    /// leader keeps a follower in snapshot state (sending it nothing) until
+    /// it hears: `Failure` retries at once; `Finish` (the transport took
+    /// it) probes the follower, which asks for another snapshot if this one
+    /// was lost on the way.
+    fn report_snapshots(&mut self, reports: Vec<(u64, u64, bool)>) {
+        for (region_id, to, sent) in reports {
+            if let Some(p) = self.peers.get_mut(&region_id) {
+                p.raft.report_snapshot(to, sent);
+            }
         }
     }
 
@@ -837,6 +863,7 @@ impl Raftstore {
         }
         let mut wb = WriteBatch::default();
         let mut pending: Vec<(u64, PendingReady)> = Vec::new();
+        let mut snapshot_reports = Vec::new();
         let ids: Vec<u64> = self.peers.keys().copied().collect();
         for id in &ids {
             let Some(peer) = self.peers.get_mut(id) else {
@@ -857,10 +884,11 @@ impl Raftstore {
                 );
             }
             let peer = &self.peers[id];
-            self.send_messages(peer, msgs);
+            snapshot_reports.extend(self.send_messages(peer, msgs));
             pending.push((*id, ready));
         }
         if pending.is_empty() {
+            self.report_snapshots(snapshot_reports);
             return Ok(());
         }
         let start = Instant::now();
@@ -894,9 +922,10 @@ impl Raftstore {
                 split_parents.push(id);
             }
             let peer = &self.peers[&id];
-            self.send_messages(peer, out.messages);
+            snapshot_reports.extend(self.send_messages(peer, out.messages));
         }
         RAFT_APPLY_SECONDS.observe(start.elapsed().as_secs_f64());
+        self.report_snapshots(snapshot_reports);
         for id in split_parents {
             self.open_split_regions(id)?;
         }
