@@ -27,6 +27,7 @@
 //! - [`storage`]: [`RocksRaftLog`], the `raft::Storage` over RocksDB.
 //! - [`peer`]: [`RaftPeer`], the driver around `RawNode`.
 //! - [`transport`]: outgoing raft messages, one batching stream per store.
+//! - [`snapshot_stream`]: snapshot files streamed in chunks with bounded memory.
 //! - [`service`]: the `RaftTransport` gRPC service feeding a [`service::RaftMessageSink`].
 //! - [`metrics`]: Prometheus metrics shared by every process.
 //! - [`shutdown`]: graceful stop with a bounded drain.
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod peer;
 pub mod service;
 pub mod shutdown;
+pub mod snapshot_stream;
 pub mod status;
 pub mod storage;
 pub mod transport;

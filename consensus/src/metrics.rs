@@ -89,6 +89,16 @@ pub static RAFT_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Snapshot bytes streamed, by direction (sent, received).
+pub static SNAPSHOT_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "nokv_raft_snapshot_bytes_total",
+        "Region snapshot bytes streamed, by direction",
+        &["direction"]
+    )
+    .expect("metric registers once")
+});
+
 /// gRPC requests by method and status code.
 pub static GRPC_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -137,6 +147,9 @@ pub fn register_shared() {
     }
     for result in ["sent", "dropped", "inbox_full", "filtered"] {
         RAFT_MESSAGES.with_label_values(&[result]);
+    }
+    for direction in ["sent", "received"] {
+        SNAPSHOT_BYTES.with_label_values(&[direction]);
     }
     LazyLock::force(&RAFT_READY_TOTAL);
     LazyLock::force(&RAFT_LEADER_CHANGES);

@@ -9,7 +9,9 @@ use nokv_proto::raft_serverpb::raft_transport_server::RaftTransport;
 use nokv_proto::raft_serverpb::{
     RaftMessage, RaftMessageBatch, RaftTransportFeedback, SnapshotChunk, SnapshotDone,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::snapshot_stream::{receive, SnapshotReceiver, MAX_CONCURRENT_TRANSFERS};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -23,12 +25,28 @@ pub trait RaftMessageSink: Send + Sync + 'static {
 /// Serves `RaftTransport` for one process.
 pub struct RaftTransportService<S> {
     sink: Arc<S>,
+    snapshots: Option<Arc<dyn SnapshotReceiver>>,
+    permits: Semaphore,
 }
 
 impl<S: RaftMessageSink> RaftTransportService<S> {
-    /// Creates the service delivering into `sink`.
+    /// Creates the service delivering into `sink`; it refuses snapshot
+    /// streams.
     pub fn new(sink: Arc<S>) -> Self {
-        RaftTransportService { sink }
+        RaftTransportService {
+            sink,
+            snapshots: None,
+            permits: Semaphore::new(MAX_CONCURRENT_TRANSFERS),
+        }
+    }
+
+    /// Also accepts snapshot streams, stored where `receiver` says.
+    pub fn with_snapshots(sink: Arc<S>, receiver: Arc<dyn SnapshotReceiver>) -> Self {
+        RaftTransportService {
+            sink,
+            snapshots: Some(receiver),
+            permits: Semaphore::new(MAX_CONCURRENT_TRANSFERS),
+        }
     }
 }
 
@@ -65,10 +83,23 @@ impl<S: RaftMessageSink> RaftTransport for RaftTransportService<S> {
 
     async fn snapshot(
         &self,
-        _request: Request<Streaming<SnapshotChunk>>,
+        request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotDone>, Status> {
-        Err(Status::unimplemented(
-            "chunked snapshot streaming is not implemented yet; snapshots travel inline in raft messages",
-        ))
+        crate::metrics::observe_grpc("Snapshot", async {
+            let Some(receiver) = &self.snapshots else {
+                return Err(Status::unimplemented(
+                    "this process takes no region snapshots",
+                ));
+            };
+            let header = receive(request.into_inner(), receiver.as_ref(), &self.permits).await?;
+            crate::metrics::SNAPSHOT_BYTES
+                .with_label_values(&["received"])
+                .inc_by(header.total_bytes);
+            if let Some(msg) = header.message {
+                self.sink.deliver(msg);
+            }
+            Ok(Response::new(SnapshotDone {}))
+        })
+        .await
     }
 }

@@ -28,7 +28,9 @@ pub trait SnapshotSource: Send + Sync {
     /// # Errors
     /// `raft::Error::Store(SnapshotTemporarilyUnavailable)` asks raft to try
     /// again later; any other error makes the group inoperable.
-    fn build(&self, group_id: u64) -> raft::Result<Snapshot>;
+    /// `request_index`: raft needs a snapshot at or above this index; `to`:
+    /// the peer it is for, which must be in the snapshot's membership.
+    fn build(&self, group_id: u64, request_index: u64, to: u64) -> raft::Result<Snapshot>;
 }
 
 /// A group's raft log and hard state in RocksDB, with the indexes cached in
@@ -317,13 +319,15 @@ impl raft::Storage for RocksRaftLog {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let Some(source) = &self.snapshots else {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         };
-        let snap = source.build(self.group_id)?;
+        // A snapshot below the truncated index is useless: the entries
+        // right after it are gone.
+        let snap = source.build(self.group_id, request_index.max(self.truncated_index), to)?;
         if snap.get_metadata().index < request_index {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,

@@ -63,6 +63,7 @@ pub struct Transport {
 }
 
 struct Inner {
+    snapshot_permits: Arc<tokio::sync::Semaphore>,
     local_id: u64,
     resolver: Arc<dyn AddressResolver>,
     queues: Mutex<HashMap<u64, mpsc::Sender<RaftMessage>>>,
@@ -86,6 +87,9 @@ impl Transport {
     ) -> Self {
         Transport {
             inner: Arc::new(Inner {
+                snapshot_permits: Arc::new(tokio::sync::Semaphore::new(
+                    crate::snapshot_stream::MAX_CONCURRENT_TRANSFERS,
+                )),
                 local_id,
                 resolver,
                 queues: Mutex::new(HashMap::new()),
@@ -116,6 +120,53 @@ impl Transport {
             }
         }
         self.enqueue(to_store, msg)
+    }
+
+    /// Streams a snapshot (the files in `dir` that `header` lists) to
+    /// `to_store` over the `Snapshot` RPC, passing the filter like any
+    /// message. `done` hears whether the receiver took it.
+    pub fn send_snapshot(
+        &self,
+        to_store: u64,
+        header: nokv_proto::raft_serverpb::SnapshotHeader,
+        dir: std::path::PathBuf,
+        done: Box<dyn FnOnce(bool) + Send>,
+    ) {
+        let mut delay = None;
+        if let (Some(filter), Some(msg)) = (&self.inner.filter, &header.message) {
+            match filter.check(self.inner.local_id, to_store, msg) {
+                FilterAction::Deliver => {}
+                FilterAction::Drop => {
+                    RAFT_MESSAGES.with_label_values(&["filtered"]).inc();
+                    return done(false);
+                }
+                FilterAction::Delay(d) => delay = Some(d),
+            }
+        }
+        let inner = self.inner.clone();
+        self.inner.runtime.spawn(async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            let Some(addr) = inner.resolver.resolve(to_store).await else {
+                return done(false);
+            };
+            let bytes = header.total_bytes;
+            match crate::snapshot_stream::send(&addr, header, dir, inner.snapshot_permits.clone())
+                .await
+            {
+                Ok(()) => {
+                    crate::metrics::SNAPSHOT_BYTES
+                        .with_label_values(&["sent"])
+                        .inc_by(bytes);
+                    done(true)
+                }
+                Err(e) => {
+                    debug!(store_id = to_store, error = %e, "snapshot send failed");
+                    done(false)
+                }
+            }
+        });
     }
 
     fn enqueue(&self, to_store: u64, msg: RaftMessage) -> bool {

@@ -90,6 +90,15 @@ pub enum StoreMsg {
     HeartbeatResponse(RegionHeartbeatResponse),
     /// Stop the raftstore thread (answering pending requests with errors).
     Stop,
+    /// What became of a snapshot streamed to another store.
+    SnapshotReport {
+        /// Region.
+        region_id: u64,
+        /// The peer it was for.
+        to_peer: u64,
+        /// Whether the receiver took it.
+        sent: bool,
+    },
     /// Approximate size of a region, from the split checker.
     RegionStats {
         /// Region.

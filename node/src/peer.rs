@@ -38,6 +38,7 @@ pub fn write_initial_state(db: &DB, region: &Region, wb: &mut WriteBatch) -> Res
         region: Some(region.clone()),
         state: PeerState::Normal as i32,
         merge_state: None,
+        applying_snapshot: None,
     };
     wb.put_cf(
         cf(db, CF_META)?,
@@ -225,6 +226,7 @@ impl Peer {
             region: Some(self.region.clone()),
             state: state as i32,
             merge_state: None,
+            applying_snapshot: None,
         };
         wb.put_cf(
             cf(db, CF_META)?,

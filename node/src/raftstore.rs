@@ -186,6 +186,8 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
         counters: parts.counters,
         diagnostics: parts.diagnostics,
         split_checks: parts.split_checks,
+        self_router: Router { tx: tx.clone() },
+        snapshot_dirs_to_remove: Vec::new(),
         reads_to_flush: Vec::new(),
         rx,
         stopping: false,
@@ -208,6 +210,11 @@ struct Raftstore {
     counters: Arc<StoreCounters>,
     diagnostics: Arc<crate::diagnostics::Diagnostics>,
     split_checks: UnboundedSender<crate::split_check::SplitCheck>,
+    /// Its own inbox, for answers from async tasks (snapshot streams).
+    self_router: Router,
+    /// Received snapshots installed this round, deleted once the round's
+    /// batch is durable.
+    snapshot_dirs_to_remove: Vec<std::path::PathBuf>,
     /// Regions with reads waiting to be handed to raft this round.
     reads_to_flush: Vec<u64>,
     rx: Receiver<StoreMsg>,
@@ -297,6 +304,11 @@ impl Raftstore {
             }
             StoreMsg::HeartbeatResponse(resp) => self.on_heartbeat_response(resp),
             StoreMsg::Stop => self.stopping = true,
+            StoreMsg::SnapshotReport {
+                region_id,
+                to_peer,
+                sent,
+            } => self.report_snapshots(vec![(region_id, to_peer, sent)]),
             StoreMsg::RegionStats {
                 region_id,
                 approximate_keys,
@@ -834,12 +846,43 @@ impl Raftstore {
                 start_key: peer.region.start_key.clone(),
                 end_key: peer.region.end_key.clone(),
             };
-            let sent = self.transport.send(store, env);
             if is_snapshot {
-                snapshots.push((peer.region.id, to, sent));
+                // The snapshot's files stream separately; raft hears the
+                // outcome when the stream ends.
+                if !self.stream_snapshot(store, env, &m) {
+                    snapshots.push((peer.region.id, to, false));
+                }
+                continue;
             }
+            self.transport.send(store, env);
         }
         snapshots
+    }
+
+    /// Starts streaming the snapshot in `m`; false if it cannot be sent.
+    fn stream_snapshot(&self, store: u64, env: RaftMessage, m: &Message) -> bool {
+        let Ok(meta) = nokv_proto::raft_serverpb::SnapshotMeta::decode(m.get_snapshot().get_data())
+        else {
+            return false;
+        };
+        let (region_id, to) = (env.region_id, m.to);
+        let Some((header, dir)) = self.snapshots.stream_header(env, &meta) else {
+            return false;
+        };
+        let router = self.self_router.clone();
+        self.transport.send_snapshot(
+            store,
+            header,
+            dir,
+            Box::new(move |sent| {
+                let _ = router.send(StoreMsg::SnapshotReport {
+                    region_id,
+                    to_peer: to,
+                    sent,
+                });
+            }),
+        );
+        true
     }
 
     /// Tells raft-rs what became of the snapshots sent this round. A
@@ -876,7 +919,8 @@ impl Raftstore {
                 continue;
             };
             if let Some(snap) = &ready.snapshot {
-                install(&self.db, peer, snap, &mut wb)?;
+                let dir = install(&self.db, &self.snapshots, peer, snap, &mut wb)?;
+                self.snapshot_dirs_to_remove.push(dir);
                 info!(
                     region_id = id,
                     index = snap.get_metadata().index,
@@ -896,6 +940,11 @@ impl Raftstore {
         opts.set_sync(true);
         self.db.write_opt(wb, &opts)?;
         RAFT_PERSIST_SECONDS.observe(start.elapsed().as_secs_f64());
+        for dir in self.snapshot_dirs_to_remove.drain(..) {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                warn!(dir = %dir.display(), error = %e, "removing an installed snapshot failed");
+            }
+        }
 
         let start = Instant::now();
         let mut destroyed = Vec::new();

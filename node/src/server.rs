@@ -187,7 +187,11 @@ pub async fn run_with(
     })
     .await;
 
-    let snapshots = Arc::new(RegionSnapshotSource::new(db.clone()));
+    let snapshots = Arc::new(RegionSnapshotSource::new(
+        db.clone(),
+        config.data_dir.join("snap"),
+    )?);
+    crate::snapshot::finish_interrupted_installs(&db, &snapshots)?;
     let recovered = load_regions(&db, store_id)?;
     let missing = recovered.missing_raft_state;
     let mut regions = recovered.regions;
@@ -219,7 +223,7 @@ pub async fn run_with(
         transport,
         heartbeats: hb_tx,
         config: config.raft.clone(),
-        snapshots,
+        snapshots: snapshots.clone(),
         counters: counters.clone(),
         diagnostics: diagnostics.clone(),
         split_checks: split_tx,
@@ -298,9 +302,12 @@ pub async fn run_with(
         )
         .add_service(AdminServer::new(admin))
         .add_service(
-            RaftTransportServer::new(RaftTransportService::new(Arc::new(router.clone())))
-                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            RaftTransportServer::new(RaftTransportService::with_snapshots(
+                Arc::new(router.clone()),
+                Arc::new(snapshots.inbox()),
+            ))
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
         )
         .serve_with_incoming_shutdown(
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
