@@ -11,6 +11,10 @@
 //! - [`raw`]: the raw KV API.
 //! - [`txn`]: the transactional KV API.
 //! - [`bench`]: the load generator.
+//! - [`top`]: the live terminal dashboard.
+//! - [`survey`]: one pass over the cluster (coordinator, stores' Admin
+//!   API and metrics), shared by `top` and the inspection commands.
+//! - [`status_http`]: GETs against the processes' HTTP status port.
 //! - [`output`]: tables, JSON and YAML.
 
 mod bench;
@@ -20,6 +24,9 @@ mod execution;
 mod inspect;
 mod output;
 mod raw;
+mod status_http;
+mod survey;
+mod top;
 mod txn;
 
 use std::time::Duration;
@@ -171,6 +178,8 @@ enum Command {
     },
     /// Closed-loop load generator.
     Bench(bench::BenchArgs),
+    /// Live dashboard: stores, regions, raft progress, operators, events.
+    Top(top::TopArgs),
 }
 
 /// Exit code for failures (usage errors exit 2, from clap).
@@ -303,6 +312,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             )
             .await
             .map(|_| 0),
+            Command::Top(args) => top::run(coordinator()?, args).await.map(|_| 0),
         }
     })
 }

@@ -1,0 +1,189 @@
+//! The HTTP status port every NoKV process serves (`/status`, `/metrics`),
+//! read the way the CLI needs it: one bounded GET, and the few request
+//! counters `nokv top` turns into read and write rates.
+//!
+//! The port speaks plain HTTP/1.x (axum), so a request line and a read to
+//! the end of the connection is all it takes; no HTTP client crate is
+//! pulled into the CLI for two GETs.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest body read from a status port. `/metrics` of a busy node is a few
+/// hundred KiB; anything far beyond that is not a NoKV status port.
+const MAX_BODY_BYTES: usize = 8 << 20;
+
+/// GETs `path` from the status address `addr` (`host:port`) and returns the
+/// body of a 200 answer.
+///
+/// # Errors
+/// Connection failure, `timeout` passing, a non-200 status or an answer
+/// that is not HTTP.
+pub async fn get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<String> {
+    tokio::time::timeout(timeout, get_unbounded(addr, path))
+        .await
+        .map_err(|_| anyhow::anyhow!("GET http://{addr}{path} timed out"))?
+}
+
+async fn get_unbounded(addr: &str, path: &str) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    s.write_all(
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    (&mut s)
+        .take(MAX_BODY_BYTES as u64 + 4096)
+        .read_to_end(&mut raw)
+        .await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("{addr}{path}: not an HTTP answer"))?;
+    let code = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("?");
+    if code != "200" {
+        bail!("GET http://{addr}{path} answered {code}");
+    }
+    Ok(body.to_string())
+}
+
+/// gRPC methods of the Kv service that read data.
+const READ_METHODS: &[&str] = &[
+    "RawGet",
+    "RawBatchGet",
+    "RawScan",
+    "KvGet",
+    "KvBatchGet",
+    "KvScan",
+];
+
+/// gRPC methods of the Kv service that write data.
+const WRITE_METHODS: &[&str] = &[
+    "RawPut",
+    "RawBatchPut",
+    "RawDelete",
+    "RawDeleteRange",
+    "RawCompareAndSwap",
+    "KvPrewrite",
+    "KvCommit",
+];
+
+/// Read and write requests a node has served since it started, summed from
+/// `nokv_grpc_requests_total` over the read and write methods (every status
+/// code). Differences between two scrapes give the rates `nokv top` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestTotals {
+    /// Read requests served.
+    pub reads: u64,
+    /// Write requests served.
+    pub writes: u64,
+}
+
+/// Sums the read and write request counters in a Prometheus text scrape.
+/// Lines that are not `nokv_grpc_requests_total` samples are ignored.
+pub fn request_totals(metrics: &str) -> RequestTotals {
+    let mut totals = RequestTotals::default();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("nokv_grpc_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once('}') else {
+            continue;
+        };
+        let Some(method) = labels.split(',').find_map(|l| {
+            l.trim()
+                .strip_prefix("method=\"")
+                .and_then(|m| m.strip_suffix('"'))
+        }) else {
+            continue;
+        };
+        let Ok(v) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        if READ_METHODS.contains(&method) {
+            totals.reads += v as u64;
+        } else if WRITE_METHODS.contains(&method) {
+            totals.writes += v as u64;
+        }
+    }
+    totals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_totals_sum_reads_and_writes_over_codes() {
+        let text = "# HELP nokv_grpc_requests_total gRPC requests\n\
+            # TYPE nokv_grpc_requests_total counter\n\
+            nokv_grpc_requests_total{code=\"Ok\",method=\"RawGet\"} 10\n\
+            nokv_grpc_requests_total{code=\"NotFound\",method=\"KvGet\"} 2\n\
+            nokv_grpc_requests_total{code=\"Ok\",method=\"RawPut\"} 7\n\
+            nokv_grpc_requests_total{code=\"Ok\",method=\"KvCommit\"} 1\n\
+            nokv_grpc_requests_total{code=\"Ok\",method=\"RegionStatus\"} 99\n\
+            nokv_raft_proposals_total 5\n";
+        assert_eq!(
+            request_totals(text),
+            RequestTotals {
+                reads: 12,
+                writes: 8
+            }
+        );
+    }
+
+    #[test]
+    fn request_totals_ignore_garbage() {
+        assert_eq!(
+            request_totals("nokv_grpc_requests_total{method=\"RawGet\"} x\nnot metrics"),
+            RequestTotals::default()
+        );
+    }
+
+    #[tokio::test]
+    async fn get_fails_on_a_closed_port() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        drop(l);
+        assert!(get(&addr, "/status", Duration::from_secs(2)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn get_returns_the_body_of_a_200_and_fails_otherwise() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(async move {
+            for answer in [
+                "HTTP/1.1 200 OK\r\n\r\n{\"a\":1}",
+                "HTTP/1.1 503 No\r\n\r\nnot ready",
+            ] {
+                let (mut s, _) = l.accept().await.expect("accept");
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                s.write_all(answer.as_bytes()).await.expect("write");
+            }
+        });
+        assert_eq!(
+            get(&addr, "/status", Duration::from_secs(5))
+                .await
+                .expect("200"),
+            "{\"a\":1}"
+        );
+        let err = get(&addr, "/ready", Duration::from_secs(5))
+            .await
+            .expect_err("503");
+        assert!(err.to_string().contains("503"), "{err}");
+        server.await.expect("server");
+    }
+}
