@@ -12,6 +12,7 @@
 //! - [`txn`]: the transactional KV API.
 //! - [`bench`]: the load generator.
 //! - [`top`]: the live terminal dashboard.
+//! - [`doctor`]: health checks with suggested commands.
 //! - [`survey`]: one pass over the cluster (coordinator, stores' Admin
 //!   API and metrics), shared by `top` and the inspection commands.
 //! - [`status_http`]: GETs against the processes' HTTP status port.
@@ -20,6 +21,7 @@
 mod bench;
 mod cluster;
 mod control;
+mod doctor;
 mod execution;
 mod inspect;
 mod output;
@@ -180,6 +182,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Live dashboard: stores, regions, raft progress, operators, events.
     Top(top::TopArgs),
+    /// Check the cluster and explain each problem with a command to run
+    /// (exit code 4 when a problem is found).
+    Doctor(doctor::DoctorArgs),
 }
 
 /// Exit code for failures (usage errors exit 2, from clap).
@@ -313,6 +318,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             .await
             .map(|_| 0),
             Command::Top(args) => top::run(coordinator()?, args).await.map(|_| 0),
+            Command::Doctor(args) => doctor::run(&coordinator()?, args, cli.output).await,
         }
     })
 }

@@ -204,6 +204,14 @@ impl Region {
             .max()
             .unwrap_or(0)
     }
+
+    /// Voters among the peers.
+    pub fn voters(&self) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| p.role == PeerRole::Voter)
+            .count()
+    }
 }
 
 /// The coordinator's scheduling operators.
