@@ -1,4 +1,6 @@
-//! `nokv stores` and `nokv regions`: the coordinator's view of the cluster.
+//! `nokv stores`, `nokv regions` and `nokv region`: the coordinator's view
+//! of the cluster, and for one region its peers' raft progress from the
+//! stores themselves.
 
 use nokv_client::CoordinatorClient;
 use nokv_proto::metapb::{Peer, PeerRole, Region};
@@ -151,55 +153,58 @@ pub fn region_row(r: &Region, leader: Option<&Peer>, pending: &[Peer]) -> Region
 
 /// Prints region rows as a table, JSON or YAML.
 pub fn emit_regions(rows: &[RegionRow], format: Format) -> anyhow::Result<()> {
-    output::emit(format, &rows, || {
-        let mut t = output::table(&[
-            "ID",
-            "START",
-            "END",
-            "EPOCH",
-            "PEERS (id@store)",
-            "LEADER STORE",
-            "PENDING",
+    output::emit(format, &rows, || region_table(rows))
+}
+
+/// The human table of region rows.
+fn region_table(rows: &[RegionRow]) -> comfy_table::Table {
+    let mut t = output::table(&[
+        "ID",
+        "START",
+        "END",
+        "EPOCH",
+        "PEERS (id@store)",
+        "LEADER STORE",
+        "PENDING",
+    ]);
+    for r in rows {
+        let peers = r
+            .peers
+            .iter()
+            .map(|p| {
+                let mark = if p.id == r.leader_peer_id { "*" } else { "" };
+                let learner = if p.role == "learner" {
+                    " (learner)"
+                } else {
+                    ""
+                };
+                format!("{mark}{}@{}{learner}", p.id, p.store_id)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        t.add_row(vec![
+            r.id.to_string(),
+            if r.start_key.is_empty() {
+                "-inf".into()
+            } else {
+                r.start_key.clone()
+            },
+            if r.end_key.is_empty() {
+                "+inf".into()
+            } else {
+                r.end_key.clone()
+            },
+            format!("v{}/c{}", r.version, r.conf_ver),
+            peers,
+            if r.leader_store_id == 0 {
+                "-".into()
+            } else {
+                r.leader_store_id.to_string()
+            },
+            r.pending_peers.len().to_string(),
         ]);
-        for r in rows {
-            let peers = r
-                .peers
-                .iter()
-                .map(|p| {
-                    let mark = if p.id == r.leader_peer_id { "*" } else { "" };
-                    let learner = if p.role == "learner" {
-                        " (learner)"
-                    } else {
-                        ""
-                    };
-                    format!("{mark}{}@{}{learner}", p.id, p.store_id)
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            t.add_row(vec![
-                r.id.to_string(),
-                if r.start_key.is_empty() {
-                    "-inf".into()
-                } else {
-                    r.start_key.clone()
-                },
-                if r.end_key.is_empty() {
-                    "+inf".into()
-                } else {
-                    r.end_key.clone()
-                },
-                format!("v{}/c{}", r.version, r.conf_ver),
-                peers,
-                if r.leader_store_id == 0 {
-                    "-".into()
-                } else {
-                    r.leader_store_id.to_string()
-                },
-                r.pending_peers.len().to_string(),
-            ]);
-        }
-        t
-    })
+    }
+    t
 }
 
 /// Prints the regions overlapping `[start, end)`.
@@ -225,4 +230,190 @@ pub async fn regions(
         })
         .collect();
     emit_regions(&rows, format)
+}
+
+/// A peer's raft progress as `nokv region` prints it. Indexes are `null`
+/// when the store holding the peer (or the leader's, for `matched`) did not
+/// answer.
+#[derive(Debug, Serialize)]
+pub struct PeerProgressRow {
+    /// Peer id.
+    pub peer_id: u64,
+    /// Store hosting it.
+    pub store_id: u64,
+    /// voter or learner.
+    pub role: String,
+    /// Whether the coordinator names it the leader.
+    pub is_leader: bool,
+    /// Highest index the leader knows it holds (the leader: its last index).
+    pub matched: Option<u64>,
+    /// Commit index on its own store.
+    pub commit_index: Option<u64>,
+    /// Applied index on its own store.
+    pub applied_index: Option<u64>,
+    /// Entries behind the leader.
+    pub lag: Option<u64>,
+    /// The leader's replication state for it: probe, replicate, snapshot.
+    pub replication_state: Option<String>,
+    /// The leader or coordinator reports it catching up.
+    pub pending: bool,
+    /// Why its store did not answer, if it did not.
+    pub error: Option<String>,
+}
+
+/// `nokv region`: a region row plus its peers' progress.
+#[derive(Debug, Serialize)]
+pub struct RegionDetail {
+    /// The region, as `nokv regions` prints it.
+    #[serde(flatten)]
+    pub region: RegionRow,
+    /// One entry per peer, in the region's peer order.
+    pub progress: Vec<PeerProgressRow>,
+}
+
+/// Which region `nokv region` shows.
+#[derive(Debug, Clone)]
+pub enum RegionSelector {
+    /// By id.
+    Id(u64),
+    /// The region holding this key.
+    Key(Vec<u8>),
+}
+
+/// `nokv region <id>` / `nokv region --key <key>`.
+pub async fn region(
+    client: &CoordinatorClient,
+    which: RegionSelector,
+    format: Format,
+) -> anyhow::Result<()> {
+    let id = match which {
+        RegionSelector::Id(id) => id,
+        RegionSelector::Key(k) => client
+            .get_region(&k)
+            .await?
+            .region
+            .map(|r| r.id)
+            .ok_or_else(|| anyhow::anyhow!("no region holds key {}", output::key(&k, "\"\"")))?,
+    };
+    let (r, errors) = crate::survey::region(client, id).await?;
+    let detail = region_detail(&r, &errors);
+    output::emit_tables(format, &detail, || {
+        vec![
+            region_table(std::slice::from_ref(&detail.region)),
+            progress_table(&detail.progress),
+        ]
+    })
+}
+
+fn region_detail(
+    r: &crate::survey::Region,
+    errors: &std::collections::BTreeMap<u64, String>,
+) -> RegionDetail {
+    let peer = |p: &crate::survey::Peer| Peer {
+        id: p.id,
+        store_id: p.store_id,
+        role: p.role as i32,
+    };
+    let proto = Region {
+        id: r.id,
+        start_key: r.start_key.clone(),
+        end_key: r.end_key.clone(),
+        epoch: Some(nokv_proto::metapb::RegionEpoch {
+            conf_ver: r.conf_ver,
+            version: r.version,
+        }),
+        peers: r.peers.iter().map(peer).collect(),
+    };
+    let leader = r.peers.iter().find(|p| p.id == r.leader_peer_id).map(peer);
+    let pending: Vec<Peer> = r.peers.iter().filter(|p| p.pending).map(peer).collect();
+    let mut row = region_row(&proto, leader.as_ref(), &pending);
+    row.approximate_keys = r.approximate_keys;
+    row.approximate_size_bytes = r.approximate_size_bytes;
+    let progress = r
+        .peers
+        .iter()
+        .map(|p| PeerProgressRow {
+            peer_id: p.id,
+            store_id: p.store_id,
+            role: peer_row(&peer(p)).role,
+            is_leader: p.id == r.leader_peer_id,
+            matched: p.matched,
+            commit_index: p.commit_index,
+            applied_index: p.applied_index,
+            lag: r.lag(p),
+            replication_state: p.progress_state.as_ref().map(|s| s.to_lowercase()),
+            pending: p.pending,
+            error: errors.get(&p.store_id).cloned(),
+        })
+        .collect();
+    RegionDetail {
+        region: row,
+        progress,
+    }
+}
+
+fn progress_table(rows: &[PeerProgressRow]) -> comfy_table::Table {
+    let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
+    let mut t = output::table(&[
+        "PEER", "STORE", "ROLE", "MATCHED", "COMMIT", "APPLIED", "LAG", "STATE",
+    ]);
+    for p in rows {
+        let state = if p.is_leader {
+            "leader".to_string()
+        } else if let Some(e) = &p.error {
+            format!("store not answering: {e}")
+        } else {
+            let mut s = p.replication_state.clone().unwrap_or_else(|| "?".into());
+            if p.pending {
+                s.push_str(" (pending)");
+            }
+            s
+        };
+        t.add_row(vec![
+            p.peer_id.to_string(),
+            p.store_id.to_string(),
+            p.role.clone(),
+            opt(p.matched),
+            opt(p.commit_index),
+            opt(p.applied_index),
+            opt(p.lag),
+            state,
+        ]);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::survey::fixture;
+
+    #[test]
+    fn region_detail_keeps_the_regions_fields_and_adds_progress() {
+        let s = fixture::survey();
+        let mut errors = std::collections::BTreeMap::new();
+        errors.insert(3, "Unavailable: refused".to_string());
+        let d = region_detail(&s.regions[1], &errors);
+        let v = serde_json::to_value(&d).expect("json");
+        assert_eq!(v["id"], 2);
+        assert_eq!(v["start_key"], "m");
+        assert_eq!(v["end_key"], "");
+        assert_eq!(v["leader_store_id"], 2);
+        assert_eq!(v["leader_peer_id"], 22);
+        assert_eq!(v["approximate_keys"], 5);
+        let p = &v["progress"][2];
+        assert_eq!(p["peer_id"], 23);
+        assert_eq!(p["matched"], 400);
+        assert_eq!(p["applied_index"], serde_json::Value::Null);
+        assert_eq!(p["lag"], 500);
+        assert_eq!(p["replication_state"], "replicate");
+        assert_eq!(p["error"], "Unavailable: refused");
+        assert_eq!(v["progress"][1]["is_leader"], true);
+        let table = progress_table(&d.progress).to_string();
+        assert!(
+            table.contains("store not answering: Unavailable: refused"),
+            "{table}"
+        );
+        assert!(table.contains("leader"), "{table}");
+    }
 }

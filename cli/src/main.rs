@@ -5,7 +5,9 @@
 //! one line on stderr and exit non-zero (see docs/cli.md for exit codes).
 //!
 //! - [`cluster`]: local clusters of real processes.
-//! - [`inspect`]: stores and regions.
+//! - [`inspect`]: stores and regions, one region in detail.
+//! - [`stats`]: cluster-wide or per-store statistics.
+//! - [`config`]: the effective client settings.
 //! - [`control`]: split, leader transfer and peer changes.
 //! - [`execution`]: a store's execution diagnostics.
 //! - [`raw`]: the raw KV API.
@@ -20,12 +22,14 @@
 
 mod bench;
 mod cluster;
+mod config;
 mod control;
 mod doctor;
 mod execution;
 mod inspect;
 mod output;
 mod raw;
+mod stats;
 mod status_http;
 mod survey;
 mod top;
@@ -33,7 +37,7 @@ mod txn;
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use nokv_client::{CoordinatorClient, RawClient, TxnClient, TxnOptions};
 
 use output::Format;
@@ -85,6 +89,31 @@ enum Command {
         /// Most regions to list (0 = all).
         #[arg(long, default_value_t = 0)]
         limit: u32,
+    },
+    /// One region in detail: range, epoch, leader, peers' raft progress.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "key"])))]
+    Region {
+        /// Region id.
+        #[arg(value_name = "ID")]
+        id: Option<u64>,
+        /// Show the region holding this key instead.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Cluster-wide statistics, or one store's with --store.
+    Stats {
+        /// Ask this store's Admin API for its own statistics.
+        #[arg(long, value_name = "STORE_ID")]
+        store: Option<u64>,
+    },
+    /// Show the CLI's effective settings.
+    #[command(subcommand)]
+    Config(config::ConfigCmd),
+    /// Print a shell completion script to stdout.
+    Completion {
+        /// Shell to complete for.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
     },
     /// Raw key-value operations.
     #[command(subcommand)]
@@ -191,8 +220,14 @@ enum Command {
 const EXIT_FAILURE: i32 = 1;
 
 fn main() {
-    let cli = Cli::parse();
-    let code = match run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sources = Sources {
+        coordinator: matches.value_source("coordinator"),
+        timeout: matches.value_source("timeout"),
+        output: matches.value_source("output"),
+    };
+    let code = match run(cli, sources) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", describe(&e));
@@ -226,7 +261,14 @@ fn txn_client(coordinator: CoordinatorClient) -> TxnClient {
     )
 }
 
-fn run(cli: Cli) -> anyhow::Result<i32> {
+/// Where each global setting came from, for `nokv config show`.
+struct Sources {
+    coordinator: Option<clap::parser::ValueSource>,
+    timeout: Option<clap::parser::ValueSource>,
+    output: Option<clap::parser::ValueSource>,
+}
+
+fn run(cli: Cli, sources: Sources) -> anyhow::Result<i32> {
     if !(cli.timeout > 0.0 && cli.timeout.is_finite()) {
         anyhow::bail!("--timeout must be a positive number of seconds");
     }
@@ -279,6 +321,34 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     .await
                     .map(|_| 0)
             }
+            Command::Region { id, key } => {
+                let which = match (id, key) {
+                    (Some(id), _) => inspect::RegionSelector::Id(id),
+                    (None, Some(k)) => inspect::RegionSelector::Key(k.into_bytes()),
+                    (None, None) => anyhow::bail!("give a region id or --key"),
+                };
+                inspect::region(&coordinator()?, which, cli.output)
+                    .await
+                    .map(|_| 0)
+            }
+            Command::Stats { store } => stats::run(&coordinator()?, store, cli.output)
+                .await
+                .map(|_| 0),
+            Command::Config(cmd) => {
+                let effective = config::Effective {
+                    coordinators: cli.coordinator.clone(),
+                    coordinators_source: sources.coordinator,
+                    timeout,
+                    timeout_source: sources.timeout,
+                    output: cli.output,
+                    output_source: sources.output,
+                };
+                config::run(cmd, &effective).await.map(|_| 0)
+            }
+            Command::Completion { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "nokv", &mut std::io::stdout());
+                Ok(0)
+            }
             Command::Raw(cmd) => {
                 raw::run(
                     &RawClient::with_coordinator(coordinator()?),
@@ -321,4 +391,121 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Doctor(args) => doctor::run(&coordinator()?, args, cli.output).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::parser::ValueSource;
+
+    /// The command-line reference this binary must match.
+    const CLI_MD: &str = include_str!("../../docs/cli.md");
+
+    /// Every subcommand path (`cluster up`, `raw get`, …) with its long
+    /// flags.
+    fn commands(cmd: &clap::Command, path: &mut Vec<String>, out: &mut Vec<(String, Vec<String>)>) {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            path.push(sub.get_name().to_string());
+            let flags = sub
+                .get_arguments()
+                .filter(|a| !a.is_global_set())
+                .filter_map(|a| a.get_long())
+                .filter(|l| !matches!(*l, "help" | "version"))
+                .map(|l| format!("--{l}"))
+                .collect();
+            out.push((path.join(" "), flags));
+            commands(sub, path, out);
+            path.pop();
+        }
+    }
+
+    fn documents_flag(flag: &str) -> bool {
+        CLI_MD.contains(&format!("{flag}`")) || CLI_MD.contains(&format!("{flag} <"))
+    }
+
+    /// Every command has a row in the command table of docs/cli.md
+    /// (`| `nokv <path>` |`), and every flag, global ones included, is
+    /// written there in code style.
+    #[test]
+    fn every_command_and_flag_is_in_docs_cli_md() {
+        let mut all = Vec::new();
+        commands(&Cli::command(), &mut Vec::new(), &mut all);
+        assert!(all.len() > 30, "the walk found the command tree");
+        let mut missing = Vec::new();
+        for (path, flags) in &all {
+            if !CLI_MD.contains(&format!("| `nokv {path}` |")) {
+                missing.push(format!("no row `nokv {path}` in the command table"));
+            }
+            for f in flags {
+                if !documents_flag(f) {
+                    missing.push(format!("flag {f} of nokv {path}"));
+                }
+            }
+        }
+        for a in Cli::command().get_arguments() {
+            if let Some(l) = a.get_long().filter(|l| !matches!(*l, "help" | "version")) {
+                if !documents_flag(&format!("--{l}")) {
+                    missing.push(format!("global flag --{l}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "docs/cli.md lacks:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    fn value_sources_of_global_flags_are_seen_after_the_subcommand() {
+        let m = Cli::command()
+            .try_get_matches_from(["nokv", "config", "show", "--timeout", "3"])
+            .expect("parse");
+        assert_eq!(m.value_source("timeout"), Some(ValueSource::CommandLine));
+        assert_eq!(m.value_source("output"), Some(ValueSource::DefaultValue));
+    }
+
+    #[test]
+    fn region_takes_an_id_or_a_key_but_not_both_or_neither() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args);
+        assert!(parse(&["nokv", "region", "7"]).is_ok());
+        assert!(parse(&["nokv", "region", "--key", "k"]).is_ok());
+        assert!(parse(&["nokv", "region"]).is_err());
+        assert!(parse(&["nokv", "region", "7", "--key", "k"]).is_err());
+    }
+
+    #[test]
+    fn completion_scripts_name_the_commands() {
+        let mut buf = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "nokv",
+            &mut buf,
+        );
+        let script = String::from_utf8(buf).expect("utf-8");
+        for word in ["top", "doctor", "region", "completion", "transfer-leader"] {
+            assert!(
+                script.contains(word),
+                "{word} missing from the bash completion"
+            );
+        }
+    }
+
+    #[test]
+    fn doctor_flags_are_validated() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args);
+        assert!(parse(&["nokv", "doctor", "--full-percent", "0"]).is_err());
+        assert!(parse(&["nokv", "doctor", "--full-percent", "101"]).is_err());
+        assert!(parse(&["nokv", "doctor", "--max-replicas", "0"]).is_err());
+        assert!(parse(&[
+            "nokv",
+            "doctor",
+            "--max-replicas",
+            "5",
+            "--lag-threshold",
+            "10"
+        ])
+        .is_ok());
+    }
 }

@@ -31,6 +31,25 @@ pub fn emit<T: Serialize>(
     Ok(())
 }
 
+/// Prints `value` as JSON or YAML, or the tables `tables` builds, one after
+/// the other, for the human form (commands whose answer has parts, like a
+/// region and its peers).
+pub fn emit_tables<T: Serialize>(
+    format: Format,
+    value: &T,
+    tables: impl FnOnce() -> Vec<Table>,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Table => {
+            for t in tables() {
+                println!("{t}");
+            }
+            Ok(())
+        }
+        _ => emit(format, value, Table::new),
+    }
+}
+
 /// A table with NoKV's house style.
 pub fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();

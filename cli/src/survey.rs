@@ -10,7 +10,7 @@
 //! store and its replicas' indexes stay unknown. Only a coordinator that
 //! cannot answer fails [`collect`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nokv_client::coordinator::HasHeader;
@@ -408,6 +408,72 @@ fn assemble_region(
         leader_last_index: leader_status.map(|s| s.last_index),
         leader_commit_index: leader_status.map(|s| s.commit_index),
     })
+}
+
+/// One region, with only the stores holding it asked for their replica's
+/// status. Returns the region and, per store that did not answer, why.
+///
+/// # Errors
+/// When the coordinator does not know `region_id` or cannot be reached.
+pub async fn region(
+    client: &CoordinatorClient,
+    region_id: u64,
+) -> anyhow::Result<(Region, BTreeMap<u64, String>)> {
+    let by_id = client.get_region_by_id(region_id).await?;
+    let record = by_id
+        .region
+        .ok_or_else(|| anyhow::anyhow!("region {region_id} not found"))?;
+    // ScanRegions carries what GetRegionById does not (pending peers, sizes).
+    let info = client
+        .scan_regions(&record.start_key, b"", 1)
+        .await?
+        .into_iter()
+        .next()
+        .filter(|i| i.region.as_ref().is_some_and(|r| r.id == region_id))
+        .unwrap_or(RegionInfo {
+            region: Some(record.clone()),
+            leader: by_id.leader,
+            ..Default::default()
+        });
+    let stores = client.get_all_stores().await?;
+    let per_call = client.timeout().min(STORE_CALL_LIMIT);
+    let asks = record.peers.iter().map(|p| {
+        let address = stores
+            .iter()
+            .filter_map(|s| s.store.as_ref())
+            .find(|s| s.id == p.store_id)
+            .map(|s| s.address.clone());
+        let store_id = p.store_id;
+        async move {
+            let Some(address) = address else {
+                return (
+                    store_id,
+                    Err(anyhow::anyhow!("store {store_id} is not registered")),
+                );
+            };
+            (store_id, region_status(&address, region_id, per_call).await)
+        }
+    });
+    let mut status = HashMap::new();
+    let mut errors = BTreeMap::new();
+    for (store_id, r) in futures::future::join_all(asks).await {
+        match r {
+            Ok(list) => {
+                if let Some(s) = list
+                    .into_iter()
+                    .find(|s| s.region.as_ref().is_some_and(|r| r.id == region_id))
+                {
+                    status.insert((region_id, store_id), s);
+                }
+            }
+            Err(e) => {
+                errors.insert(store_id, crate::describe(&e));
+            }
+        }
+    }
+    let region = assemble_region(info, &status)
+        .ok_or_else(|| anyhow::anyhow!("region {region_id} not found"))?;
+    Ok((region, errors))
 }
 
 /// Admin `RegionStatus` of one store (`region_id` 0 = every replica),
