@@ -123,28 +123,31 @@ fn render_status(state: &State, frame: &mut Frame, area: Rect) {
         .and_then(|id| survey.members.iter().find(|m| m.id == id))
         .map(|m| m.name.clone())
         .unwrap_or_else(|| "none".into());
-    let mut spans = vec![Span::raw(format!(
-        " updated {} UTC ({every}) · leader {leader}",
-        data_at.unwrap_or_default()
-    ))];
-    let mut style = theme::STATUS_OK;
+    // Trouble first, so it stays visible on a narrow terminal.
+    let mut trouble = Vec::new();
     if survey.leader_member_id.is_none() {
-        spans.push(Span::raw(" · no coordinator leader"));
-        style = theme::STATUS_ERROR;
+        trouble.push("no coordinator leader".to_string());
     }
     for s in &survey.stores {
         if s.state != StoreState::Up && s.state != StoreState::Tombstone {
-            spans.push(Span::raw(format!(
-                " · store {} {}",
-                s.id,
-                s.state.as_str_name()
-            )));
-            style = theme::STATUS_ERROR;
+            trouble.push(format!("store {} {}", s.id, s.state.as_str_name()));
         } else if let Some(e) = &s.admin_error {
-            spans.push(Span::raw(format!(" · store {} unreachable: {e}", s.id)));
-            style = theme::STATUS_ERROR;
+            trouble.push(format!("store {} unreachable: {e}", s.id));
         }
     }
+    let style = if trouble.is_empty() {
+        theme::STATUS_OK
+    } else {
+        theme::STATUS_ERROR
+    };
+    let mut spans: Vec<Span> = trouble
+        .into_iter()
+        .map(|t| Span::raw(format!(" {t} ·")))
+        .collect();
+    spans.push(Span::raw(format!(
+        " updated {} UTC ({every}) · leader {leader}",
+        data_at.unwrap_or_default()
+    )));
     frame.render_widget(Paragraph::new(Line::from(spans)).style(style), area);
 }
 
@@ -238,9 +241,34 @@ mod tests {
         );
         assert!(row(&b, 22).contains("q quit"), "{}", row(&b, 22));
         let status = row(&b, 23);
+        assert!(
+            status.starts_with(" store 3 Down ·"),
+            "trouble first: {status}"
+        );
         assert!(status.contains("updated 22:13:20 UTC"), "{status}");
         assert!(status.contains("leader coordinator-2"), "{status}");
-        assert!(status.contains("store 3 Down"), "{status}");
+        assert_eq!(style_at(&b, 0, 23).bg, theme::STATUS_ERROR.bg);
+    }
+
+    #[test]
+    fn a_healthy_status_line_is_quiet_and_a_missing_leader_is_said() {
+        let mut s = state();
+        if let Some(sv) = s.survey.as_mut() {
+            sv.stores[2].state = nokv_proto::metapb::StoreState::Up;
+            sv.stores[2].admin_error = None;
+        }
+        let b = draw(&s, 80, 24);
+        assert!(row(&b, 23).starts_with(" updated"), "{}", row(&b, 23));
+        assert_eq!(style_at(&b, 0, 23).bg, theme::STATUS_OK.bg);
+        if let Some(sv) = s.survey.as_mut() {
+            sv.leader_member_id = None;
+        }
+        let b = draw(&s, 80, 24);
+        assert!(
+            row(&b, 23).starts_with(" no coordinator leader ·"),
+            "{}",
+            row(&b, 23)
+        );
         assert_eq!(style_at(&b, 0, 23).bg, theme::STATUS_ERROR.bg);
     }
 
