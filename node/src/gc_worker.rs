@@ -141,21 +141,9 @@ async fn collect_region(
             }],
             admin_request: None,
         };
-        let (tx, rx) = oneshot::channel();
-        let msg = StoreMsg::Command {
-            cmd,
-            cb: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        };
-        router
-            .send(msg)
-            .map_err(|_| "raftstore inbox is full".to_string())?;
-        let resp = tokio::time::timeout(Duration::from_secs(10), rx)
+        let resp = router
+            .command(cmd, Duration::from_secs(10))
             .await
-            .map_err(|_| "GC command timed out".to_string())?
-            .map_err(|_| "raftstore dropped the GC command".to_string())?
-            .and_then(crate::msg::command_result)
             .map_err(|e| e.message)?;
         let gc = resp.responses.into_iter().find_map(|r| match r.cmd {
             Some(response::Cmd::Txn(TxnResponse {

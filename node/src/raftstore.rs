@@ -63,6 +63,33 @@ impl Router {
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => Err(RouterBusy),
         }
     }
+
+    /// Replicates `cmd` and waits up to `wait` for its apply result. The
+    /// typed region errors cover every way it can fail: a full inbox is
+    /// `ServerIsBusy`, a dropped callback `RegionNotFound`, the deadline
+    /// `Timeout`, and errors found at apply come from the response header.
+    pub async fn command(
+        &self,
+        cmd: nokv_proto::raft_cmdpb::RaftCmdRequest,
+        wait: Duration,
+    ) -> std::result::Result<nokv_proto::raft_cmdpb::RaftCmdResponse, RegionError> {
+        let region_id = cmd.header.as_ref().map_or(0, |h| h.region_id);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let msg = StoreMsg::Command {
+            cmd,
+            cb: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        };
+        if self.send(msg).is_err() {
+            return Err(crate::region::server_is_busy("raftstore inbox is full"));
+        }
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(r)) => r.and_then(crate::msg::command_result),
+            Ok(Err(_)) => Err(crate::region::region_not_found(region_id)),
+            Err(_) => Err(crate::region::timeout(region_id)),
+        }
+    }
 }
 
 impl RaftMessageSink for Router {

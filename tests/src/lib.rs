@@ -189,6 +189,61 @@ impl LocalCluster {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// Splits the region holding `key` at `key` through the CLI (nothing
+    /// to do if a region already starts there).
+    pub fn split_at(&self, key: &str) {
+        let region = json(&self.nokv_ok(&["region", "--key", key, "-o", "json"]));
+        if region["start_key"].as_str() == Some(key) {
+            return;
+        }
+        let id = region["id"].as_u64().expect("region id");
+        self.nokv_ok(&["split", "--region", &id.to_string(), "--key", key]);
+    }
+
+    /// Ids of the stores the coordinator knows.
+    pub fn store_ids(&self) -> Vec<u64> {
+        json(&self.nokv_ok(&["stores", "-o", "json"]))
+            .as_array()
+            .expect("stores")
+            .iter()
+            .map(|s| s["id"].as_u64().expect("store id"))
+            .collect()
+    }
+
+    /// Asks every region's leader to move to a store `pick` chooses among
+    /// `store_ids`; returns how many moves the cluster accepted (a target
+    /// that lags is refused, which is fine for chaos).
+    pub fn transfer_leaders(&self, mut pick: impl FnMut(&[u64]) -> u64) -> usize {
+        let stores = self.store_ids();
+        let regions = json(&self.nokv_ok(&["regions", "-o", "json"]));
+        let mut moved = 0;
+        for r in regions.as_array().expect("regions") {
+            let to = pick(&stores);
+            let out = self.nokv(&[
+                "transfer-leader",
+                "--region",
+                &r["id"].to_string(),
+                "--to-store",
+                &to.to_string(),
+            ]);
+            moved += out.status.success() as usize;
+        }
+        moved
+    }
+
+    /// Sum of the samples of metric `name` (whose labels include `label`,
+    /// if given) on every node's `/metrics`, one sum per node.
+    pub fn node_metric(&self, name: &str, label: Option<(&str, &str)>) -> Vec<f64> {
+        self.processes()
+            .into_iter()
+            .filter(|p| p.kind == "node")
+            .map(|p| {
+                let (_, body) = http_get(&p.status, "/metrics").expect("metrics");
+                metric(&body, name, label)
+            })
+            .collect()
+    }
+
     /// The processes as last recorded.
     pub fn processes(&self) -> Vec<Process> {
         let text =
@@ -264,6 +319,25 @@ impl Drop for LocalCluster {
             .output();
         self.kill_all();
     }
+}
+
+/// Sum of the samples of metric `name` (with label `label`, if given) in a
+/// Prometheus text body.
+pub fn metric(body: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("valid Prometheus text");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
 }
 
 /// Parses `s` as JSON, failing the test with the text when it is not.

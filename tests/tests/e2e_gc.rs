@@ -7,33 +7,13 @@
 use std::time::Duration;
 
 use nokv_client::{CoordinatorClient, RawClient, TxnClient, TxnOptions};
-use nokv_tests::{http_get, runtime, wait_until, LocalCluster};
+use nokv_tests::{runtime, wait_until, LocalCluster};
 
 const KEYS: usize = 20;
 const VERSIONS: usize = 30;
 
 fn metric_values(c: &LocalCluster, name: &str, cf: Option<&str>) -> Vec<f64> {
-    c.processes()
-        .into_iter()
-        .filter(|p| p.kind == "node")
-        .map(|p| {
-            let (_, body) = http_get(&p.status, "/metrics").expect("metrics");
-            let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
-                .expect("valid Prometheus text");
-            scrape
-                .samples
-                .iter()
-                .filter(|s| s.metric == name)
-                .filter(|s| cf.is_none_or(|cf| s.labels.get("cf") == Some(cf)))
-                .map(|s| match s.value {
-                    prometheus_parse::Value::Counter(v)
-                    | prometheus_parse::Value::Gauge(v)
-                    | prometheus_parse::Value::Untyped(v) => v,
-                    _ => 0.0,
-                })
-                .sum()
-        })
-        .collect()
+    c.node_metric(name, cf.map(|cf| ("cf", cf)))
 }
 
 fn value(k: usize, version: usize) -> Vec<u8> {

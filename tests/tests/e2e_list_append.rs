@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nokv_client::{CoordinatorClient, Error, Prewrite, RawClient, TxnClient, TxnOptions};
+use nokv_client::{Error, Prewrite, RawClient, TxnClient, TxnOptions};
 use nokv_tests::list_append::{check, Op, Outcome, Txn};
-use nokv_tests::{harness::seed_from_env, json, runtime, LocalCluster};
+use nokv_tests::{harness::seed_from_env, runtime, LocalCluster};
 use rand::{Rng, SeedableRng};
 
 const KEYS: u64 = 9;
@@ -118,21 +118,8 @@ fn list_append_history_is_snapshot_isolated_through_leader_moves_and_a_crash() {
             ..TxnOptions::default()
         },
     );
-    let coord =
-        CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(10)).expect("coord");
-    for split in [3, 6] {
-        let region = rt
-            .block_on(coord.get_region(&key(split)))
-            .expect("route")
-            .region
-            .expect("region");
-        c.nokv_ok(&[
-            "split",
-            "--region",
-            &region.id.to_string(),
-            "--key",
-            std::str::from_utf8(&key(split)).expect("utf8"),
-        ]);
+    for split in ["la/3", "la/6"] {
+        c.split_at(split);
     }
 
     let history = Arc::new(Mutex::new(Vec::new()));
@@ -160,33 +147,15 @@ fn list_append_history_is_snapshot_isolated_through_leader_moves_and_a_crash() {
         }
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let stores: Vec<u64> = json(&c.nokv_ok(&["stores", "-o", "json"]))
-        .as_array()
-        .expect("stores")
-        .iter()
-        .map(|s| s["id"].as_u64().expect("id"))
-        .collect();
-    let mut transfer_all = || {
-        let regions = json(&c.nokv_ok(&["regions", "-o", "json"]));
-        for r in regions.as_array().expect("regions") {
-            let to = stores[rng.random_range(0..stores.len())];
-            let _ = c.nokv(&[
-                "transfer-leader",
-                "--region",
-                &r["id"].to_string(),
-                "--to-store",
-                &to.to_string(),
-            ]);
-        }
-    };
+    let mut pick = |stores: &[u64]| stores[rng.random_range(0..stores.len())];
     pause_until(0.2);
-    transfer_all();
+    c.transfer_leaders(&mut pick);
     pause_until(0.4);
     c.kill9("node-3");
     pause_until(0.6);
     c.restart("node-3");
     pause_until(0.8);
-    transfer_all();
+    c.transfer_leaders(&mut pick);
     pause_until(1.0);
     stop.store(true, Ordering::Relaxed);
     rt.block_on(async {

@@ -100,18 +100,7 @@ fn ttl_keys_expire_and_ranges_work_across_region_boundaries() {
         }
     });
     for at in [30, 60] {
-        let region = rt
-            .block_on(coord.get_region(&key(at)))
-            .expect("route")
-            .region
-            .expect("region");
-        c.nokv_ok(&[
-            "split",
-            "--region",
-            &region.id.to_string(),
-            "--key",
-            std::str::from_utf8(&key(at)).expect("utf8"),
-        ]);
+        c.split_at(std::str::from_utf8(&key(at)).expect("utf8"));
     }
     rt.block_on(async {
         let regions = coord

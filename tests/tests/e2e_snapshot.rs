@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use nokv_client::RawClient;
-use nokv_tests::{applied_index, http_get, json, runtime, wait_until_async, LocalCluster};
+use nokv_tests::{applied_index, http_get, json, metric, runtime, wait_until_async, LocalCluster};
 
 /// Peak resident set size of a process, in bytes (Linux `VmHWM`).
 fn peak_rss(pid: u32) -> u64 {
@@ -17,15 +17,6 @@ fn peak_rss(pid: u32) -> u64 {
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .expect("VmHWM line")
-}
-
-fn counter(metrics: &str, name: &str, label: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && l.contains(label))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[test]
@@ -105,8 +96,15 @@ fn a_follower_behind_50mb_catches_up_by_a_chunked_snapshot_with_bounded_memory()
     });
     let (_, received) = http_get(&follower.status, "/metrics").expect("metrics");
     let (_, sent) = http_get(&leader.status, "/metrics").expect("metrics");
-    let received_bytes = counter(&received, "nokv_raft_snapshot_bytes_total", "received");
-    let sent_bytes = counter(&sent, "nokv_raft_snapshot_bytes_total", "sent");
+    let snapshot_bytes = |body: &str, direction| {
+        metric(
+            body,
+            "nokv_raft_snapshot_bytes_total",
+            Some(("direction", direction)),
+        )
+    };
+    let received_bytes = snapshot_bytes(&received, "received");
+    let sent_bytes = snapshot_bytes(&sent, "sent");
     let data = f64::from(count) * value_size as f64;
     assert!(
         received_bytes >= 50.0 * 1024.0 * 1024.0,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nokv_client::{CoordinatorClient, Prewrite, RawClient, TxnClient, TxnOptions};
+use nokv_client::{Prewrite, RawClient, TxnClient, TxnOptions};
 use nokv_tests::{json, runtime, LocalCluster};
 use rand::{Rng, SeedableRng};
 
@@ -23,55 +23,6 @@ fn txn_client(c: &LocalCluster, opts: TxnOptions) -> TxnClient {
     TxnClient::with_raw(raw, opts)
 }
 
-/// Splits the region holding `key` at `key` through the CLI.
-async fn split_at(c: &LocalCluster, coord: &CoordinatorClient, key: &[u8]) {
-    let region = coord
-        .get_region(key)
-        .await
-        .expect("route")
-        .region
-        .expect("region");
-    if region.start_key == key {
-        return;
-    }
-    c.nokv_ok(&[
-        "split",
-        "--region",
-        &region.id.to_string(),
-        "--key",
-        std::str::from_utf8(key).expect("utf8 key"),
-    ]);
-}
-
-fn store_ids(c: &LocalCluster) -> Vec<u64> {
-    json(&c.nokv_ok(&["stores", "-o", "json"]))
-        .as_array()
-        .expect("stores")
-        .iter()
-        .map(|s| s["id"].as_u64().expect("id"))
-        .collect()
-}
-
-/// Moves every region's leader to a random store; returns how many moves
-/// the cluster accepted.
-fn transfer_leaders(c: &LocalCluster, rng: &mut rand::rngs::StdRng) -> usize {
-    let stores = store_ids(c);
-    let regions = json(&c.nokv_ok(&["regions", "-o", "json"]));
-    let mut moved = 0;
-    for r in regions.as_array().expect("regions") {
-        let to = stores[rng.random_range(0..stores.len())];
-        let out = c.nokv(&[
-            "transfer-leader",
-            "--region",
-            &r["id"].to_string(),
-            "--to-store",
-            &to.to_string(),
-        ]);
-        moved += out.status.success() as usize;
-    }
-    moved
-}
-
 fn parse_balance(v: Option<Vec<u8>>) -> u64 {
     let v = v.expect("account exists");
     String::from_utf8(v)
@@ -82,10 +33,7 @@ fn parse_balance(v: Option<Vec<u8>>) -> u64 {
 
 #[test]
 fn bank_transfers_keep_the_total_through_leader_moves_and_a_node_crash() {
-    let seed: u64 = std::env::var("NOKV_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+    let seed = nokv_tests::harness::seed_from_env();
     println!("NOKV_SEED={seed}");
     let secs: u64 = std::env::var("NOKV_BANK_SECS")
         .ok()
@@ -94,19 +42,17 @@ fn bank_transfers_keep_the_total_through_leader_moves_and_a_node_crash() {
     let c = LocalCluster::start(1, 3, "");
     let rt = runtime();
     let client = txn_client(&c, TxnOptions::default());
-    let coord =
-        CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(10)).expect("coord");
     rt.block_on(async {
         let mut txn = client.begin().await.expect("begin");
         for i in 0..ACCOUNTS {
             txn.put(account(i), INITIAL.to_string());
         }
         txn.commit().await.expect("seed accounts");
-        // Accounts spread over at least four regions.
-        for i in [2, 5, 8] {
-            split_at(&c, &coord, &account(i)).await;
-        }
     });
+    // Accounts spread over at least four regions.
+    for i in [2, 5, 8] {
+        c.split_at(&String::from_utf8(account(i)).expect("utf8 account"));
+    }
     let regions = json(&c.nokv_ok(&["regions", "-o", "json"]));
     assert!(regions.as_array().expect("regions").len() >= 4);
 
@@ -187,13 +133,14 @@ fn bank_transfers_keep_the_total_through_leader_moves_and_a_node_crash() {
     };
     let mut moved = 0;
     pause_until(at(0.15));
-    moved += transfer_leaders(&c, &mut rng);
+    let mut pick = |stores: &[u64]| stores[rng.random_range(0..stores.len())];
+    moved += c.transfer_leaders(&mut pick);
     pause_until(at(0.3));
     c.kill9("node-2");
     pause_until(at(0.55));
     c.restart("node-2");
     pause_until(at(0.75));
-    moved += transfer_leaders(&c, &mut rng);
+    moved += c.transfer_leaders(&mut pick);
     pause_until(at(1.0));
     stop.store(true, Ordering::Relaxed);
     rt.block_on(async {
@@ -244,10 +191,8 @@ fn bank_transfers_keep_the_total_through_leader_moves_and_a_node_crash() {
 
 /// Two keys in different regions so the commit is two-phase.
 async fn two_region_txn(c: &LocalCluster, client: &TxnClient) -> (Vec<u8>, Vec<u8>) {
-    let coord =
-        CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(10)).expect("coord");
     let (primary, secondary) = (b"crash/a".to_vec(), b"crash/z".to_vec());
-    split_at(c, &coord, b"crash/m").await;
+    c.split_at("crash/m");
     let mut txn = client.begin().await.expect("begin");
     txn.put(primary.clone(), "old");
     txn.put(secondary.clone(), "old");

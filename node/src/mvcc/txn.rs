@@ -112,11 +112,6 @@ impl MvccTxn {
         self.modifies.is_empty()
     }
 
-    /// Takes the buffered changes.
-    pub fn into_modifies(self) -> Vec<Modify> {
-        self.modifies
-    }
-
     /// Adds the changes to `wb`.
     pub fn write_to(self, db: &DB, wb: &mut WriteBatch) -> MvccResult<()> {
         for m in self.modifies {

@@ -157,21 +157,7 @@ impl KvService {
             requests,
             admin_request: None,
         };
-        let (tx, rx) = oneshot::channel();
-        let msg = StoreMsg::Command {
-            cmd,
-            cb: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        };
-        if self.router.send(msg).is_err() {
-            return Err(server_is_busy("raftstore inbox is full"));
-        }
-        match tokio::time::timeout(STORE_WAIT, rx).await {
-            Ok(Ok(r)) => r.and_then(crate::msg::command_result),
-            Ok(Err(_)) => Err(crate::region::region_not_found(ctx.region_id)),
-            Err(_) => Err(timeout(ctx.region_id)),
-        }
+        self.router.command(cmd, STORE_WAIT).await
     }
 
     /// Gets a linearizable read point covering `keys` and `ranges`,

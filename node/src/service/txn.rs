@@ -42,6 +42,23 @@ fn read_error(e: MvccError) -> Result<KeyError, Status> {
         .ok_or_else(|| Status::internal(format!("storage read failed: {e}")))
 }
 
+/// One read result as the protocol returns it: a value, or the key with
+/// its error (a lock to resolve).
+fn kv_pair(key: Vec<u8>, r: crate::mvcc::MvccResult<Vec<u8>>) -> Result<KvPair, Status> {
+    Ok(match r {
+        Ok(value) => KvPair {
+            key,
+            value,
+            error: None,
+        },
+        Err(e) => KvPair {
+            key,
+            value: vec![],
+            error: Some(read_error(e)?),
+        },
+    })
+}
+
 fn locked(info: LockInfo) -> KeyError {
     KeyError {
         locked: Some(info),
@@ -186,18 +203,7 @@ impl KvService {
             })
             .await?;
         for (key, r) in read {
-            pairs.push(match r {
-                Ok(value) => KvPair {
-                    key,
-                    value,
-                    error: None,
-                },
-                Err(e) => KvPair {
-                    key,
-                    value: vec![],
-                    error: Some(read_error(e)?),
-                },
-            });
+            pairs.push(kv_pair(key, r)?);
         }
         Ok(KvBatchGetResponse {
             region_error: None,
@@ -266,21 +272,10 @@ impl KvService {
                 })
             }
         };
-        let mut pairs = Vec::with_capacity(rows.len());
-        for (key, r) in rows {
-            pairs.push(match r {
-                Ok(value) => KvPair {
-                    key,
-                    value,
-                    error: None,
-                },
-                Err(e) => KvPair {
-                    key,
-                    value: vec![],
-                    error: Some(read_error(e)?),
-                },
-            });
-        }
+        let pairs = rows
+            .into_iter()
+            .map(|(key, r)| kv_pair(key, r))
+            .collect::<Result<Vec<_>, Status>>()?;
         Ok(KvScanResponse {
             region_error: None,
             pairs,
