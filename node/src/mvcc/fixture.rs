@@ -211,4 +211,50 @@ mod tests {
         assert!(p.errors[0].conflict.is_some());
         assert_eq!(f.lens(), (0, 0, 2));
     }
+
+    #[test]
+    fn scans_see_through_rollback_and_lock_records_and_ignore_newer_versions() {
+        let f = MvccFixture::new();
+        let put = |v: &[u8], start_ts| Write {
+            kind: WriteKind::Put,
+            start_ts,
+            short_value: Some(v.to_vec()),
+            overlapped_rollback: false,
+        };
+        // a: Put@10, Rollback@12, Lock@14 → "a1" at 20.
+        f.put_write(b"a", 10, &put(b"a1", 9));
+        f.put_write(b"a", 12, &Write::new(WriteKind::Rollback, 12));
+        f.put_write(b"a", 14, &Write::new(WriteKind::Lock, 13));
+        // b: Put@10, Delete@15 → absent at 20, "b1" at 12.
+        f.put_write(b"b", 10, &put(b"b1", 9));
+        f.put_write(b"b", 15, &Write::new(WriteKind::Delete, 15));
+        // c: Put@30 only → absent at 20.
+        f.put_write(b"c", 30, &put(b"c1", 29));
+        for reverse in [false, true] {
+            let at20 = f
+                .reader()
+                .scan(b"", b"", 20, 10, false, reverse)
+                .expect("scan");
+            let at20: Vec<_> = at20
+                .into_iter()
+                .map(|(k, v)| (k, v.expect("value")))
+                .collect();
+            assert_eq!(
+                at20,
+                vec![(b"a".to_vec(), b"a1".to_vec())],
+                "reverse {reverse}"
+            );
+            let at12 = f
+                .reader()
+                .scan(b"", b"", 12, 10, false, reverse)
+                .expect("scan");
+            let mut keys: Vec<_> = at12.into_iter().map(|(k, _)| k).collect();
+            keys.sort();
+            assert_eq!(
+                keys,
+                vec![b"a".to_vec(), b"b".to_vec()],
+                "reverse {reverse}"
+            );
+        }
+    }
 }

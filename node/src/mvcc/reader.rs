@@ -248,7 +248,14 @@ impl<'a> MvccReader<'a> {
             let enc = enc.to_vec();
             let user = super::key::decode_key(&enc)
                 .ok_or_else(|| MvccError::Corrupted("bad write key".into()))?;
-            if let Some(v) = self.get(&user, ts)? {
+            // Going forward the iterator already sits on this key's
+            // versions: walk them in place instead of a fresh lookup.
+            let value = if reverse {
+                self.get(&user, ts)?
+            } else {
+                self.visible_in_place(&mut it, &enc, &user, ts)?
+            };
+            if let Some(v) = value {
                 out.push((user, Ok(if key_only { Vec::new() } else { v })));
             }
             if reverse {
@@ -303,6 +310,35 @@ impl<'a> MvccReader<'a> {
         }
         out.truncate(limit);
         Ok(out)
+    }
+
+    /// The value of `user` (encoded `enc`) visible at `ts`, found by
+    /// moving `it` among that key's versions; `it` is left somewhere in
+    /// them (or past them).
+    fn visible_in_place(
+        &self,
+        it: &mut DBRawIterator<'a>,
+        enc: &[u8],
+        user: &[u8],
+        ts: u64,
+    ) -> MvccResult<Option<Vec<u8>>> {
+        it.seek(append_ts(enc.to_vec(), ts));
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if split_ts(k).map(|(e, _)| e) != Some(enc) {
+                break;
+            }
+            let w = Write::parse(v)?;
+            match w.kind {
+                WriteKind::Put => return self.write_value(user, w),
+                WriteKind::Delete => return Ok(None),
+                WriteKind::Lock | WriteKind::Rollback => it.next(),
+            }
+        }
+        it.status()?;
+        Ok(None)
     }
 
     /// Locks in user range `[start, end)` with start_ts ≤ `max_ts`, at
