@@ -2,7 +2,7 @@
 //! same commands in the same order; the in-memory [`ClusterState`] mirrors
 //! the `state` column family and is rebuilt from it on start.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use nokv_proto::coordinatorpb::{coordinator_command::Cmd, CoordinatorCommand, RegionInfo};
 use nokv_proto::metapb::{Region, RegionEpoch, Store, StoreState};
@@ -22,6 +22,7 @@ const TSO_HIGH_KEY: &[u8] = b"tso_high_ms";
 const GC_SAFE_POINT_KEY: &[u8] = b"gc_safe_point";
 const STORE_PREFIX: &[u8] = b"store/";
 const REGION_PREFIX: &[u8] = b"region/";
+const PAUSED_PREFIX: &[u8] = b"scheduler_paused/";
 
 /// Outcome of applying one command, handed back to its proposer.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +57,8 @@ pub struct ClusterState {
     /// MVCC versions no reader at or above this timestamp needs may be
     /// dropped by the stores.
     pub gc_safe_point: u64,
+    /// Checkers and schedulers an operator paused, by name.
+    pub paused_schedulers: BTreeSet<String>,
 }
 
 impl ClusterState {
@@ -78,6 +81,9 @@ impl ClusterState {
                 s.tso_high_ms = decode_u64(&v);
             } else if k.as_ref() == GC_SAFE_POINT_KEY {
                 s.gc_safe_point = decode_u64(&v);
+            } else if let Some(name) = k.strip_prefix(PAUSED_PREFIX) {
+                s.paused_schedulers
+                    .insert(String::from_utf8_lossy(name).into_owned());
             } else if k.starts_with(STORE_PREFIX) {
                 let store = Store::decode(v.as_ref()).map_err(nokv_consensus::Error::from)?;
                 s.stores.insert(store.id, store);
@@ -171,6 +177,18 @@ impl ClusterState {
             }
             Cmd::LeaderBarrier(term) => {
                 self.barrier_term = self.barrier_term.max(term);
+                Ok(ApplyResult::Ok)
+            }
+            Cmd::PauseScheduler(p) => {
+                let mut key = PAUSED_PREFIX.to_vec();
+                key.extend_from_slice(p.name.as_bytes());
+                if p.pause {
+                    wb.put_cf(cf, key, []);
+                    self.paused_schedulers.insert(p.name);
+                } else {
+                    wb.delete_cf(cf, key);
+                    self.paused_schedulers.remove(&p.name);
+                }
                 Ok(ApplyResult::Ok)
             }
             // Raft log compaction touches the raft log, not this state; the
