@@ -67,7 +67,7 @@ impl<'a> Leader<'a> {
             .store
             .map(|s| s.address)
             .ok_or_else(|| anyhow!("store {} unknown", self.store_id))?;
-        let ch = nokv_client::coordinator::channel(&addr, Duration::from_secs(2))?;
+        let ch = self.coordinator.channel_to(&addr, Duration::from_secs(2))?;
         Ok(AdminClient::new(ch))
     }
 

@@ -60,7 +60,7 @@ pub async fn show(
         .store
         .map(|s| s.address)
         .ok_or_else(|| anyhow!("store {store_id} unknown"))?;
-    let ch = nokv_client::coordinator::channel(&addr, Duration::from_secs(2))?;
+    let ch = coordinator.channel_to(&addr, Duration::from_secs(2))?;
     let mut req = tonic::Request::new(ExecutionStatusRequest {
         region_id,
         transition_id,

@@ -154,7 +154,7 @@ async fn store_stats(client: &CoordinatorClient, id: u64) -> anyhow::Result<Stor
         .await?
         .store
         .ok_or_else(|| anyhow!("store {id} unknown"))?;
-    let ch = nokv_client::coordinator::channel(&store.address, Duration::from_secs(2))?;
+    let ch = client.channel_to(&store.address, Duration::from_secs(2))?;
     let mut req = tonic::Request::new(StoreStatsRequest {});
     req.set_timeout(client.timeout());
     let r = AdminClient::new(ch).store_stats(req).await?.into_inner();

@@ -317,6 +317,7 @@ pub async fn collect(client: &CoordinatorClient, scope: Scope) -> anyhow::Result
         .filter(|s| s.state != StoreState::Tombstone)
         .map(|s| {
             probe_store(
+                client,
                 s.id,
                 s.address.clone(),
                 s.status_address.clone(),
@@ -451,7 +452,10 @@ pub async fn region(
                     Err(anyhow::anyhow!("store {store_id} is not registered")),
                 );
             };
-            (store_id, region_status(&address, region_id, per_call).await)
+            (
+                store_id,
+                region_status(client, &address, region_id, per_call).await,
+            )
         }
     });
     let mut status = HashMap::new();
@@ -479,11 +483,12 @@ pub async fn region(
 /// Admin `RegionStatus` of one store (`region_id` 0 = every replica),
 /// bounded by `per_call`.
 async fn region_status(
+    client: &CoordinatorClient,
     address: &str,
     region_id: u64,
     per_call: Duration,
 ) -> anyhow::Result<Vec<RegionStatus>> {
-    let ch = nokv_client::coordinator::channel(address, per_call)?;
+    let ch = client.channel_to(address, per_call)?;
     let mut req = tonic::Request::new(RegionStatusRequest { region_id });
     req.set_timeout(per_call);
     let mut admin = AdminClient::new(ch);
@@ -502,6 +507,7 @@ struct StoreProbe {
 }
 
 async fn probe_store(
+    client: &CoordinatorClient,
     store_id: u64,
     address: String,
     status_address: String,
@@ -512,7 +518,7 @@ async fn probe_store(
         if !scope.region_status {
             return Ok(Vec::new());
         }
-        region_status(&address, 0, per_call).await
+        region_status(client, &address, 0, per_call).await
     };
     let metrics = async {
         if !scope.metrics || status_address.is_empty() {

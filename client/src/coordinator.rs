@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use nokv_proto::coordinatorpb::coordinator_client::CoordinatorClient as Grpc;
 use nokv_proto::coordinatorpb::*;
 use nokv_proto::metapb::{Member, Region, Store};
+use nokv_proto::tls::{url_for, TlsConfig};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::backoff::Backoff;
@@ -49,18 +50,23 @@ has_header!(
     UpdateGcSafePointResponse,
 );
 
-/// Builds a lazily connecting channel to `addr` (`host:port` or a URL).
-pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel> {
-    let url = if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(Endpoint::from_shared(url)
+/// Builds a lazily connecting channel to `addr` (`host:port` or a URL),
+/// with mutual TLS when `tls` is given.
+///
+/// # Errors
+/// [`Error::InvalidEndpoint`] for an address that does not parse,
+/// [`Error::Tls`] when tonic refuses the TLS material.
+pub fn channel(addr: &str, connect_timeout: Duration, tls: Option<&TlsConfig>) -> Result<Channel> {
+    let mut endpoint = Endpoint::from_shared(url_for(addr, tls))
         .map_err(|_| Error::InvalidEndpoint(addr.to_string()))?
         .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.client())
+            .map_err(|e| Error::Tls(format!("{addr}: {e}")))?;
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 #[derive(Default)]
@@ -76,6 +82,7 @@ pub struct CoordinatorClient {
     endpoints: Arc<Vec<String>>,
     leader: Arc<Mutex<LeaderCache>>,
     timeout: Duration,
+    tls: Option<TlsConfig>,
 }
 
 impl CoordinatorClient {
@@ -108,7 +115,33 @@ impl CoordinatorClient {
             endpoints: Arc::new(endpoints),
             leader: Arc::new(Mutex::new(LeaderCache::default())),
             timeout,
+            tls: None,
         })
+    }
+
+    /// Speaks mutual TLS to every coordinator member and, through the
+    /// clients built on this one ([`crate::RawClient`],
+    /// [`crate::TxnClient`]), to every store. Needed when the cluster runs
+    /// with a `security` section.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        // A channel cached before this call would be plaintext.
+        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = LeaderCache::default();
+        self
+    }
+
+    /// The TLS material, if the client uses TLS.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
+    }
+
+    /// A lazily connecting channel to another process of the cluster (a
+    /// store's `Kv` or `Admin` service), with this client's TLS.
+    ///
+    /// # Errors
+    /// As [`channel`].
+    pub fn channel_to(&self, addr: &str, connect_timeout: Duration) -> Result<Channel> {
+        channel(addr, connect_timeout, self.tls.as_ref())
     }
 
     /// The overall deadline applied to each call.
@@ -131,7 +164,9 @@ impl CoordinatorClient {
 
     fn set_leader(&self, addr: Option<String>) {
         let mut l = self.leader.lock().unwrap_or_else(|p| p.into_inner());
-        l.channel = addr.as_deref().and_then(|a| channel(a, self.timeout).ok());
+        l.channel = addr
+            .as_deref()
+            .and_then(|a| self.channel_to(a, self.timeout).ok());
         l.address = addr;
     }
 
@@ -143,7 +178,7 @@ impl CoordinatorClient {
             if per_call.is_zero() {
                 break;
             }
-            let ch = channel(ep, per_call)?;
+            let ch = self.channel_to(ep, per_call)?;
             let mut grpc = Grpc::new(ch);
             let mut req = tonic::Request::new(GetMembersRequest::default());
             req.set_timeout(per_call);
@@ -235,7 +270,7 @@ impl CoordinatorClient {
     pub async fn members(&self) -> Result<GetMembersResponse> {
         let mut last = String::new();
         for ep in self.endpoints.iter() {
-            let mut grpc = Grpc::new(channel(ep, self.timeout)?);
+            let mut grpc = Grpc::new(self.channel_to(ep, self.timeout)?);
             let mut req = tonic::Request::new(GetMembersRequest::default());
             req.set_timeout(self.timeout);
             match grpc.get_members(req).await {

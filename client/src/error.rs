@@ -68,6 +68,9 @@ pub enum Error {
     /// The store asked the transaction to retry.
     #[error("transaction must retry: {0}")]
     TxnRetryable(String),
+    /// TLS material could not be loaded or was refused.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The endpoint string is not a valid address.
     #[error("invalid endpoint {0}")]
     InvalidEndpoint(String),
@@ -81,6 +84,12 @@ impl Error {
             self,
             Error::WriteConflict { .. } | Error::TxnRetryable(_) | Error::Locked(_)
         ) || matches!(self, Error::TxnAborted(m) if m.contains("rolled back"))
+    }
+}
+
+impl From<nokv_proto::tls::TlsError> for Error {
+    fn from(e: nokv_proto::tls::TlsError) -> Self {
+        Error::Tls(e.to_string())
     }
 }
 

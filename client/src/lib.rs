@@ -11,6 +11,12 @@
 //!   with lock resolution, two-phase and one-phase commit.
 //! - [`tso`]: [`TsoBatcher`], timestamps batched across callers.
 //! - [`backoff`]: jittered exponential backoff.
+//!
+//! Against a cluster running with TLS, load a [`TlsConfig`] (the cluster's
+//! CA, and a client certificate and key it signed) and hand it to the
+//! coordinator client every other client is built on:
+//! `RawClient::with_coordinator(CoordinatorClient::new(endpoints,
+//! timeout)?.with_tls(TlsConfig::from_pem_files(ca, cert, key)?))`.
 //! - [`error`]: the client's error type.
 #![deny(missing_docs)]
 
@@ -24,6 +30,7 @@ pub mod txn;
 
 pub use coordinator::CoordinatorClient;
 pub use error::{Error, Result};
+pub use nokv_proto::tls::{TlsConfig, TlsError};
 pub use raw::{RawClient, ScanOptions};
 pub use region_cache::{RegionCache, RegionRoute};
 pub use tso::TsoBatcher;

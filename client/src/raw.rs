@@ -14,7 +14,7 @@ use nokv_proto::kvrpcpb::*;
 use tonic::transport::Channel;
 
 use crate::backoff::Backoff;
-use crate::coordinator::{channel, CoordinatorClient};
+use crate::coordinator::CoordinatorClient;
 use crate::region_cache::{RegionCache, RegionRoute};
 use crate::{Error, Result};
 
@@ -159,7 +159,7 @@ impl RawClient {
         if let Some(ch) = channels.get(&addr) {
             return Ok(ch.clone());
         }
-        let ch = channel(&addr, Duration::from_secs(2))?;
+        let ch = self.coordinator.channel_to(&addr, Duration::from_secs(2))?;
         channels.insert(addr, ch.clone());
         Ok(ch)
     }

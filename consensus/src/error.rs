@@ -23,6 +23,9 @@ pub enum Error {
     /// A column family the caller asked for does not exist.
     #[error("column family {0} not found")]
     MissingColumnFamily(String),
+    /// TLS material (the `security` section) could not be loaded.
+    #[error("tls: {0}")]
+    Tls(#[from] nokv_proto::tls::TlsError),
     /// Any other I/O failure (binding a port, creating a directory).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -29,6 +29,7 @@
 //! - [`transport`]: outgoing raft messages, one batching stream per store.
 //! - [`snapshot_stream`]: snapshot files streamed in chunks with bounded memory.
 //! - [`service`]: the `RaftTransport` gRPC service feeding a [`service::RaftMessageSink`].
+//! - [`security`]: the `security` config section and the admin restriction.
 //! - [`metrics`]: Prometheus metrics shared by every process.
 //! - [`shutdown`]: graceful stop with a bounded drain.
 //! - [`status`]: the HTTP status port (`/metrics`, `/health`, `/ready`, `/status`).
@@ -41,6 +42,7 @@ pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod peer;
+pub mod security;
 pub mod service;
 pub mod shutdown;
 pub mod snapshot_stream;
@@ -51,4 +53,4 @@ pub mod transport;
 pub use error::{Error, Result};
 pub use peer::{ProposeError, RaftPeer, RaftPeerConfig};
 pub use storage::{RocksRaftLog, SnapshotSource};
-pub use transport::{AddressResolver, FilterAction, MessageFilter, Transport};
+pub use transport::{AddressResolver, FilterAction, MessageFilter, Transport, TransportOptions};

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use nokv_proto::raft_serverpb::raft_transport_client::RaftTransportClient;
 use nokv_proto::raft_serverpb::{snapshot_chunk, SnapshotChunk, SnapshotFileMeta, SnapshotHeader};
@@ -49,18 +48,17 @@ pub fn file_crc32(path: &Path) -> std::io::Result<u32> {
     }
 }
 
-/// Sends one snapshot (header, then the files' bytes) to `addr`.
+/// Sends one snapshot (header, then the files' bytes) to `addr`, with
+/// mutual TLS when `tls` is given.
 pub async fn send(
     addr: &str,
+    tls: Option<&nokv_proto::tls::TlsConfig>,
     header: SnapshotHeader,
     dir: PathBuf,
     permits: Arc<Semaphore>,
 ) -> Result<(), String> {
     let _permit = permits.acquire().await.map_err(|e| e.to_string())?;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
+    let endpoint = crate::transport::endpoint(addr, tls)?;
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
     let mut client = RaftTransportClient::new(channel);
     let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);

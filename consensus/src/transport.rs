@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use nokv_proto::raft_serverpb::raft_transport_client::RaftTransportClient;
 use nokv_proto::raft_serverpb::{RaftMessage, RaftMessageBatch};
+use nokv_proto::tls::{url_for, TlsConfig};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -56,6 +57,15 @@ pub trait MessageFilter: Send + Sync + 'static {
     fn check(&self, from: u64, to: u64, msg: &RaftMessage) -> FilterAction;
 }
 
+/// Optional parts of a [`Transport`].
+#[derive(Default)]
+pub struct TransportOptions {
+    /// Every outgoing message passes through this filter.
+    pub filter: Option<Arc<dyn MessageFilter>>,
+    /// Dial other processes with mutual TLS (raft streams and snapshots).
+    pub tls: Option<TlsConfig>,
+}
+
 /// Sends raft messages to other processes. Cheap to clone.
 #[derive(Clone)]
 pub struct Transport {
@@ -69,6 +79,7 @@ struct Inner {
     queues: Mutex<HashMap<u64, mpsc::Sender<RaftMessage>>>,
     runtime: Handle,
     filter: Option<Arc<dyn MessageFilter>>,
+    tls: Option<TlsConfig>,
 }
 
 impl Transport {
@@ -85,6 +96,21 @@ impl Transport {
         runtime: Handle,
         filter: Option<Arc<dyn MessageFilter>>,
     ) -> Self {
+        Self::with_options(
+            local_id,
+            resolver,
+            runtime,
+            TransportOptions { filter, tls: None },
+        )
+    }
+
+    /// Like [`Transport::new`], with the optional parts.
+    pub fn with_options(
+        local_id: u64,
+        resolver: Arc<dyn AddressResolver>,
+        runtime: Handle,
+        options: TransportOptions,
+    ) -> Self {
         Transport {
             inner: Arc::new(Inner {
                 snapshot_permits: Arc::new(tokio::sync::Semaphore::new(
@@ -94,7 +120,8 @@ impl Transport {
                 resolver,
                 queues: Mutex::new(HashMap::new()),
                 runtime,
-                filter,
+                filter: options.filter,
+                tls: options.tls,
             }),
         }
     }
@@ -152,9 +179,15 @@ impl Transport {
                 return done(false);
             };
             let bytes = header.total_bytes;
-            match crate::snapshot_stream::send(&addr, header, dir, inner.snapshot_permits.clone())
-                .await
-            {
+            let sent = crate::snapshot_stream::send(
+                &addr,
+                inner.tls.as_ref(),
+                header,
+                dir,
+                inner.snapshot_permits.clone(),
+            )
+            .await;
+            match sent {
                 Ok(()) => {
                     crate::metrics::SNAPSHOT_BYTES
                         .with_label_values(&["sent"])
@@ -235,13 +268,11 @@ async fn connect_and_forward(
     let Some(addr) = inner.resolver.resolve(to_store).await else {
         return Forward::Failed("address unknown".into());
     };
-    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+    let endpoint = match endpoint(&addr, inner.tls.as_ref()) {
         Ok(e) => e
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5)),
-        Err(e) => return Forward::Failed(e.to_string()),
+        Err(e) => return Forward::Failed(e),
     };
     let channel = match endpoint.connect().await {
         Ok(c) => c,
@@ -290,6 +321,24 @@ async fn connect_and_forward(
             return Forward::Failed(why);
         }
     }
+}
+
+/// The endpoint for dialing another process's raft service at `addr`,
+/// with mutual TLS when `tls` is given.
+pub(crate) fn endpoint(
+    addr: &str,
+    tls: Option<&TlsConfig>,
+) -> Result<tonic::transport::Endpoint, String> {
+    let mut e = tonic::transport::Endpoint::from_shared(url_for(addr, tls))
+        .map_err(|e| format!("bad address {addr}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        e = e
+            .tls_config(tls.client())
+            .map_err(|e| format!("tls config for {addr}: {e}"))?;
+    }
+    Ok(e)
 }
 
 /// Encodes a raft-rs message for the envelope's `message` field.

@@ -8,6 +8,7 @@
 //! - [`raft_cmdpb`]: commands carried in a region's raft log.
 //! - [`adminpb`]: the per-store `Admin` service (status, diagnostics, manual control).
 //! - [`coordinatorpb`]: the `Coordinator` service and its replicated commands.
+//! - [`tls`]: the CA, certificate and key every process dials and serves with.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 /// Cluster metadata.
@@ -38,6 +39,10 @@ pub mod adminpb {
 pub mod coordinatorpb {
     tonic::include_proto!("coordinatorpb");
 }
+
+/// Mutual TLS material for dialing and serving.
+#[deny(missing_docs)]
+pub mod tls;
 
 pub use prost;
 pub use tonic;
