@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use nokv_consensus::security::SecurityConfig;
 use serde::{Deserialize, Serialize};
 
 /// One member of the coordinator group as every member knows it.
@@ -50,8 +51,21 @@ pub struct CoordinatorConfig {
     pub tso_save_window_ms: u64,
     /// A store with no heartbeat for this long is Disconnected.
     pub store_disconnect_ms: u64,
-    /// A store with no heartbeat for this long is Down.
+    /// A store with no heartbeat for this long is Down: the replica
+    /// checker then replaces its replicas on other stores.
     pub max_store_down_time_ms: u64,
+    /// Milliseconds between scheduling rounds on the leader (balance
+    /// schedulers, operator timeouts, decommission progress).
+    pub schedule_interval_ms: u64,
+    /// Default timeout of one operator step, in milliseconds (a step that
+    /// does not finish in time ends its operator as TimedOut).
+    pub operator_step_timeout_ms: u64,
+    /// Most operators the replica checker keeps in flight.
+    pub replica_schedule_limit: u32,
+    /// Most operators balance-leader keeps in flight.
+    pub leader_schedule_limit: u32,
+    /// Most operators balance-region keeps in flight.
+    pub region_schedule_limit: u32,
     /// Log filter (tracing-subscriber syntax).
     pub log_level: String,
     /// Ticks between raft log GC checks on the leader.
@@ -65,6 +79,10 @@ pub struct CoordinatorConfig {
     /// reads. 0 stops the automatic advance (only `UpdateGcSafePoint`
     /// moves it).
     pub gc_life_time_secs: u64,
+    /// Mutual TLS on every gRPC surface (clients, nodes and the other
+    /// members), and the admin restriction. None: plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecurityConfig>,
 }
 
 impl Default for CoordinatorConfig {
@@ -83,10 +101,16 @@ impl Default for CoordinatorConfig {
             tso_save_window_ms: 3000,
             store_disconnect_ms: 20_000,
             max_store_down_time_ms: 30 * 60 * 1000,
+            schedule_interval_ms: 1000,
+            operator_step_timeout_ms: 10 * 60 * 1000,
+            replica_schedule_limit: 16,
+            leader_schedule_limit: 4,
+            region_schedule_limit: 4,
             log_level: "info".into(),
             log_gc_interval_ticks: 100,
             log_gc_threshold: 10_000,
             gc_life_time_secs: 600,
+            security: None,
         }
     }
 }
@@ -167,6 +191,15 @@ mod tests {
             .resolved_members()
             .unwrap_err()
             .contains("not in the member list"));
+    }
+
+    #[test]
+    fn security_section_is_optional_and_parsed() {
+        assert!(CoordinatorConfig::default().security.is_none());
+        let c: CoordinatorConfig =
+            serde_yaml::from_str("security:\n  ca_path: a\n  cert_path: b\n  key_path: c\n")
+                .expect("parse");
+        assert_eq!(c.security.expect("security").key_path, PathBuf::from("c"));
     }
 
     #[test]

@@ -8,7 +8,13 @@
 //! - [`raft_loop`]: the thread that drives the raft group and applies.
 //! - [`tso`]: the timestamp oracle (leader only).
 //! - [`id_alloc`]: the ID allocator (leader only).
+//! - [`operator`]: operators in flight and their recent history.
 //! - [`checker`]: the replica checker run on region heartbeats.
+//! - [`scheduler`]: balance-leader and balance-region.
+//! - [`scheduling`]: the leader's scheduling: operators from checkers,
+//!   schedulers and by hand, delivered on region heartbeats.
+//! - [`invariant`]: live checks of what heartbeats claim (tiling, epochs,
+//!   one replica per store).
 //! - [`service`]: the `Coordinator` gRPC service.
 //! - [`server`]: wiring: open storage, start raft, serve gRPC and HTTP.
 //! - [`metrics`]: coordinator-specific metrics.
@@ -19,8 +25,12 @@ pub mod checker;
 pub mod config;
 pub mod error;
 pub mod id_alloc;
+pub mod invariant;
 pub mod metrics;
+pub mod operator;
 pub mod raft_loop;
+pub mod scheduler;
+pub mod scheduling;
 pub mod server;
 pub mod service;
 pub mod state;

@@ -70,6 +70,42 @@ pub static CHECKER_STEPS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(||
     .expect("metric registers once")
 });
 
+/// Operators created and finished, by source (checker or scheduler name,
+/// `operator` for manual ones) and event (`created` or the final state).
+pub static OPERATORS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "nokv_coordinator_operators_total",
+        "Operators created and finished, by source and event",
+        &["source", "event"]
+    )
+    .expect("metric registers once")
+});
+
+/// Broken cluster invariants the coordinator saw, by kind: `overlap` (a
+/// region overlapping another of the same version), `epoch_conflict` (one
+/// epoch, two ranges or peer sets), `duplicate_store` (two replicas of a
+/// region on one store), `range_hole` (the routing table left a gap for
+/// longer than a split takes to report). Zero in a healthy cluster.
+pub static INVARIANT_VIOLATIONS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "nokv_coordinator_invariant_violations_total",
+        "Broken cluster invariants seen by the coordinator, by kind",
+        &["kind"]
+    )
+    .expect("metric registers once")
+});
+
+/// Region heartbeats refused because their epoch is older than the
+/// coordinator's (expected now and then: a heartbeat sent before a split
+/// or conf change that arrives after it).
+pub static STALE_HEARTBEATS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "nokv_coordinator_stale_heartbeats_total",
+        "Region heartbeats refused for an older epoch"
+    )
+    .expect("metric registers once")
+});
+
 /// Makes every metric visible from the first scrape.
 pub fn register() {
     nokv_consensus::metrics::register_shared();
@@ -81,4 +117,10 @@ pub fn register() {
     LazyLock::force(&STORES);
     LazyLock::force(&IS_LEADER);
     LazyLock::force(&CHECKER_STEPS);
+    LazyLock::force(&OPERATORS);
+    LazyLock::force(&INVARIANT_VIOLATIONS);
+    LazyLock::force(&STALE_HEARTBEATS);
+    for kind in crate::invariant::KINDS {
+        INVARIANT_VIOLATIONS.with_label_values(&[kind]);
+    }
 }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nokv_consensus::engine::{self, CF_META, CF_RAFT};
+use nokv_consensus::security::{AdminGuard, COORDINATOR_ADMIN_METHODS};
 use nokv_consensus::service::RaftTransportService;
 use nokv_consensus::shutdown::{grace_deadline, signalled, watch_signal};
 use nokv_consensus::status::{self, StatusState};
 use nokv_consensus::transport::MAX_RAFT_MESSAGE_BYTES;
-use nokv_consensus::{AddressResolver, Transport};
+use nokv_consensus::{AddressResolver, Transport, TransportOptions};
 use nokv_proto::coordinatorpb::coordinator_server::CoordinatorServer;
 use nokv_proto::raft_serverpb::raft_transport_server::RaftTransportServer;
 use tokio::net::TcpListener;
@@ -51,6 +52,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let members = config.resolved_members().map_err(Error::Config)?;
+    // TLS material is read first, so a bad `security` section stops the
+    // member before it binds anything.
+    let security = config.security.as_ref().map(|s| s.load()).transpose()?;
+    let tls = security.as_ref().map(|s| s.tls.clone());
+    let mut grpc = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        grpc = grpc
+            .tls_config(tls.server())
+            .map_err(|e| Error::Config(format!("security: {e}")))?;
+    }
+    let admin_policy = security.map(|s| s.admin).unwrap_or_default();
     let stop = watch_signal(shutdown);
     crate::metrics::register();
     let started = Instant::now();
@@ -61,7 +73,12 @@ pub async fn run(
     let resolver = Arc::new(MemberResolver {
         addresses: members.iter().map(|m| (m.id, m.address.clone())).collect(),
     });
-    let transport = Transport::new(config.id, resolver, tokio::runtime::Handle::current());
+    let transport = Transport::with_options(
+        config.id,
+        resolver,
+        tokio::runtime::Handle::current(),
+        TransportOptions { filter: None, tls },
+    );
     let loop_cfg = LoopConfig {
         id: config.id,
         voters: members.iter().map(|m| m.id).collect(),
@@ -90,6 +107,18 @@ pub async fn run(
                 service.refresh_metrics();
                 service.advance_gc_safe_point().await;
                 ready.store(raft.leadership().leader_id != 0, Ordering::Release);
+            }
+        });
+    }
+    {
+        let service = service.clone();
+        let every = Duration::from_millis(config.schedule_interval_ms.max(10));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(every);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                service.schedule_round().await;
             }
         });
     }
@@ -123,8 +152,12 @@ pub async fn run(
     });
 
     info!(member_id = config.id, listen = %config.listen, status = %config.status_listen, "coordinator serving");
-    let server = tonic::transport::Server::builder()
-        .add_service(CoordinatorServer::new(CoordinatorGrpc(service)))
+    let server = grpc
+        .add_service(AdminGuard::new(
+            CoordinatorServer::new(CoordinatorGrpc(service)),
+            admin_policy,
+            COORDINATOR_ADMIN_METHODS,
+        ))
         .add_service(
             RaftTransportServer::new(RaftTransportService::new(raft.sink()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)

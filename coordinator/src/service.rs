@@ -10,51 +10,57 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nokv_consensus::metrics::observe_grpc;
 use nokv_proto::coordinatorpb::coordinator_server::Coordinator;
 use nokv_proto::coordinatorpb::*;
-use nokv_proto::metapb::{Member, Peer, PeerRole, Store, StoreState};
+use nokv_proto::metapb::{Member, Peer, Store, StoreState};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
-use crate::checker::{next_step, ReplicaStep};
 use crate::config::{CoordinatorConfig, MemberConfig};
 use crate::id_alloc::IdAllocator;
+use crate::invariant;
 use crate::metrics;
+use crate::operator::Operators;
 use crate::raft_loop::RaftHandle;
+use crate::scheduler;
+use crate::scheduling::Refusal;
 use crate::state::ApplyResult;
 use crate::tso::Tso;
 use crate::Error;
 
-/// Don't hand the same region the same membership step again within this
-/// window unless its epoch changed.
-const STEP_RESEND_AFTER: Duration = Duration::from_secs(3);
-
-struct Liveness {
+pub(crate) struct Liveness {
     last_heartbeat: Instant,
     last_heartbeat_ms: u64,
     stats: StoreStats,
 }
 
-struct RegionLoad {
-    pending_peers: Vec<Peer>,
+pub(crate) struct RegionLoad {
+    pub(crate) pending_peers: Vec<Peer>,
     down_peers: Vec<Peer>,
     approximate_size_bytes: u64,
     approximate_keys: u64,
     term: u64,
 }
 
+/// Gaps in the routing table, when first seen, and whether counted.
+pub(crate) type SeenGaps = (Vec<(Vec<u8>, Vec<u8>)>, Instant, bool);
+
 /// The coordinator service of one member.
 pub struct CoordinatorService {
-    raft: RaftHandle,
+    pub(crate) raft: RaftHandle,
     tso: Tso,
-    ids: IdAllocator,
+    pub(crate) ids: IdAllocator,
     members: Vec<MemberConfig>,
     self_id: u64,
-    config: CoordinatorConfig,
+    pub(crate) config: CoordinatorConfig,
     liveness: Mutex<HashMap<u64, Liveness>>,
-    region_load: Mutex<HashMap<u64, RegionLoad>>,
-    recent_steps: Mutex<HashMap<u64, (u64, Instant)>>,
+    pub(crate) region_load: Mutex<HashMap<u64, RegionLoad>>,
+    /// Operators in flight and recent history (leader only, in memory).
+    pub(crate) operators: Operators,
+    /// A gap in the routing table and when it was first seen (and whether
+    /// it was already counted as a violation).
+    pub(crate) hole: Mutex<Option<SeenGaps>>,
     /// Term in which this member last became leader and when.
     leader_since: Mutex<(u64, Instant)>,
 }
@@ -75,7 +81,7 @@ fn member_pb(m: &MemberConfig) -> Member {
     }
 }
 
-fn err(kind: ErrorType, message: impl Into<String>) -> Error_ {
+pub(crate) fn err(kind: ErrorType, message: impl Into<String>) -> Error_ {
     Error_ {
         r#type: kind as i32,
         message: message.into(),
@@ -91,18 +97,19 @@ impl CoordinatorService {
         CoordinatorService {
             tso: Tso::new(raft.clone(), config.tso_save_window_ms),
             ids: IdAllocator::new(raft.clone(), config.id_window),
+            operators: Operators::new(Duration::from_millis(config.operator_step_timeout_ms)),
             raft,
             self_id: config.id,
             members,
             config,
             liveness: Mutex::new(HashMap::new()),
             region_load: Mutex::new(HashMap::new()),
-            recent_steps: Mutex::new(HashMap::new()),
+            hole: Mutex::new(None),
             leader_since: Mutex::new((0, Instant::now())),
         }
     }
 
-    fn header(&self, error: Option<Error_>) -> Option<ResponseHeader> {
+    pub(crate) fn header(&self, error: Option<Error_>) -> Option<ResponseHeader> {
         Some(ResponseHeader {
             cluster_id: self.raft.read_state(|s| s.cluster_id),
             error,
@@ -146,7 +153,7 @@ impl CoordinatorService {
         }
     }
 
-    fn check_leader(&self) -> Option<Error_> {
+    pub(crate) fn check_leader(&self) -> Option<Error_> {
         let l = self.raft.leadership();
         if l.ready_leader {
             let mut since = self.leader_since.lock().unwrap_or_else(|p| p.into_inner());
@@ -158,6 +165,8 @@ impl CoordinatorService {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clear();
+                // Operators of an earlier term may have been overtaken.
+                self.operators.cancel_all("the coordinator leader changed");
             }
             return None;
         }
@@ -179,14 +188,14 @@ impl CoordinatorService {
         }
     }
 
-    fn error_from(&self, e: Error) -> Error_ {
+    pub(crate) fn error_from(&self, e: Error) -> Error_ {
         match e {
             Error::NotLeader { leader_id } => self.not_leader_error(leader_id),
             other => err(ErrorType::Unknown, other.to_string()),
         }
     }
 
-    fn live_state(&self, store: &Store) -> (StoreState, u64) {
+    pub(crate) fn live_state(&self, store: &Store) -> (StoreState, u64) {
         let state = store.state();
         if matches!(state, StoreState::Offline | StoreState::Tombstone) {
             return (state, 0);
@@ -248,76 +257,6 @@ impl CoordinatorService {
             info.term = load.term;
         }
         info
-    }
-
-    /// Runs the replica checker for a heartbeat and turns its decision into
-    /// a `ChangePeer` order, allocating the new peer's id.
-    async fn replica_order(&self, hb: &RegionHeartbeatRequest) -> Option<ChangePeer> {
-        let region = hb.region.as_ref()?;
-        let conf_ver = region.epoch.as_ref().map(|e| e.conf_ver).unwrap_or(0);
-        {
-            let recent = self.recent_steps.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((v, at)) = recent.get(&region.id) {
-                if *v == conf_ver && at.elapsed() < STEP_RESEND_AFTER {
-                    return None;
-                }
-            }
-        }
-        let (stores, load) = self.raft.read_state(|s| {
-            let mut load: HashMap<u64, usize> = HashMap::new();
-            for info in s.regions.values() {
-                for p in info.region.iter().flat_map(|r| r.peers.iter()) {
-                    *load.entry(p.store_id).or_default() += 1;
-                }
-            }
-            (s.stores.values().cloned().collect::<Vec<_>>(), load)
-        });
-        let up: Vec<u64> = stores
-            .iter()
-            .filter(|s| self.live_state(s).0 == StoreState::Up)
-            .map(|s| s.id)
-            .collect();
-        let step = next_step(
-            region,
-            &hb.pending_peers,
-            &up,
-            &load,
-            self.config.max_replicas,
-        )?;
-        let order = match step {
-            ReplicaStep::Promote(peer) => {
-                metrics::CHECKER_STEPS
-                    .with_label_values(&["promote_learner"])
-                    .inc();
-                ChangePeer {
-                    kind: change_peer::Kind::AddVoter as i32,
-                    peer: Some(Peer {
-                        role: PeerRole::Voter as i32,
-                        ..peer
-                    }),
-                }
-            }
-            ReplicaStep::AddLearner { store_id } => {
-                let peer_id = self.ids.alloc(1).await.ok()?;
-                metrics::CHECKER_STEPS
-                    .with_label_values(&["add_learner"])
-                    .inc();
-                ChangePeer {
-                    kind: change_peer::Kind::AddLearner as i32,
-                    peer: Some(Peer {
-                        id: peer_id,
-                        store_id,
-                        role: PeerRole::Learner as i32,
-                    }),
-                }
-            }
-        };
-        info!(region_id = region.id, order = ?order, "replica checker step");
-        self.recent_steps
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(region.id, (conf_ver, Instant::now()));
-        Some(order)
     }
 
     /// Refreshes gauges from the applied state; called periodically.
@@ -576,7 +515,17 @@ impl Coordinator for CoordinatorGrpc {
                     ))),
                 }));
             }
-            store.state = StoreState::Up as i32;
+            // A store being decommissioned stays Offline when it restarts.
+            let offline = self.raft.read_state(|s| {
+                s.stores
+                    .get(&store.id)
+                    .is_some_and(|o| o.state() == StoreState::Offline)
+            });
+            store.state = if offline {
+                StoreState::Offline
+            } else {
+                StoreState::Up
+            } as i32;
             store.last_heartbeat_ms = 0;
             let id = store.id;
             let res = self
@@ -709,21 +658,19 @@ impl Coordinator for CoordinatorGrpc {
                 resp.header = self.header(Some(e));
                 return Ok(Response::new(resp));
             }
-            let (stale, changed) = self.raft.read_state(|s| {
-                let stale = s.is_stale(&region);
+            let (verdict, changed) = self.raft.read_state(|s| {
+                let verdict = invariant::admit_heartbeat(s, &region);
                 let changed = match s.regions.get(&region.id) {
                     Some(known) => {
                         known.region.as_ref() != Some(&region) || known.leader != hb.leader
                     }
                     None => true,
                 };
-                (stale, changed)
+                (verdict, changed)
             });
-            if stale {
-                resp.header = self.header(Some(err(
-                    ErrorType::StaleRegion,
-                    "region epoch is older than the coordinator's",
-                )));
+            if let Err(why) = verdict {
+                debug!(region_id = region.id, reason = %why, "region heartbeat refused");
+                resp.header = self.header(Some(err(ErrorType::StaleRegion, why.to_string())));
                 return Ok(Response::new(resp));
             }
             self.region_load
@@ -765,7 +712,9 @@ impl Coordinator for CoordinatorGrpc {
                     }
                 }
             }
-            resp.change_peer = self.replica_order(&hb).await;
+            if let Some((operator_id, order)) = self.next_order(&hb).await {
+                order.fill(operator_id, &mut resp);
+            }
             resp.header = self.header(None);
             Ok(Response::new(resp))
         })
@@ -915,30 +864,65 @@ impl Coordinator for CoordinatorGrpc {
 
     async fn get_operators(
         &self,
-        _request: Request<GetOperatorsRequest>,
+        request: Request<GetOperatorsRequest>,
     ) -> Result<Response<GetOperatorsResponse>, Status> {
         observe_grpc("GetOperators", async {
-            Err(Status::unimplemented("operators are not implemented yet"))
+            let req = request.into_inner();
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(GetOperatorsResponse {
+                    header: self.header(Some(e)),
+                    operators: vec![],
+                }));
+            }
+            Ok(Response::new(GetOperatorsResponse {
+                header: self.header(None),
+                operators: self.operators.list(req.region_id, req.include_history),
+            }))
         })
         .await
     }
 
     async fn add_operator(
         &self,
-        _request: Request<AddOperatorRequest>,
+        request: Request<AddOperatorRequest>,
     ) -> Result<Response<AddOperatorResponse>, Status> {
         observe_grpc("AddOperator", async {
-            Err(Status::unimplemented("operators are not implemented yet"))
+            match self.add_manual_operator(request.into_inner()).await {
+                Ok(op) => Ok(Response::new(AddOperatorResponse {
+                    header: self.header(None),
+                    operator: Some(op),
+                })),
+                Err(Refusal::Status(s)) => Err(s),
+                Err(Refusal::Header(e)) => Ok(Response::new(AddOperatorResponse {
+                    header: self.header(Some(e)),
+                    operator: None,
+                })),
+            }
         })
         .await
     }
 
     async fn cancel_operator(
         &self,
-        _request: Request<CancelOperatorRequest>,
+        request: Request<CancelOperatorRequest>,
     ) -> Result<Response<CancelOperatorResponse>, Status> {
         observe_grpc("CancelOperator", async {
-            Err(Status::unimplemented("operators are not implemented yet"))
+            let id = request.into_inner().operator_id;
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(CancelOperatorResponse {
+                    header: self.header(Some(e)),
+                }));
+            }
+            let error = match self.operators.cancel(id, "cancelled by request") {
+                Some(_) => None,
+                None => Some(err(
+                    ErrorType::NotFound,
+                    format!("operator {id} is not in flight"),
+                )),
+            };
+            Ok(Response::new(CancelOperatorResponse {
+                header: self.header(error),
+            }))
         })
         .await
     }
@@ -948,33 +932,140 @@ impl Coordinator for CoordinatorGrpc {
         _request: Request<GetSchedulersRequest>,
     ) -> Result<Response<GetSchedulersResponse>, Status> {
         observe_grpc("GetSchedulers", async {
-            Err(Status::unimplemented(
-                "scheduler control is not implemented yet",
-            ))
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(GetSchedulersResponse {
+                    header: self.header(Some(e)),
+                    schedulers: vec![],
+                }));
+            }
+            let paused = self.raft.read_state(|s| s.paused_schedulers.clone());
+            let schedulers = scheduler::ALL
+                .iter()
+                .map(|name| Scheduler {
+                    name: name.to_string(),
+                    paused: paused.contains(*name),
+                    rate_limit_per_min: 0,
+                    max_in_flight: self.limit_of(name),
+                    in_flight: self.operators.in_flight(name) as u32,
+                })
+                .collect();
+            Ok(Response::new(GetSchedulersResponse {
+                header: self.header(None),
+                schedulers,
+            }))
         })
         .await
     }
 
     async fn pause_scheduler(
         &self,
-        _request: Request<PauseSchedulerRequest>,
+        request: Request<PauseSchedulerRequest>,
     ) -> Result<Response<PauseSchedulerResponse>, Status> {
         observe_grpc("PauseScheduler", async {
-            Err(Status::unimplemented(
-                "scheduler control is not implemented yet",
-            ))
+            let req = request.into_inner();
+            if !scheduler::ALL.contains(&req.name.as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "unknown scheduler {:?}; known: {}",
+                    req.name,
+                    scheduler::ALL.join(", ")
+                )));
+            }
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(PauseSchedulerResponse {
+                    header: self.header(Some(e)),
+                }));
+            }
+            let name = req.name.clone();
+            let error = match self
+                .raft
+                .propose(CoordinatorCommand {
+                    cmd: Some(coordinator_command::Cmd::PauseScheduler(req.clone())),
+                })
+                .await
+            {
+                Ok(_) => {
+                    info!(scheduler = %name, paused = req.pause, "scheduler pause changed");
+                    None
+                }
+                Err(e) => Some(self.error_from(e)),
+            };
+            Ok(Response::new(PauseSchedulerResponse {
+                header: self.header(error),
+            }))
         })
         .await
     }
 
     async fn delete_store(
         &self,
-        _request: Request<DeleteStoreRequest>,
+        request: Request<DeleteStoreRequest>,
     ) -> Result<Response<DeleteStoreResponse>, Status> {
         observe_grpc("DeleteStore", async {
-            Err(Status::unimplemented(
-                "store decommission is not implemented yet",
-            ))
+            let id = request.into_inner().store_id;
+            if let Some(e) = self.check_leader() {
+                return Ok(Response::new(DeleteStoreResponse {
+                    header: self.header(Some(e)),
+                }));
+            }
+            let (store, others) = self.raft.read_state(|s| {
+                let others = s
+                    .stores
+                    .values()
+                    .filter(|o| o.id != id)
+                    .filter(|o| !matches!(o.state(), StoreState::Offline | StoreState::Tombstone))
+                    .count();
+                (s.stores.get(&id).cloned(), others)
+            });
+            let refuse = |kind, msg: String| {
+                Ok(Response::new(DeleteStoreResponse {
+                    header: self.header(Some(err(kind, msg))),
+                }))
+            };
+            let Some(mut store) = store else {
+                return refuse(ErrorType::NotFound, format!("store {id} not found"));
+            };
+            match store.state() {
+                StoreState::Tombstone => {
+                    return refuse(
+                        ErrorType::StoreTombstone,
+                        format!("store {id} is already a tombstone"),
+                    )
+                }
+                // Already being decommissioned.
+                StoreState::Offline => {
+                    return Ok(Response::new(DeleteStoreResponse {
+                        header: self.header(None),
+                    }))
+                }
+                _ => {}
+            }
+            if others < self.config.max_replicas {
+                return refuse(
+                    ErrorType::InvalidArgument,
+                    format!(
+                        "deleting store {id} would leave {others} stores for {} replicas per region",
+                        self.config.max_replicas
+                    ),
+                );
+            }
+            store.state = StoreState::Offline as i32;
+            let error = match self
+                .raft
+                .propose(CoordinatorCommand {
+                    cmd: Some(coordinator_command::Cmd::PutStore(store)),
+                })
+                .await
+            {
+                Ok(ApplyResult::Ok) => {
+                    info!(store_id = id, "store is offline: moving its replicas away");
+                    None
+                }
+                Ok(other) => Some(err(ErrorType::Unknown, format!("{other:?}"))),
+                Err(e) => Some(self.error_from(e)),
+            };
+            Ok(Response::new(DeleteStoreResponse {
+                header: self.header(error),
+            }))
         })
         .await
     }

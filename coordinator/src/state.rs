@@ -198,7 +198,8 @@ impl ClusterState {
     }
 
     /// Whether `region` is older than what the state knows, either for the
-    /// same region id or for an overlapping region with a newer version.
+    /// same region id or for an overlapping region with a version at least
+    /// as new.
     pub fn is_stale(&self, region: &Region) -> bool {
         let new = region.epoch.unwrap_or_default();
         if let Some(old) = self.regions.get(&region.id).and_then(|i| i.region.as_ref()) {
@@ -211,7 +212,9 @@ impl ClusterState {
             .into_iter()
             .filter(|id| *id != region.id)
             .filter_map(|id| self.regions.get(&id)?.region.as_ref())
-            .any(|r| r.epoch.unwrap_or_default().version > new.version)
+            // An overlapping region at the same version is a second truth
+            // for the same keys; refuse it too (see `invariant`).
+            .any(|r| r.epoch.unwrap_or_default().version >= new.version)
     }
 
     /// Ids of the regions whose range overlaps `region`'s.

@@ -1,0 +1,742 @@
+//! Operators: the coordinator's only way of changing a region. An operator
+//! is a list of steps (add learner, promote, remove peer, transfer leader,
+//! split), run one at a time by the region's leader. This module owns the
+//! in-flight operators and a ring of recent finished ones; it does not
+//! decide what to schedule (the checkers and schedulers do) and it does not
+//! talk to stores (the step to run rides on the region heartbeat response).
+//!
+//! A step is never acknowledged by the store: it is judged finished from
+//! later heartbeats (the peer is there, is a voter, is gone, the leader
+//! moved, the version went up). A step that is not finished within its
+//! timeout ends the operator as `TimedOut`.
+//!
+//! Operators live in the leader's memory only: a new coordinator leader
+//! starts with none, and the checkers recreate whatever is still needed
+//! from the regions' actual state.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nokv_proto::coordinatorpb::{
+    change_peer, operator_step::Step, ChangePeer, Operator, OperatorState, OperatorStep,
+    RegionHeartbeatResponse, TransferLeader,
+};
+use nokv_proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
+use tracing::info;
+
+use crate::metrics;
+
+/// Finished operators kept for `GetOperators` with history.
+pub const HISTORY_LEN: usize = 256;
+
+/// A step still unfinished is handed to the leader again after this long
+/// (its heartbeat response may have been lost, or the leader refused it
+/// for a passing reason). Splits are never sent twice.
+const RESEND_AFTER: Duration = Duration::from_secs(3);
+
+/// Why an operator could not be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddError {
+    /// The region already has an operator in flight; one at a time.
+    #[error("region {region_id} already has operator {operator_id} in flight")]
+    RegionBusy {
+        /// The region.
+        region_id: u64,
+        /// Its running operator.
+        operator_id: u64,
+    },
+    /// The operator has no steps.
+    #[error("an operator needs at least one step")]
+    Empty,
+}
+
+/// How a running operator shifts load between stores until it finishes,
+/// so schedulers planning meanwhile do not pile onto the same store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Influence {
+    /// Store affected.
+    pub store_id: u64,
+    /// Replicas it gains (negative: loses).
+    pub regions: i64,
+    /// Leaders it gains (negative: loses).
+    pub leaders: i64,
+}
+
+struct Running {
+    op: Operator,
+    step_started: Instant,
+    /// The region's epoch when the current step started (a split step is
+    /// finished once the version moved past it).
+    step_epoch: RegionEpoch,
+    last_sent: Option<Instant>,
+    influence: Vec<Influence>,
+}
+
+#[derive(Default)]
+struct Inner {
+    running: BTreeMap<u64, Running>,
+    history: VecDeque<Operator>,
+}
+
+/// The operators of one coordinator leader.
+#[derive(Default)]
+pub struct Operators {
+    inner: Mutex<Inner>,
+    default_step_timeout: Duration,
+}
+
+/// What the current step asks of the region leader now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Order {
+    /// A membership change.
+    ChangePeer(ChangePeer),
+    /// Move leadership to this peer.
+    TransferLeader(Peer),
+    /// Split the region.
+    Split(nokv_proto::coordinatorpb::SplitRegion),
+}
+
+impl Order {
+    /// Writes the order into a heartbeat response.
+    pub fn fill(self, operator_id: u64, resp: &mut RegionHeartbeatResponse) {
+        resp.operator_id = operator_id;
+        match self {
+            Order::ChangePeer(c) => resp.change_peer = Some(c),
+            Order::TransferLeader(p) => {
+                resp.transfer_leader = Some(TransferLeader { peer: Some(p) })
+            }
+            Order::Split(s) => resp.split_region = Some(s),
+        }
+    }
+}
+
+enum Judgement {
+    Done,
+    Pending,
+    Failed(String),
+}
+
+/// The step that adds `peer` as a learner.
+pub fn add_learner(peer: Peer, timeout_ms: u64) -> OperatorStep {
+    change_step(
+        change_peer::Kind::AddLearner,
+        peer,
+        PeerRole::Learner,
+        timeout_ms,
+    )
+}
+
+/// The step that promotes the learner `peer` to voter.
+pub fn promote(peer: Peer, timeout_ms: u64) -> OperatorStep {
+    change_step(
+        change_peer::Kind::AddVoter,
+        peer,
+        PeerRole::Voter,
+        timeout_ms,
+    )
+}
+
+/// The step that removes `peer` (leadership is moved off it first).
+pub fn remove(peer: Peer, timeout_ms: u64) -> OperatorStep {
+    let role = peer.role();
+    change_step(change_peer::Kind::Remove, peer, role, timeout_ms)
+}
+
+/// The step that moves leadership to `peer`.
+pub fn transfer_leader(peer: Peer, timeout_ms: u64) -> OperatorStep {
+    OperatorStep {
+        step: Some(Step::TransferLeader(TransferLeader { peer: Some(peer) })),
+        timeout_ms,
+    }
+}
+
+fn change_step(
+    kind: change_peer::Kind,
+    peer: Peer,
+    role: PeerRole,
+    timeout_ms: u64,
+) -> OperatorStep {
+    OperatorStep {
+        step: Some(Step::ChangePeer(ChangePeer {
+            kind: kind as i32,
+            peer: Some(Peer {
+                role: role as i32,
+                ..peer
+            }),
+        })),
+        timeout_ms,
+    }
+}
+
+/// A short human description of a step, for logs and the CLI.
+pub fn describe_step(step: &OperatorStep) -> String {
+    match &step.step {
+        Some(Step::ChangePeer(c)) => {
+            let p = c.peer.unwrap_or_default();
+            let what = match c.kind() {
+                change_peer::Kind::AddLearner => "add learner",
+                change_peer::Kind::AddVoter => "promote learner",
+                change_peer::Kind::Remove => "remove peer",
+            };
+            format!("{what} {} on store {}", p.id, p.store_id)
+        }
+        Some(Step::TransferLeader(t)) => {
+            let p = t.peer.unwrap_or_default();
+            format!("transfer leader to peer {} on store {}", p.id, p.store_id)
+        }
+        Some(Step::SplitRegion(s)) if s.half => "split in half".to_string(),
+        Some(Step::SplitRegion(s)) => {
+            format!("split at {:?}", String::from_utf8_lossy(&s.split_key))
+        }
+        Some(Step::Merge(_)) => "merge".to_string(),
+        None => "empty step".to_string(),
+    }
+}
+
+fn judge(
+    step: &OperatorStep,
+    region: &Region,
+    leader: Option<&Peer>,
+    epoch: &RegionEpoch,
+) -> Judgement {
+    let find = |id: u64| region.peers.iter().find(|p| p.id == id);
+    match &step.step {
+        Some(Step::ChangePeer(c)) => {
+            let target = c.peer.unwrap_or_default();
+            match c.kind() {
+                change_peer::Kind::AddLearner => match find(target.id) {
+                    Some(_) => Judgement::Done,
+                    None => Judgement::Pending,
+                },
+                change_peer::Kind::AddVoter => match find(target.id) {
+                    Some(p) if p.role() == PeerRole::Voter => Judgement::Done,
+                    Some(_) => Judgement::Pending,
+                    None => Judgement::Failed(format!(
+                        "peer {} left the region before its promotion",
+                        target.id
+                    )),
+                },
+                change_peer::Kind::Remove => match find(target.id) {
+                    Some(_) => Judgement::Pending,
+                    None => Judgement::Done,
+                },
+            }
+        }
+        Some(Step::TransferLeader(t)) => {
+            let target = t.peer.unwrap_or_default();
+            if leader.is_some_and(|l| l.store_id == target.store_id) {
+                Judgement::Done
+            } else {
+                Judgement::Pending
+            }
+        }
+        Some(Step::SplitRegion(_)) => {
+            if region.epoch.unwrap_or_default().version > epoch.version {
+                Judgement::Done
+            } else {
+                Judgement::Pending
+            }
+        }
+        Some(Step::Merge(_)) => Judgement::Failed("merge steps are not supported yet".into()),
+        None => Judgement::Done,
+    }
+}
+
+/// The order for `step` given the region's state, or `None` to wait (a
+/// learner still catching up, no voter to hand leadership to).
+fn order_for(
+    step: &OperatorStep,
+    region: &Region,
+    leader: Option<&Peer>,
+    pending: &[Peer],
+) -> Option<Order> {
+    let is_pending = |id: u64| pending.iter().any(|p| p.id == id);
+    match &step.step {
+        Some(Step::ChangePeer(c)) => {
+            let target = c.peer.unwrap_or_default();
+            match c.kind() {
+                change_peer::Kind::AddVoter if is_pending(target.id) => None,
+                change_peer::Kind::Remove if leader.is_some_and(|l| l.id == target.id) => {
+                    // A leader does not remove itself: hand leadership to a
+                    // caught-up voter first, then the removal follows.
+                    region
+                        .peers
+                        .iter()
+                        .find(|p| {
+                            p.id != target.id && p.role() == PeerRole::Voter && !is_pending(p.id)
+                        })
+                        .map(|p| Order::TransferLeader(*p))
+                }
+                _ => Some(Order::ChangePeer(*c)),
+            }
+        }
+        Some(Step::TransferLeader(t)) => {
+            let target = t.peer.unwrap_or_default();
+            // Aim at the peer the region has on that store now.
+            let peer = region
+                .peers
+                .iter()
+                .find(|p| p.store_id == target.store_id)
+                .copied()
+                .unwrap_or(target);
+            Some(Order::TransferLeader(peer))
+        }
+        Some(Step::SplitRegion(s)) => Some(Order::Split(s.clone())),
+        Some(Step::Merge(_)) | None => None,
+    }
+}
+
+impl Operators {
+    /// An empty set; steps without their own timeout get `default_step_timeout`.
+    pub fn new(default_step_timeout: Duration) -> Self {
+        Operators {
+            inner: Mutex::new(Inner::default()),
+            default_step_timeout,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts `op` on its region (`epoch` is the region's current epoch).
+    ///
+    /// # Errors
+    /// The region already has an operator, or `op` has no steps.
+    pub fn add(
+        &self,
+        mut op: Operator,
+        epoch: RegionEpoch,
+        influence: Vec<Influence>,
+    ) -> Result<Operator, AddError> {
+        if op.steps.is_empty() {
+            return Err(AddError::Empty);
+        }
+        let mut inner = self.lock();
+        if let Some(r) = inner.running.get(&op.region_id) {
+            return Err(AddError::RegionBusy {
+                region_id: op.region_id,
+                operator_id: r.op.id,
+            });
+        }
+        op.state = OperatorState::Running as i32;
+        op.current_step = 0;
+        op.created_at_ms = crate::tso::now_ms();
+        for s in &mut op.steps {
+            if s.timeout_ms == 0 {
+                s.timeout_ms = self.default_step_timeout.as_millis() as u64;
+            }
+        }
+        info!(
+            region_id = op.region_id,
+            operator_id = op.id,
+            kind = %op.kind,
+            source = %op.source,
+            steps = ?op.steps.iter().map(describe_step).collect::<Vec<_>>(),
+            "operator created"
+        );
+        metrics::OPERATORS
+            .with_label_values(&[&op.source, "created"])
+            .inc();
+        inner.running.insert(
+            op.region_id,
+            Running {
+                op: op.clone(),
+                step_started: Instant::now(),
+                step_epoch: epoch,
+                last_sent: None,
+                influence,
+            },
+        );
+        Ok(op)
+    }
+
+    /// Whether `region_id` has an operator in flight.
+    pub fn is_busy(&self, region_id: u64) -> bool {
+        self.lock().running.contains_key(&region_id)
+    }
+
+    /// Operators in flight created by `source`.
+    pub fn in_flight(&self, source: &str) -> usize {
+        self.lock()
+            .running
+            .values()
+            .filter(|r| r.op.source == source)
+            .count()
+    }
+
+    /// The summed influence of every operator in flight, by store.
+    pub fn influence(&self) -> HashMap<u64, Influence> {
+        let mut out: HashMap<u64, Influence> = HashMap::new();
+        for r in self.lock().running.values() {
+            for i in &r.influence {
+                let e = out.entry(i.store_id).or_insert(Influence {
+                    store_id: i.store_id,
+                    ..Default::default()
+                });
+                e.regions += i.regions;
+                e.leaders += i.leaders;
+            }
+        }
+        out
+    }
+
+    /// Operators in flight (and, with `history`, recently finished ones,
+    /// newest last), for `region_id` or every region when it is 0.
+    pub fn list(&self, region_id: u64, history: bool) -> Vec<Operator> {
+        let inner = self.lock();
+        let wanted = |op: &Operator| region_id == 0 || op.region_id == region_id;
+        let mut out: Vec<Operator> = Vec::new();
+        if history {
+            out.extend(inner.history.iter().filter(|o| wanted(o)).cloned());
+        }
+        out.extend(
+            inner
+                .running
+                .values()
+                .map(|r| &r.op)
+                .filter(|o| wanted(o))
+                .cloned(),
+        );
+        out
+    }
+
+    /// Cancels the operator `id` if it is in flight; returns it as it ended.
+    /// A step already handed to the leader may still complete there; no
+    /// further step is handed out.
+    pub fn cancel(&self, id: u64, why: &str) -> Option<Operator> {
+        let mut inner = self.lock();
+        let region_id = inner.running.values().find(|r| r.op.id == id)?.op.region_id;
+        Some(finish(
+            &mut inner,
+            region_id,
+            OperatorState::Cancelled,
+            why.to_string(),
+        ))
+    }
+
+    /// Cancels every operator in flight (this member stopped leading, or
+    /// starts a new term).
+    pub fn cancel_all(&self, why: &str) {
+        let mut inner = self.lock();
+        let ids: Vec<u64> = inner.running.keys().copied().collect();
+        for region_id in ids {
+            finish(
+                &mut inner,
+                region_id,
+                OperatorState::Cancelled,
+                why.to_string(),
+            );
+        }
+    }
+
+    /// Ends operators whose current step ran past its timeout; returns them.
+    pub fn expire(&self, now: Instant) -> Vec<Operator> {
+        let mut inner = self.lock();
+        let late: Vec<(u64, String)> = inner
+            .running
+            .iter()
+            .filter_map(|(region_id, r)| {
+                let step = r.op.steps.get(r.op.current_step as usize)?;
+                (now.saturating_duration_since(r.step_started)
+                    > Duration::from_millis(step.timeout_ms))
+                .then(|| {
+                    (
+                        *region_id,
+                        format!(
+                            "step {} ({}) did not finish within {} ms",
+                            r.op.current_step,
+                            describe_step(step),
+                            step.timeout_ms
+                        ),
+                    )
+                })
+            })
+            .collect();
+        late.into_iter()
+            .map(|(region_id, why)| finish(&mut inner, region_id, OperatorState::TimedOut, why))
+            .collect()
+    }
+
+    /// Advances the region's operator from what its leader reports and
+    /// returns the step to run now, with the operator's id.
+    pub fn on_heartbeat(
+        &self,
+        region: &Region,
+        leader: Option<&Peer>,
+        pending: &[Peer],
+        now: Instant,
+    ) -> Option<(u64, Order)> {
+        let mut inner = self.lock();
+        let r = inner.running.get_mut(&region.id)?;
+        loop {
+            let Some(step) = r.op.steps.get(r.op.current_step as usize) else {
+                finish(
+                    &mut inner,
+                    region.id,
+                    OperatorState::Succeeded,
+                    String::new(),
+                );
+                return None;
+            };
+            match judge(step, region, leader, &r.step_epoch) {
+                Judgement::Done => {
+                    r.op.current_step += 1;
+                    r.step_started = now;
+                    r.step_epoch = region.epoch.unwrap_or_default();
+                    r.last_sent = None;
+                }
+                Judgement::Failed(why) => {
+                    finish(&mut inner, region.id, OperatorState::Failed, why);
+                    return None;
+                }
+                Judgement::Pending => break,
+            }
+        }
+        let step = r.op.steps.get(r.op.current_step as usize)?;
+        if now.saturating_duration_since(r.step_started) > Duration::from_millis(step.timeout_ms) {
+            // `expire` reports it on its next round.
+            return None;
+        }
+        let is_split = matches!(step.step, Some(Step::SplitRegion(_)));
+        if let Some(sent) = r.last_sent {
+            if is_split || now.saturating_duration_since(sent) < RESEND_AFTER {
+                return None;
+            }
+        }
+        let order = order_for(step, region, leader, pending)?;
+        r.last_sent = Some(now);
+        Some((r.op.id, order))
+    }
+}
+
+fn finish(inner: &mut Inner, region_id: u64, state: OperatorState, message: String) -> Operator {
+    let Some(r) = inner.running.remove(&region_id) else {
+        return Operator::default();
+    };
+    let mut op = r.op;
+    op.state = state as i32;
+    op.finished_at_ms = crate::tso::now_ms();
+    op.message = message;
+    info!(
+        region_id,
+        operator_id = op.id,
+        kind = %op.kind,
+        state = state.as_str_name(),
+        message = %op.message,
+        "operator finished"
+    );
+    metrics::OPERATORS
+        .with_label_values(&[&op.source, state.as_str_name()])
+        .inc();
+    if inner.history.len() >= HISTORY_LEN {
+        inner.history.pop_front();
+    }
+    inner.history.push_back(op.clone());
+    op
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: u64, store: u64, role: PeerRole) -> Peer {
+        Peer {
+            id,
+            store_id: store,
+            role: role as i32,
+        }
+    }
+
+    fn region(peers: Vec<Peer>, version: u64) -> Region {
+        Region {
+            id: 7,
+            epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version,
+            }),
+            peers,
+            ..Default::default()
+        }
+    }
+
+    fn op(id: u64, steps: Vec<OperatorStep>) -> Operator {
+        Operator {
+            id,
+            region_id: 7,
+            kind: "test".into(),
+            source: "test".into(),
+            steps,
+            ..Default::default()
+        }
+    }
+
+    fn state_of(ops: &Operators, id: u64) -> OperatorState {
+        ops.list(0, true)
+            .into_iter()
+            .rfind(|o| o.id == id)
+            .expect("operator listed")
+            .state()
+    }
+
+    #[test]
+    fn move_replica_runs_step_by_step_and_moves_leadership_off_the_removed_peer() {
+        let ops = Operators::new(Duration::from_secs(60));
+        let v1 = peer(1, 1, PeerRole::Voter);
+        let v2 = peer(2, 2, PeerRole::Voter);
+        let new = peer(9, 3, PeerRole::Learner);
+        ops.add(
+            op(
+                100,
+                vec![add_learner(new, 0), promote(new, 0), remove(v1, 0)],
+            ),
+            RegionEpoch::default(),
+            vec![],
+        )
+        .expect("add");
+        assert!(matches!(
+            ops.add(
+                op(101, vec![promote(new, 0)]),
+                RegionEpoch::default(),
+                vec![]
+            ),
+            Err(AddError::RegionBusy {
+                operator_id: 100,
+                ..
+            })
+        ));
+        let now = Instant::now();
+        let r = region(vec![v1, v2], 1);
+        let (id, order) = ops
+            .on_heartbeat(&r, Some(&v1), &[], now)
+            .expect("first step");
+        assert_eq!(id, 100);
+        assert!(
+            matches!(order, Order::ChangePeer(ref c) if c.kind() == change_peer::Kind::AddLearner)
+        );
+        // Not sent again right away.
+        assert!(ops.on_heartbeat(&r, Some(&v1), &[], now).is_none());
+        // The learner is there but still catching up: wait.
+        let r = region(vec![v1, v2, new], 1);
+        assert!(ops.on_heartbeat(&r, Some(&v1), &[new], now).is_none());
+        let (_, order) = ops.on_heartbeat(&r, Some(&v1), &[], now).expect("promote");
+        assert!(
+            matches!(order, Order::ChangePeer(ref c) if c.kind() == change_peer::Kind::AddVoter)
+        );
+        // Promoted; removing v1, which leads: leadership moves first.
+        let voter = Peer {
+            role: PeerRole::Voter as i32,
+            ..new
+        };
+        let r = region(vec![v1, v2, voter], 1);
+        let (_, order) = ops
+            .on_heartbeat(&r, Some(&v1), &[], now)
+            .expect("transfer first");
+        assert_eq!(order, Order::TransferLeader(v2));
+        let (_, order) = ops
+            .on_heartbeat(&r, Some(&v2), &[], now + RESEND_AFTER)
+            .expect("then remove");
+        assert!(matches!(order, Order::ChangePeer(ref c) if c.kind() == change_peer::Kind::Remove));
+        let r = region(vec![v2, voter], 1);
+        assert!(ops.on_heartbeat(&r, Some(&v2), &[], now).is_none());
+        assert_eq!(state_of(&ops, 100), OperatorState::Succeeded);
+        assert!(!ops.is_busy(7));
+    }
+
+    #[test]
+    fn timeout_cancel_and_failure_are_final_and_kept_in_history() {
+        let ops = Operators::new(Duration::from_secs(60));
+        let v1 = peer(1, 1, PeerRole::Voter);
+        ops.add(
+            op(1, vec![transfer_leader(peer(0, 5, PeerRole::Voter), 10)]),
+            RegionEpoch::default(),
+            vec![],
+        )
+        .expect("add");
+        assert!(ops.expire(Instant::now()).is_empty());
+        let late = ops.expire(Instant::now() + Duration::from_millis(50));
+        assert_eq!(late.len(), 1);
+        assert_eq!(state_of(&ops, 1), OperatorState::TimedOut);
+        assert!(
+            late[0].message.contains("did not finish"),
+            "{}",
+            late[0].message
+        );
+
+        ops.add(
+            op(2, vec![transfer_leader(peer(0, 5, PeerRole::Voter), 0)]),
+            RegionEpoch::default(),
+            vec![],
+        )
+        .expect("add");
+        assert_eq!(ops.list(0, false).len(), 1);
+        assert!(ops.cancel(2, "by hand").is_some());
+        assert!(ops.cancel(2, "again").is_none());
+        assert_eq!(state_of(&ops, 2), OperatorState::Cancelled);
+        assert!(ops.list(0, false).is_empty());
+        assert_eq!(ops.list(0, true).len(), 2);
+
+        let gone = peer(4, 4, PeerRole::Learner);
+        ops.add(
+            op(3, vec![promote(gone, 0)]),
+            RegionEpoch::default(),
+            vec![],
+        )
+        .expect("add");
+        assert!(ops
+            .on_heartbeat(&region(vec![v1], 1), Some(&v1), &[], Instant::now())
+            .is_none());
+        assert_eq!(state_of(&ops, 3), OperatorState::Failed);
+    }
+
+    #[test]
+    fn split_is_sent_once_and_done_when_the_version_moves() {
+        let ops = Operators::new(Duration::from_secs(60));
+        let v1 = peer(1, 1, PeerRole::Voter);
+        let split = OperatorStep {
+            step: Some(Step::SplitRegion(nokv_proto::coordinatorpb::SplitRegion {
+                split_key: b"m".to_vec(),
+                half: false,
+            })),
+            timeout_ms: 0,
+        };
+        ops.add(
+            op(5, vec![split]),
+            RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            },
+            vec![],
+        )
+        .expect("add");
+        let now = Instant::now();
+        assert!(ops
+            .on_heartbeat(&region(vec![v1], 1), Some(&v1), &[], now)
+            .is_some());
+        assert!(ops
+            .on_heartbeat(&region(vec![v1], 1), Some(&v1), &[], now + RESEND_AFTER * 2)
+            .is_none());
+        assert!(ops
+            .on_heartbeat(&region(vec![v1], 2), Some(&v1), &[], now)
+            .is_none());
+        assert_eq!(state_of(&ops, 5), OperatorState::Succeeded);
+    }
+
+    #[test]
+    fn history_is_a_bounded_ring() {
+        let ops = Operators::new(Duration::from_secs(60));
+        for id in 0..(HISTORY_LEN as u64 + 10) {
+            ops.add(
+                op(id, vec![transfer_leader(peer(0, 5, PeerRole::Voter), 0)]),
+                RegionEpoch::default(),
+                vec![],
+            )
+            .expect("add");
+            ops.cancel(id, "test");
+        }
+        let h = ops.list(0, true);
+        assert_eq!(h.len(), HISTORY_LEN);
+        assert_eq!(h.last().map(|o| o.id), Some(HISTORY_LEN as u64 + 9));
+    }
+}

@@ -1,0 +1,244 @@
+//! Balance schedulers: pure decisions over a snapshot of stores and
+//! regions, run periodically by the leader. The service turns a decision
+//! into an operator, charges its influence to the stores, and asks again
+//! until the scheduler's in-flight limit is reached or nothing is worth
+//! moving.
+//!
+//! - balance-leader: moves leadership from the `Up` store leading the most
+//!   regions to the one leading the fewest, while they differ by two or
+//!   more.
+//! - balance-region: moves a replica (add learner, promote, remove) from
+//!   the `Up` store holding the most replicas to the one holding the
+//!   fewest, while they differ by two or more. It counts replicas, not
+//!   bytes: region sizes are approximate and a count converges to a stable
+//!   spread.
+//!
+//! Both only touch regions that are healthy (no learner, no pending peer,
+//! a known leader) and have no operator in flight.
+
+use std::collections::HashMap;
+
+use nokv_proto::coordinatorpb::RegionInfo;
+use nokv_proto::metapb::{Peer, PeerRole, StoreState};
+
+use crate::checker::StoreView;
+
+/// Name of the replica checker, as `nokv scheduler` shows it.
+pub const REPLICA_CHECKER: &str = "replica-checker";
+/// Name of the leader balancer.
+pub const BALANCE_LEADER: &str = "balance-leader";
+/// Name of the region balancer.
+pub const BALANCE_REGION: &str = "balance-region";
+/// Every checker and scheduler that can be paused.
+pub const ALL: [&str; 3] = [REPLICA_CHECKER, BALANCE_LEADER, BALANCE_REGION];
+
+/// Stores must differ by at least this many leaders or replicas before
+/// anything moves (one would only swap which store is ahead).
+const MIN_GAP: i64 = 2;
+
+/// A region with what its leader last reported.
+#[derive(Debug, Clone)]
+pub struct RegionView {
+    /// Region, leader and term as applied.
+    pub info: RegionInfo,
+    /// Peers the leader reports as not caught up.
+    pub pending: Vec<Peer>,
+}
+
+impl RegionView {
+    fn healthy(&self, max_replicas: usize) -> bool {
+        let Some(r) = &self.info.region else {
+            return false;
+        };
+        self.info.leader.is_some()
+            && self.pending.is_empty()
+            && r.peers.len() == max_replicas
+            && r.peers.iter().all(|p| p.role() == PeerRole::Voter)
+    }
+}
+
+/// A leadership move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderMove {
+    /// Region.
+    pub region_id: u64,
+    /// Current leader.
+    pub from: Peer,
+    /// New leader.
+    pub to: Peer,
+}
+
+/// A replica move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionMove {
+    /// Region.
+    pub region_id: u64,
+    /// Replica to remove once the new one votes.
+    pub from: Peer,
+    /// Store receiving the new replica.
+    pub to_store: u64,
+}
+
+fn up_stores(stores: &HashMap<u64, StoreView>) -> Vec<StoreView> {
+    stores
+        .values()
+        .filter(|s| s.state == StoreState::Up)
+        .copied()
+        .collect()
+}
+
+/// The next leadership move, if stores' leader counts are apart.
+pub fn balance_leader(
+    stores: &HashMap<u64, StoreView>,
+    regions: &[RegionView],
+    busy: impl Fn(u64) -> bool,
+    max_replicas: usize,
+) -> Option<LeaderMove> {
+    let mut up = up_stores(stores);
+    up.sort_by_key(|s| (s.leaders, s.id));
+    for src in up.iter().rev() {
+        for dst in up.iter().take_while(|d| src.leaders - d.leaders >= MIN_GAP) {
+            for rv in regions {
+                let (Some(r), Some(leader)) = (&rv.info.region, rv.info.leader) else {
+                    continue;
+                };
+                if leader.store_id != src.id || busy(r.id) || !rv.healthy(max_replicas) {
+                    continue;
+                }
+                if let Some(to) = r.peers.iter().find(|p| p.store_id == dst.id) {
+                    return Some(LeaderMove {
+                        region_id: r.id,
+                        from: leader,
+                        to: *to,
+                    });
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The next replica move, if stores' replica counts are apart.
+pub fn balance_region(
+    stores: &HashMap<u64, StoreView>,
+    regions: &[RegionView],
+    busy: impl Fn(u64) -> bool,
+    max_replicas: usize,
+) -> Option<RegionMove> {
+    let mut up = up_stores(stores);
+    up.sort_by_key(|s| (s.regions, s.id));
+    for src in up.iter().rev() {
+        for dst in up.iter().take_while(|d| src.regions - d.regions >= MIN_GAP) {
+            // Prefer moving a follower: no leadership hand-off needed.
+            let mut best: Option<(bool, RegionMove)> = None;
+            for rv in regions {
+                let Some(r) = &rv.info.region else { continue };
+                if busy(r.id) || !rv.healthy(max_replicas) {
+                    continue;
+                }
+                if r.peers.iter().any(|p| p.store_id == dst.id) {
+                    continue;
+                }
+                let Some(from) = r.peers.iter().find(|p| p.store_id == src.id) else {
+                    continue;
+                };
+                let leads = rv.info.leader.is_some_and(|l| l.id == from.id);
+                let m = RegionMove {
+                    region_id: r.id,
+                    from: *from,
+                    to_store: dst.id,
+                };
+                if !leads {
+                    return Some(m);
+                }
+                best.get_or_insert((leads, m));
+            }
+            if let Some((_, m)) = best {
+                return Some(m);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nokv_proto::metapb::Region;
+
+    fn store(id: u64, regions: i64, leaders: i64) -> (u64, StoreView) {
+        (
+            id,
+            StoreView {
+                id,
+                state: StoreState::Up,
+                regions,
+                leaders,
+            },
+        )
+    }
+
+    fn rv(id: u64, stores: &[u64], leader_store: u64) -> RegionView {
+        let peers: Vec<Peer> = stores
+            .iter()
+            .map(|s| Peer {
+                id: id * 100 + s,
+                store_id: *s,
+                role: PeerRole::Voter as i32,
+            })
+            .collect();
+        let leader = peers.iter().find(|p| p.store_id == leader_store).copied();
+        RegionView {
+            info: RegionInfo {
+                region: Some(Region {
+                    id,
+                    peers,
+                    ..Default::default()
+                }),
+                leader,
+                ..Default::default()
+            },
+            pending: vec![],
+        }
+    }
+
+    #[test]
+    fn leader_moves_from_busiest_to_idlest_follower_store() {
+        let stores: HashMap<_, _> = [store(1, 3, 3), store(2, 3, 0), store(3, 3, 0)].into();
+        let regions = vec![
+            rv(1, &[1, 2, 3], 1),
+            rv(2, &[1, 2, 3], 1),
+            rv(3, &[1, 2, 3], 1),
+        ];
+        let m = balance_leader(&stores, &regions, |_| false, 3).expect("a move");
+        assert_eq!(m.from.store_id, 1);
+        assert_eq!(m.to.store_id, 2);
+        // A busy region is skipped; balanced stores move nothing.
+        let m = balance_leader(&stores, &regions, |id| id == 1, 3).expect("a move");
+        assert_eq!(m.region_id, 2);
+        let even: HashMap<_, _> = [store(1, 3, 1), store(2, 3, 1), store(3, 3, 1)].into();
+        assert_eq!(balance_leader(&even, &regions, |_| false, 3), None);
+    }
+
+    #[test]
+    fn region_moves_to_an_empty_store_preferring_followers() {
+        let stores: HashMap<_, _> = [
+            store(1, 2, 2),
+            store(2, 2, 0),
+            store(3, 2, 0),
+            store(4, 0, 0),
+        ]
+        .into();
+        let regions = vec![rv(1, &[1, 2, 3], 1), rv(2, &[1, 2, 3], 1)];
+        let m = balance_region(&stores, &regions, |_| false, 3).expect("a move");
+        assert_eq!(m.to_store, 4);
+        assert_ne!(m.from.store_id, 1, "a follower moves before a leader");
+        let mut unhealthy = regions.clone();
+        for r in &mut unhealthy {
+            r.pending = vec![r.info.region.as_ref().unwrap().peers[1]];
+        }
+        assert_eq!(balance_region(&stores, &unhealthy, |_| false, 3), None);
+        let even: HashMap<_, _> = [store(1, 2, 1), store(2, 2, 1), store(3, 1, 0)].into();
+        assert_eq!(balance_region(&even, &regions, |_| false, 3), None);
+    }
+}

@@ -1,0 +1,566 @@
+//! The leader's scheduling: turns checker and scheduler decisions into
+//! operators and hands their steps out on region heartbeats. Two entry
+//! points drive it:
+//!
+//! - [`CoordinatorService::next_order`], on every region heartbeat:
+//!   advance the region's operator, or ask the replica checker for one;
+//! - [`CoordinatorService::schedule_round`], every `schedule_interval_ms`:
+//!   time out late operators, finish decommissions, check the routing
+//!   table tiles, and run balance-leader and balance-region.
+//!
+//! Manual operators (`AddOperator`) are validated here against the
+//! region's current peers before they start.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use nokv_proto::coordinatorpb::{
+    change_peer, coordinator_command, operator_step::Step, AddOperatorRequest, CoordinatorCommand,
+    ErrorType, Operator, OperatorStep, RegionHeartbeatRequest,
+};
+use nokv_proto::metapb::{Peer, PeerRole, Region, StoreState};
+use tracing::{debug, info};
+
+use crate::checker::{self, Plan, StoreView};
+use crate::invariant;
+use crate::metrics;
+use crate::operator::{self, Influence, Order};
+use crate::scheduler::{self, RegionView, BALANCE_LEADER, BALANCE_REGION, REPLICA_CHECKER};
+use crate::service::{err, CoordinatorService};
+
+/// Why a manual operator was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// A request the service cannot run at all (a merge step).
+    Status(tonic::Status),
+    /// A request that does not fit the cluster now (answered in the header).
+    Header(nokv_proto::coordinatorpb::Error),
+}
+
+fn invalid(msg: impl Into<String>) -> Refusal {
+    Refusal::Header(err(ErrorType::InvalidArgument, msg))
+}
+
+impl CoordinatorService {
+    /// Every store with its live state and its replica and leader counts,
+    /// operators in flight included.
+    pub(crate) fn store_views(&self) -> HashMap<u64, StoreView> {
+        let (stores, counts) = self.raft.read_state(|s| {
+            let mut counts: HashMap<u64, (i64, i64)> = HashMap::new();
+            for info in s.regions.values() {
+                for p in info.region.iter().flat_map(|r| r.peers.iter()) {
+                    counts.entry(p.store_id).or_default().0 += 1;
+                }
+                if let Some(l) = info.leader {
+                    counts.entry(l.store_id).or_default().1 += 1;
+                }
+            }
+            (s.stores.values().cloned().collect::<Vec<_>>(), counts)
+        });
+        let influence = self.operators.influence();
+        stores
+            .iter()
+            .map(|s| {
+                let (regions, leaders) = counts.get(&s.id).copied().unwrap_or_default();
+                let i = influence.get(&s.id).copied().unwrap_or_default();
+                (
+                    s.id,
+                    StoreView {
+                        id: s.id,
+                        state: self.live_state(s).0,
+                        regions: regions + i.regions,
+                        leaders: leaders + i.leaders,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn paused(&self, name: &str) -> bool {
+        self.raft.read_state(|s| s.paused_schedulers.contains(name))
+    }
+
+    /// The limit of operators in flight of the checker or scheduler `name`.
+    pub(crate) fn limit_of(&self, name: &str) -> u32 {
+        match name {
+            REPLICA_CHECKER => self.config.replica_schedule_limit,
+            BALANCE_LEADER => self.config.leader_schedule_limit,
+            BALANCE_REGION => self.config.region_schedule_limit,
+            _ => 0,
+        }
+    }
+
+    fn may_schedule(&self, name: &str) -> bool {
+        !self.paused(name) && (self.operators.in_flight(name) as u32) < self.limit_of(name)
+    }
+
+    async fn alloc_id(&self) -> Option<u64> {
+        match self.ids.alloc(1).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                debug!(err = %e, "no id for an operator");
+                None
+            }
+        }
+    }
+
+    /// Starts an operator on `region` made of `steps`.
+    async fn start(
+        &self,
+        region: &Region,
+        kind: &str,
+        source: &str,
+        steps: Vec<OperatorStep>,
+        influence: Vec<Influence>,
+    ) -> bool {
+        let Some(id) = self.alloc_id().await else {
+            return false;
+        };
+        let op = Operator {
+            id,
+            region_id: region.id,
+            kind: kind.to_string(),
+            source: source.to_string(),
+            steps,
+            ..Default::default()
+        };
+        self.operators
+            .add(op, region.epoch.unwrap_or_default(), influence)
+            .is_ok()
+    }
+
+    /// The step the region's leader should run now: its operator's current
+    /// step, or the first step of a new replica checker operator.
+    pub(crate) async fn next_order(&self, hb: &RegionHeartbeatRequest) -> Option<(u64, Order)> {
+        let region = hb.region.as_ref()?;
+        let now = Instant::now();
+        let leader = hb.leader.as_ref();
+        if self.operators.is_busy(region.id) {
+            return self
+                .operators
+                .on_heartbeat(region, leader, &hb.pending_peers, now);
+        }
+        if !self.may_schedule(REPLICA_CHECKER) {
+            return None;
+        }
+        let stores = self.store_views();
+        let plan = checker::check(
+            region,
+            leader,
+            &hb.pending_peers,
+            &stores,
+            self.config.max_replicas,
+        )?;
+        let timeout = 0;
+        let (kind, steps, influence) = match plan {
+            Plan::AddReplica { store_id } => {
+                let new = self.new_learner(store_id).await?;
+                (
+                    "add-replica",
+                    vec![
+                        operator::add_learner(new, timeout),
+                        operator::promote(new, timeout),
+                    ],
+                    vec![gain(store_id)],
+                )
+            }
+            Plan::Promote(peer) => (
+                "promote-learner",
+                vec![operator::promote(peer, timeout)],
+                vec![],
+            ),
+            Plan::Replace { old, store_id } => {
+                let new = self.new_learner(store_id).await?;
+                (
+                    "replace-replica",
+                    vec![
+                        operator::add_learner(new, timeout),
+                        operator::promote(new, timeout),
+                        operator::remove(old, timeout),
+                    ],
+                    vec![gain(store_id), loss(old.store_id)],
+                )
+            }
+            Plan::Remove { peer, why } => (
+                why,
+                vec![operator::remove(peer, timeout)],
+                vec![loss(peer.store_id)],
+            ),
+        };
+        metrics::CHECKER_STEPS.with_label_values(&[kind]).inc();
+        if !self
+            .start(region, kind, REPLICA_CHECKER, steps, influence)
+            .await
+        {
+            return None;
+        }
+        self.operators
+            .on_heartbeat(region, leader, &hb.pending_peers, now)
+    }
+
+    async fn new_learner(&self, store_id: u64) -> Option<Peer> {
+        Some(Peer {
+            id: self.alloc_id().await?,
+            store_id,
+            role: PeerRole::Learner as i32,
+        })
+    }
+
+    /// One scheduling round on the leader; does nothing on a follower.
+    pub async fn schedule_round(&self) {
+        if self.check_leader().is_some() {
+            return;
+        }
+        for op in self.operators.expire(Instant::now()) {
+            debug!(operator_id = op.id, "operator timed out");
+        }
+        self.finish_decommissions().await;
+        self.check_tiling();
+        self.balance_leaders().await;
+        self.balance_regions().await;
+    }
+
+    fn region_views(&self) -> Vec<RegionView> {
+        let infos = self
+            .raft
+            .read_state(|s| s.regions.values().cloned().collect::<Vec<_>>());
+        let load = self.region_load.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<RegionView> = infos
+            .into_iter()
+            .map(|info| {
+                let id = info.region.as_ref().map(|r| r.id).unwrap_or(0);
+                RegionView {
+                    pending: load
+                        .get(&id)
+                        .map(|l| l.pending_peers.clone())
+                        .unwrap_or_default(),
+                    info,
+                }
+            })
+            .collect();
+        out.sort_by_key(|r| r.info.region.as_ref().map(|r| r.id));
+        out
+    }
+
+    async fn balance_leaders(&self) {
+        while self.may_schedule(BALANCE_LEADER) {
+            let regions = self.region_views();
+            let Some(m) = scheduler::balance_leader(
+                &self.store_views(),
+                &regions,
+                |id| self.operators.is_busy(id),
+                self.config.max_replicas,
+            ) else {
+                return;
+            };
+            let Some(region) = regions
+                .iter()
+                .find_map(|r| r.info.region.clone().filter(|r| r.id == m.region_id))
+            else {
+                return;
+            };
+            let influence = vec![
+                Influence {
+                    store_id: m.from.store_id,
+                    regions: 0,
+                    leaders: -1,
+                },
+                Influence {
+                    store_id: m.to.store_id,
+                    regions: 0,
+                    leaders: 1,
+                },
+            ];
+            if !self
+                .start(
+                    &region,
+                    "transfer-leader",
+                    BALANCE_LEADER,
+                    vec![operator::transfer_leader(m.to, 0)],
+                    influence,
+                )
+                .await
+            {
+                return;
+            }
+        }
+    }
+
+    async fn balance_regions(&self) {
+        while self.may_schedule(BALANCE_REGION) {
+            let regions = self.region_views();
+            let Some(m) = scheduler::balance_region(
+                &self.store_views(),
+                &regions,
+                |id| self.operators.is_busy(id),
+                self.config.max_replicas,
+            ) else {
+                return;
+            };
+            let Some(region) = regions
+                .iter()
+                .find_map(|r| r.info.region.clone().filter(|r| r.id == m.region_id))
+            else {
+                return;
+            };
+            let Some(new) = self.new_learner(m.to_store).await else {
+                return;
+            };
+            let steps = vec![
+                operator::add_learner(new, 0),
+                operator::promote(new, 0),
+                operator::remove(m.from, 0),
+            ];
+            let influence = vec![gain(m.to_store), loss(m.from.store_id)];
+            if !self
+                .start(&region, "move-replica", BALANCE_REGION, steps, influence)
+                .await
+            {
+                return;
+            }
+        }
+    }
+
+    /// Offline stores whose last replica moved away become Tombstone.
+    async fn finish_decommissions(&self) {
+        let done: Vec<_> = self.raft.read_state(|s| {
+            s.stores
+                .values()
+                .filter(|st| st.state() == StoreState::Offline)
+                .filter(|st| {
+                    !s.regions.values().any(|i| {
+                        i.region
+                            .iter()
+                            .flat_map(|r| r.peers.iter())
+                            .any(|p| p.store_id == st.id)
+                    })
+                })
+                .cloned()
+                .collect()
+        });
+        for mut store in done {
+            store.state = StoreState::Tombstone as i32;
+            let id = store.id;
+            match self
+                .raft
+                .propose(CoordinatorCommand {
+                    cmd: Some(coordinator_command::Cmd::PutStore(store)),
+                })
+                .await
+            {
+                Ok(_) => info!(store_id = id, "store decommissioned: now a tombstone"),
+                Err(e) => debug!(store_id = id, err = %e, "tombstone not recorded yet"),
+            }
+        }
+    }
+
+    /// Counts a gap in the routing table once it outlives the grace period.
+    fn check_tiling(&self) {
+        let gaps = self.raft.read_state(invariant::tiling_gaps);
+        let mut hole = self.hole.lock().unwrap_or_else(|p| p.into_inner());
+        if gaps.is_empty() {
+            *hole = None;
+            return;
+        }
+        match hole.as_mut() {
+            Some((seen, since, counted)) if *seen == gaps => {
+                if !*counted && since.elapsed() > invariant::HOLE_GRACE {
+                    *counted = true;
+                    invariant::record(
+                        "range_hole",
+                        &format!("the regions do not tile the key space: {gaps:?}"),
+                    );
+                }
+            }
+            _ => *hole = Some((gaps, Instant::now(), false)),
+        }
+    }
+
+    /// Checks a manual operator against the region's current peers, fills
+    /// in peer ids left 0, and starts it.
+    ///
+    /// # Errors
+    /// Merge steps (not supported yet) as a status; anything that does not
+    /// fit the region as a header error.
+    pub(crate) async fn add_manual_operator(
+        &self,
+        req: AddOperatorRequest,
+    ) -> Result<Operator, Refusal> {
+        if let Some(e) = self.check_leader() {
+            return Err(Refusal::Header(e));
+        }
+        if req.steps.is_empty() {
+            return Err(invalid("an operator needs at least one step"));
+        }
+        if req
+            .steps
+            .iter()
+            .any(|s| matches!(s.step, Some(Step::Merge(_))))
+        {
+            return Err(Refusal::Status(tonic::Status::unimplemented(
+                "merge steps are not supported yet: region merge is not available on the stores",
+            )));
+        }
+        let (region, stores) = self.raft.read_state(|s| {
+            (
+                s.regions.get(&req.region_id).and_then(|i| i.region.clone()),
+                s.stores.clone(),
+            )
+        });
+        let Some(region) = region else {
+            return Err(Refusal::Header(err(
+                ErrorType::NotFound,
+                format!("region {} not found", req.region_id),
+            )));
+        };
+        // Walk the steps over a copy of the peers, so later steps may name
+        // peers earlier steps add.
+        let mut peers = region.peers.clone();
+        let mut steps = Vec::with_capacity(req.steps.len());
+        for (i, mut step) in req.steps.into_iter().enumerate() {
+            let at = |p: &[Peer], store: u64| p.iter().find(|x| x.store_id == store).copied();
+            match step.step.as_mut() {
+                Some(Step::ChangePeer(c)) => {
+                    let kind = c.kind();
+                    let target = c.peer.get_or_insert_with(Default::default);
+                    match stores.get(&target.store_id).map(|s| s.state()) {
+                        None => {
+                            return Err(invalid(format!(
+                                "step {i}: store {} is not registered",
+                                target.store_id
+                            )))
+                        }
+                        Some(StoreState::Tombstone | StoreState::Offline)
+                            if kind != change_peer::Kind::Remove =>
+                        {
+                            return Err(invalid(format!(
+                                "step {i}: store {} is being decommissioned",
+                                target.store_id
+                            )))
+                        }
+                        _ => {}
+                    }
+                    let existing = at(&peers, target.store_id);
+                    match kind {
+                        change_peer::Kind::AddLearner => {
+                            if existing.is_some() {
+                                return Err(invalid(format!(
+                                    "step {i}: region {} already has a replica on store {}",
+                                    region.id, target.store_id
+                                )));
+                            }
+                            if target.id == 0 {
+                                target.id = self.alloc_id().await.ok_or_else(|| {
+                                    invalid("could not allocate a peer id; retry")
+                                })?;
+                            }
+                            target.role = PeerRole::Learner as i32;
+                            peers.push(*target);
+                        }
+                        change_peer::Kind::AddVoter => {
+                            let Some(p) = existing.filter(|p| p.role() == PeerRole::Learner) else {
+                                return Err(invalid(format!(
+                                    "step {i}: no learner on store {} to promote",
+                                    target.store_id
+                                )));
+                            };
+                            *target = Peer {
+                                role: PeerRole::Voter as i32,
+                                ..p
+                            };
+                            if let Some(x) = peers.iter_mut().find(|x| x.id == p.id) {
+                                x.role = PeerRole::Voter as i32;
+                            }
+                        }
+                        change_peer::Kind::Remove => {
+                            let Some(p) = existing else {
+                                return Err(invalid(format!(
+                                    "step {i}: region {} has no replica on store {}",
+                                    region.id, target.store_id
+                                )));
+                            };
+                            *target = p;
+                            peers.retain(|x| x.id != p.id);
+                        }
+                    }
+                }
+                Some(Step::TransferLeader(t)) => {
+                    let target = t.peer.get_or_insert_with(Default::default);
+                    let Some(p) = at(&peers, target.store_id) else {
+                        return Err(invalid(format!(
+                            "step {i}: region {} has no replica on store {}",
+                            region.id, target.store_id
+                        )));
+                    };
+                    *target = p;
+                }
+                Some(Step::SplitRegion(sp)) => {
+                    if !sp.half {
+                        let k = &sp.split_key;
+                        let inside = *k > region.start_key
+                            && (region.end_key.is_empty() || *k < region.end_key);
+                        if !inside {
+                            return Err(invalid(format!(
+                                "step {i}: split key is not strictly inside region {}",
+                                region.id
+                            )));
+                        }
+                    }
+                }
+                Some(Step::Merge(_)) | None => {
+                    return Err(invalid(format!("step {i} is empty or a merge")))
+                }
+            }
+            steps.push(step);
+        }
+        let Some(id) = self.alloc_id().await else {
+            return Err(invalid("could not allocate an operator id; retry"));
+        };
+        let kind = if steps.len() == 1 {
+            step_kind(&steps[0])
+        } else {
+            "manual"
+        };
+        let op = Operator {
+            id,
+            region_id: region.id,
+            kind: kind.to_string(),
+            source: "manual".to_string(),
+            steps,
+            ..Default::default()
+        };
+        self.operators
+            .add(op, region.epoch.unwrap_or_default(), vec![])
+            .map_err(|e| Refusal::Header(err(ErrorType::InvalidArgument, e.to_string())))
+    }
+}
+
+fn step_kind(step: &OperatorStep) -> &'static str {
+    match &step.step {
+        Some(Step::ChangePeer(c)) => match c.kind() {
+            change_peer::Kind::AddLearner => "add-learner",
+            change_peer::Kind::AddVoter => "promote-learner",
+            change_peer::Kind::Remove => "remove-peer",
+        },
+        Some(Step::TransferLeader(_)) => "transfer-leader",
+        Some(Step::SplitRegion(_)) => "split",
+        Some(Step::Merge(_)) => "merge",
+        None => "manual",
+    }
+}
+
+fn gain(store_id: u64) -> Influence {
+    Influence {
+        store_id,
+        regions: 1,
+        leaders: 0,
+    }
+}
+
+fn loss(store_id: u64) -> Influence {
+    Influence {
+        store_id,
+        regions: -1,
+        leaders: 0,
+    }
+}
