@@ -102,9 +102,10 @@ pub fn spawn_region_heartbeats(
                 match coordinator.region_heartbeat(hb).await {
                     Ok(resp) => {
                         REGION_HEARTBEATS.with_label_values(&["ok"]).inc();
-                        if resp.change_peer.is_some()
-                            && router.send(StoreMsg::HeartbeatResponse(resp)).is_err()
-                        {
+                        let has_order = resp.change_peer.is_some()
+                            || resp.transfer_leader.is_some()
+                            || resp.split_region.is_some();
+                        if has_order && router.send(StoreMsg::HeartbeatResponse(resp)).is_err() {
                             debug!(region_id, "raftstore busy; coordinator order dropped");
                         }
                     }

@@ -749,6 +749,38 @@ impl Raftstore {
     }
 
     fn on_heartbeat_response(&mut self, resp: RegionHeartbeatResponse) {
+        let region_id = resp.region_id;
+        if let Some(t) = resp.transfer_leader {
+            let to_store = t.peer.map(|p| p.store_id).unwrap_or(0);
+            match self.on_transfer_leader(region_id, to_store) {
+                Ok(_) => info!(
+                    region_id,
+                    to_store,
+                    operator_id = resp.operator_id,
+                    "running coordinator order: transfer leader"
+                ),
+                Err(e) => debug!(region_id, error = %e.message, "coordinator transfer refused"),
+            }
+            return;
+        }
+        if let Some(split) = resp.split_region {
+            // The split-check worker has the engine and the split driver;
+            // it runs the split off this thread.
+            let Some(p) = self.peers.get(&region_id).filter(|p| p.raft.is_leader()) else {
+                return;
+            };
+            info!(
+                region_id,
+                operator_id = resp.operator_id,
+                "running coordinator order: split"
+            );
+            let _ = self.split_checks.send(crate::split_check::SplitCheck {
+                region: p.region.clone(),
+                peer: p.meta,
+                order: Some(split),
+            });
+            return;
+        }
         let Some(order) = resp.change_peer else {
             return;
         };
@@ -760,7 +792,6 @@ impl Raftstore {
             change_peer::Kind::AddLearner => ConfChangeType::AddLearnerNode,
             change_peer::Kind::Remove => ConfChangeType::RemoveNode,
         };
-        let region_id = resp.region_id;
         let change = ChangePeerRequest {
             change_type: change_type as i32,
             peer: Some(target),
@@ -822,6 +853,7 @@ impl Raftstore {
                 let _ = self.split_checks.send(crate::split_check::SplitCheck {
                     region: p.region.clone(),
                     peer: p.meta,
+                    order: None,
                 });
             }
             if p.is_initialized() {

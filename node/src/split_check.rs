@@ -3,7 +3,8 @@
 //! bytes off the raft thread (a scan bounded by twice the thresholds),
 //! reports the counts back for region heartbeats, and splits at the middle
 //! key when the region is over `region_split_keys` or
-//! `region_split_size_bytes`.
+//! `region_split_size_bytes`. It also runs the coordinator's split orders
+//! (operator steps), which split whatever the size.
 
 use std::sync::Arc;
 
@@ -22,6 +23,9 @@ pub struct SplitCheck {
     pub region: Region,
     /// The leader's peer.
     pub peer: Peer,
+    /// A coordinator order to split whatever the size: at its key, or in
+    /// half when it has none.
+    pub order: Option<nokv_proto::coordinatorpb::SplitRegion>,
 }
 
 /// Thresholds; 0 disables a dimension.
@@ -50,6 +54,10 @@ pub fn spawn(
         };
         while let Some(check) = rx.recv().await {
             let Some(db) = db.get() else { return };
+            if let Some(order) = check.order.clone() {
+                run_order(&db, &driver, check, order).await;
+                continue;
+            }
             let region = check.region.clone();
             let scan = tokio::task::spawn_blocking(move || {
                 scan_region(&db, &region, cap(limits.keys), cap(limits.bytes))
@@ -91,4 +99,46 @@ pub fn spawn(
             }
         }
     })
+}
+
+/// Runs a coordinator split order: at its key, or at the middle key.
+async fn run_order(
+    db: &Arc<rocksdb::DB>,
+    driver: &SplitDriver,
+    check: SplitCheck,
+    order: nokv_proto::coordinatorpb::SplitRegion,
+) {
+    let region_id = check.region.id;
+    let key = if !order.half && !order.split_key.is_empty() {
+        Some(order.split_key)
+    } else {
+        let db = db.clone();
+        let region = check.region.clone();
+        match tokio::task::spawn_blocking(move || crate::split::middle_key(&db, &region)).await {
+            Ok(Ok(k)) => k,
+            Ok(Err(e)) => {
+                debug!(region_id, error = %e, "middle key scan failed");
+                None
+            }
+            Err(_) => None,
+        }
+    };
+    let Some(key) = key else {
+        debug!(region_id, "split order skipped: no key to split at");
+        return;
+    };
+    match driver
+        .split(check.region, Some(check.peer), key, "coordinator operator")
+        .await
+    {
+        Ok(regions) => info!(
+            region_id,
+            into = regions.len(),
+            "region split by coordinator order"
+        ),
+        Err(SplitFailure::Region(e)) => {
+            debug!(region_id, error = %e.message, "split order refused")
+        }
+        Err(e) => debug!(region_id, error = ?e, "split order failed"),
+    }
 }
