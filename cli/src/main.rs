@@ -15,6 +15,8 @@
 //! - [`bench`]: the load generator.
 //! - [`top`]: the live terminal dashboard.
 //! - [`doctor`]: health checks with suggested commands.
+//! - [`schedule`]: members, TSO, operators, schedulers and store
+//!   decommission.
 //! - [`survey`]: one pass over the cluster (coordinator, stores' Admin
 //!   API and metrics), shared by `top` and the inspection commands.
 //! - [`status_http`]: GETs against the processes' HTTP status port.
@@ -29,6 +31,7 @@ mod execution;
 mod inspect;
 mod output;
 mod raw;
+mod schedule;
 mod stats;
 mod status_http;
 mod survey;
@@ -207,6 +210,19 @@ enum Command {
         #[arg(long)]
         store: u64,
     },
+    /// Coordinator members, the leader marked.
+    Members,
+    /// A fresh timestamp from the coordinator's TSO.
+    Tso,
+    /// Scheduling operators: list, show, add by hand, cancel.
+    #[command(subcommand)]
+    Operator(schedule::OperatorCmd),
+    /// Checkers and schedulers: list, pause, resume.
+    #[command(subcommand)]
+    Scheduler(schedule::SchedulerCmd),
+    /// Store lifecycle: decommission.
+    #[command(subcommand)]
+    Store(schedule::StoreCmd),
     /// Closed-loop load generator.
     Bench(bench::BenchArgs),
     /// Live dashboard: stores, regions, raft progress, operators, events.
@@ -387,6 +403,19 @@ fn run(cli: Cli, sources: Sources) -> anyhow::Result<i32> {
             )
             .await
             .map(|_| 0),
+            Command::Members => schedule::members(&coordinator()?, cli.output)
+                .await
+                .map(|_| 0),
+            Command::Tso => schedule::tso(&coordinator()?, cli.output).await.map(|_| 0),
+            Command::Operator(cmd) => schedule::operator(&coordinator()?, cmd, cli.output)
+                .await
+                .map(|_| 0),
+            Command::Scheduler(cmd) => schedule::scheduler(&coordinator()?, cmd, cli.output)
+                .await
+                .map(|_| 0),
+            Command::Store(cmd) => schedule::store(&coordinator()?, cmd, cli.output)
+                .await
+                .map(|_| 0),
             Command::Top(args) => top::run(coordinator()?, args).await.map(|_| 0),
             Command::Doctor(args) => doctor::run(&coordinator()?, args, cli.output).await,
         }
