@@ -21,6 +21,7 @@
 //!   API and metrics), shared by `top` and the inspection commands.
 //! - [`status_http`]: GETs against the processes' HTTP status port.
 //! - [`output`]: tables, JSON and YAML.
+//! - [`tls`]: the client certificate, and `cluster up --tls`'s throwaway CA.
 
 mod bench;
 mod cluster;
@@ -35,6 +36,7 @@ mod schedule;
 mod stats;
 mod status_http;
 mod survey;
+mod tls;
 mod top;
 mod txn;
 
@@ -61,6 +63,15 @@ struct Cli {
     /// Overall deadline of each call, in seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     timeout: f64,
+    /// CA certificate (PEM) of a cluster running with TLS.
+    #[arg(long, global = true, env = "NOKV_TLS_CA", value_name = "PATH")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) signed by that CA.
+    #[arg(long, global = true, env = "NOKV_TLS_CERT", value_name = "PATH")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "NOKV_TLS_KEY", value_name = "PATH")]
+    tls_key: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(
         short = 'o',
@@ -293,7 +304,18 @@ fn run(cli: Cli, sources: Sources) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let coordinator = || CoordinatorClient::new(cli.coordinator.clone(), timeout);
+        let tls_flags = tls::TlsFlags {
+            ca: cli.tls_ca.clone(),
+            cert: cli.tls_cert.clone(),
+            key: cli.tls_key.clone(),
+        };
+        let coordinator = || -> anyhow::Result<CoordinatorClient> {
+            let client = CoordinatorClient::new(cli.coordinator.clone(), timeout)?;
+            Ok(match tls_flags.load(&cli.coordinator)? {
+                Some(tls) => client.with_tls(tls),
+                None => client,
+            })
+        };
         match cli.command {
             Command::Cluster(cmd) => cluster::run(cmd, cli.output).await.map(|_| 0),
             Command::Stores => inspect::stores(&coordinator()?, cli.output)
@@ -492,6 +514,26 @@ mod tests {
             .expect("parse");
         assert_eq!(m.value_source("timeout"), Some(ValueSource::CommandLine));
         assert_eq!(m.value_source("output"), Some(ValueSource::DefaultValue));
+    }
+
+    #[test]
+    fn tls_flags_are_global_and_leave_key_arguments_alone() {
+        let cli = Cli::try_parse_from([
+            "nokv",
+            "region",
+            "--key",
+            "k",
+            "--tls-ca",
+            "ca.crt",
+            "--tls-cert",
+            "admin.crt",
+            "--tls-key",
+            "admin.key",
+        ])
+        .expect("parse");
+        assert_eq!(cli.tls_key, Some("admin.key".into()));
+        assert!(matches!(cli.command, Command::Region { key: Some(k), .. } if k == "k"));
+        assert!(Cli::try_parse_from(["nokv", "get", "k", "--tls-ca", "ca.crt"]).is_ok());
     }
 
     #[test]

@@ -244,9 +244,16 @@ impl CoordinatorClient {
                             }
                         }
                     }
+                    // Final answers: retrying cannot change them (a
+                    // refused certificate stays refused).
                     Err(s)
-                        if s.code() == tonic::Code::Unimplemented
-                            || s.code() == tonic::Code::InvalidArgument =>
+                        if matches!(
+                            s.code(),
+                            tonic::Code::Unimplemented
+                                | tonic::Code::InvalidArgument
+                                | tonic::Code::PermissionDenied
+                                | tonic::Code::Unauthenticated
+                        ) =>
                     {
                         return Err(Error::Rpc(s))
                     }

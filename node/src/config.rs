@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use nokv_consensus::security::SecurityConfig;
 use serde::{Deserialize, Serialize};
 
 /// Size limits enforced on every request (documented in docs/protocol.md).
@@ -123,6 +124,10 @@ pub struct NodeConfig {
     pub gc_interval_ms: u64,
     /// Keys one GC command examines; bounds the work of one raft entry.
     pub gc_batch_keys: u32,
+    /// Mutual TLS on every gRPC surface (serving, and dialing coordinators
+    /// and other nodes), and the admin restriction. None: plaintext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security: Option<SecurityConfig>,
 }
 
 impl Default for NodeConfig {
@@ -141,6 +146,7 @@ impl Default for NodeConfig {
             shutdown_grace_ms: 2000,
             gc_interval_ms: 60_000,
             gc_batch_keys: 256,
+            security: None,
         }
     }
 }
@@ -167,6 +173,11 @@ impl NodeConfig {
         if self.limits.max_key_bytes == 0 || self.limits.max_value_bytes == 0 {
             return Err("limits must be positive".into());
         }
+        if let Some(s) = &self.security {
+            if s.admin_allowed_cn.iter().any(|cn| cn.trim().is_empty()) {
+                return Err("security.admin_allowed_cn: empty common name".into());
+            }
+        }
         Ok(())
     }
 }
@@ -186,6 +197,22 @@ mod tests {
         assert_eq!(c.raft.tick_interval_ms, 50);
         assert_eq!(c.raft.election_ticks, 10);
         assert_eq!(c.limits.max_key_bytes, 10);
+    }
+
+    #[test]
+    fn security_section_parses_and_is_off_by_default() {
+        assert!(NodeConfig::default().security.is_none());
+        let c: NodeConfig = serde_yaml::from_str(
+            "security:\n  ca_path: /tls/ca.crt\n  cert_path: /tls/tls.crt\n  key_path: /tls/tls.key\n  admin_allowed_cn: [ops]\n",
+        )
+        .expect("parse");
+        let s = c.security.as_ref().expect("security");
+        assert_eq!(s.ca_path, PathBuf::from("/tls/ca.crt"));
+        assert_eq!(s.admin_allowed_cn, ["ops"]);
+        c.validate().expect("valid");
+        let mut bad = c.clone();
+        bad.security.as_mut().expect("security").admin_allowed_cn = vec![" ".into()];
+        assert!(bad.validate().is_err());
     }
 
     #[test]

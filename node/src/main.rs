@@ -31,6 +31,15 @@ struct Args {
     /// Log filter, e.g. `info` or `nokv_coordinator=debug`.
     #[arg(long)]
     log_level: Option<String>,
+    /// CA certificate (PEM) for mutual TLS; sets security.ca_path.
+    #[arg(long, value_name = "PATH", requires_all = ["cert_path", "key_path"])]
+    ca_path: Option<PathBuf>,
+    /// This process's certificate (PEM); sets security.cert_path.
+    #[arg(long, value_name = "PATH", requires_all = ["ca_path", "key_path"])]
+    cert_path: Option<PathBuf>,
+    /// The certificate's private key (PEM); sets security.key_path.
+    #[arg(long, value_name = "PATH", requires_all = ["ca_path", "cert_path"])]
+    key_path: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +70,21 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = args.log_level {
         config.log_level = v;
+    }
+    if let (Some(ca_path), Some(cert_path), Some(key_path)) =
+        (args.ca_path, args.cert_path, args.key_path)
+    {
+        let admin_allowed_cn = config
+            .security
+            .take()
+            .map(|s| s.admin_allowed_cn)
+            .unwrap_or_default();
+        config.security = Some(nokv_consensus::security::SecurityConfig {
+            ca_path,
+            cert_path,
+            key_path,
+            admin_allowed_cn,
+        });
     }
     tracing_subscriber::fmt()
         .with_ansi(false)

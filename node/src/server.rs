@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nokv_client::CoordinatorClient;
+use nokv_consensus::security::{AdminGuard, NODE_ADMIN_METHODS};
 use nokv_consensus::service::RaftTransportService;
 use nokv_consensus::shutdown::{grace_deadline, signalled, watch_signal};
 use nokv_consensus::status::{self, StatusState};
 use nokv_consensus::transport::MAX_RAFT_MESSAGE_BYTES;
-use nokv_consensus::{AddressResolver, MessageFilter, Transport};
+use nokv_consensus::{AddressResolver, MessageFilter, Transport, TransportOptions};
 use nokv_proto::adminpb::admin_server::AdminServer;
 use nokv_proto::kvrpcpb::kv_server::KvServer;
 use nokv_proto::metapb::{Store, StoreState};
@@ -124,6 +125,17 @@ pub async fn run_with(
     hooks: NodeHooks,
 ) -> Result<()> {
     config.validate().map_err(Error::Config)?;
+    // TLS material is read first, so a bad `security` section stops the
+    // node before it binds or registers anything.
+    let security = config.security.as_ref().map(|s| s.load()).transpose()?;
+    let tls = security.as_ref().map(|s| s.tls.clone());
+    let mut grpc = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        grpc = grpc
+            .tls_config(tls.server())
+            .map_err(|e| Error::Config(format!("security: {e}")))?;
+    }
+    let admin_policy = security.map(|s| s.admin).unwrap_or_default();
     let stop = watch_signal(shutdown);
     crate::metrics::register();
     let started = Instant::now();
@@ -169,7 +181,11 @@ pub async fn run_with(
     })
     .await
     .map_err(|e| Error::Io(std::io::Error::other(e)))??;
-    let coordinator = CoordinatorClient::new(config.coordinators.clone(), Duration::from_secs(5))?;
+    let mut coordinator =
+        CoordinatorClient::new(config.coordinators.clone(), Duration::from_secs(5))?;
+    if let Some(tls) = &tls {
+        coordinator = coordinator.with_tls(tls.clone());
+    }
     let store_id = ensure_store_id(&db, &coordinator).await?;
     store_id_cell.store(store_id, Ordering::Relaxed);
     let store = Store {
@@ -207,11 +223,14 @@ pub async fn run_with(
         coordinator: coordinator.clone(),
         cache: Mutex::new(HashMap::new()),
     });
-    let transport = Transport::with_filter(
+    let transport = Transport::with_options(
         store_id,
         resolver,
         tokio::runtime::Handle::current(),
-        hooks.message_filter,
+        TransportOptions {
+            filter: hooks.message_filter,
+            tls,
+        },
     );
     let (hb_tx, hb_rx) = tokio::sync::mpsc::unbounded_channel();
     let (split_tx, split_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -294,13 +313,17 @@ pub async fn run_with(
     let stopper = router.clone();
     info!(store_id, listen = %config.listen, status = %config.status_listen, "node serving");
     let max_msg = config.limits.max_grpc_message_bytes;
-    let server = tonic::transport::Server::builder()
+    let server = grpc
         .add_service(
             KvServer::new(kv)
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(max_msg),
         )
-        .add_service(AdminServer::new(admin))
+        .add_service(AdminGuard::new(
+            AdminServer::new(admin),
+            admin_policy,
+            NODE_ADMIN_METHODS,
+        ))
         .add_service(
             RaftTransportServer::new(RaftTransportService::with_snapshots(
                 Arc::new(router.clone()),

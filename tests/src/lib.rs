@@ -90,6 +90,7 @@ pub struct LocalCluster {
     /// Base of the cluster's port range.
     pub port_base: u16,
     topology: PathBuf,
+    up_args: Vec<String>,
 }
 
 impl LocalCluster {
@@ -97,6 +98,17 @@ impl LocalCluster {
     /// `extra_topology` is YAML appended to the topology file (for
     /// `coordinator_config:` / `node_config:` overrides).
     pub fn start(coordinators: usize, nodes: usize, extra_topology: &str) -> LocalCluster {
+        Self::start_with_args(coordinators, nodes, extra_topology, &[])
+    }
+
+    /// Like [`LocalCluster::start`], passing `up_args` (such as `--tls`)
+    /// to every `nokv cluster up`.
+    pub fn start_with_args(
+        coordinators: usize,
+        nodes: usize,
+        extra_topology: &str,
+        up_args: &[&str],
+    ) -> LocalCluster {
         let dir = tempfile::Builder::new()
             .prefix("nokv-e2e")
             .tempdir()
@@ -108,6 +120,7 @@ impl LocalCluster {
             coordinators: Vec::new(),
             port_base: 0,
             topology,
+            up_args: up_args.iter().map(|a| a.to_string()).collect(),
         };
         let mut last = String::new();
         // A port picked as free may be taken before the cluster binds it;
@@ -145,6 +158,7 @@ impl LocalCluster {
         Command::new(self.bin.join("nokv"))
             .args(["cluster", "up", "--detach", "--wait-timeout", "90", "-f"])
             .arg(&self.topology)
+            .args(&self.up_args)
             .env("NOKV_BIN_DIR", &self.bin)
             .output()
             .expect("run nokv cluster up")
@@ -168,13 +182,19 @@ impl LocalCluster {
 
     /// Runs `nokv` with the cluster's coordinators.
     pub fn nokv(&self, args: &[&str]) -> Output {
-        Command::new(self.bin.join("nokv"))
-            .args(args)
+        self.nokv_command(args).output().expect("run nokv")
+    }
+
+    /// The `nokv` command [`LocalCluster::nokv`] runs, for changing its
+    /// environment first. `NOKV_CLUSTER_DIR` names this cluster, so
+    /// against a TLS cluster the CLI presents its admin certificate.
+    pub fn nokv_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.bin.join("nokv"));
+        cmd.args(args)
             .env("NOKV_COORDINATOR", self.coordinators.join(","))
             .env("NOKV_CLUSTER_DIR", self.data_dir())
-            .env("NOKV_BIN_DIR", &self.bin)
-            .output()
-            .expect("run nokv")
+            .env("NOKV_BIN_DIR", &self.bin);
+        cmd
     }
 
     /// Runs `nokv` and returns stdout, panicking with stderr on failure.

@@ -562,7 +562,7 @@ fn tls_values_mount_the_secret_and_point_the_security_keys_at_it() {
     let r = render(json!({
         "tls": { "enabled": true, "secretName": "nokv-certs", "certKey": "node.crt" },
     }));
-    let (mut coordinators, mut node) = check_cluster_shape(&r, 3, 3);
+    let (coordinators, node) = check_cluster_shape(&r, 3, 3);
 
     for name in ["nokv-coordinator", "nokv-node"] {
         let sts = r.get("StatefulSet", name);
@@ -590,19 +590,53 @@ fn tls_values_mount_the_secret_and_point_the_security_keys_at_it() {
         "key_path": "/etc/nokv/tls/tls.key",
     }))
     .expect("yaml");
-    for file in coordinators.iter_mut().chain([&mut node]) {
-        let security = file
-            .as_mapping_mut()
-            .expect("config is a map")
-            .remove("security")
-            .expect("security section rendered");
-        assert_eq!(security, expected);
+    for file in coordinators.iter().chain([&node]) {
+        assert_eq!(file["security"], expected, "security section rendered");
     }
-    // The binaries do not accept `security` yet: it is the contract for the
-    // TLS work (docs/deploy.md, "TLS"). With it stripped above, everything
-    // else must still be what the binaries accept.
+    // The binaries accept the section as rendered.
     check_configs_load(&coordinators, &node);
-    assert!(r.notes.contains("does not accept"), "{}", r.notes);
+    let node_config: NodeConfig = serde_yaml::from_value(node.clone()).expect("node config");
+    assert_eq!(
+        node_config.security.expect("security").ca_path,
+        std::path::PathBuf::from("/etc/nokv/tls/ca.crt")
+    );
+
+    // The in-pod CLI presents the mounted certificate.
+    for name in ["nokv-coordinator", "nokv-node"] {
+        let env = seq(&container(r.get("StatefulSet", name))["env"]).to_vec();
+        for (var, file) in [
+            ("NOKV_TLS_CA", "ca.crt"),
+            ("NOKV_TLS_CERT", "tls.crt"),
+            ("NOKV_TLS_KEY", "tls.key"),
+        ] {
+            let e = env
+                .iter()
+                .find(|e| e["name"] == var)
+                .unwrap_or_else(|| panic!("{var} set in {name}"));
+            assert_eq!(str_of(&e["value"]), format!("/etc/nokv/tls/{file}"));
+        }
+    }
+    assert!(r.notes.contains("mutual TLS"), "{}", r.notes);
+
+    // An admin CN list given in the component configs is merged with the
+    // chart's keys.
+    let r = render(json!({
+        "tls": { "enabled": true, "secretName": "nokv-certs" },
+        "coordinator": { "config": { "security": { "admin_allowed_cn": ["ops"] } } },
+        "node": { "config": { "security": { "admin_allowed_cn": ["ops"] } } },
+    }));
+    let (coordinators, node) = check_cluster_shape(&r, 3, 3);
+    check_configs_load(&coordinators, &node);
+    for file in coordinators.iter().chain([&node]) {
+        assert_eq!(
+            file["security"]["admin_allowed_cn"][0].as_str(),
+            Some("ops")
+        );
+        assert_eq!(
+            file["security"]["key_path"].as_str(),
+            Some("/etc/nokv/tls/tls.key")
+        );
+    }
 }
 
 #[test]

@@ -94,8 +94,8 @@ NOKV_COORDINATOR).
 
 {{/*
 Where the TLS Secret is mounted, and the `security` config section pointing
-at it. These three keys are the contract for the TLS work in the binaries,
-which do not accept them yet (docs/deploy.md, "TLS").
+at it (docs/deploy.md, "Security"). Keys under coordinator.config.security
+or node.config.security (admin_allowed_cn) are merged with these.
 */}}
 {{- define "nokv.tlsDir" -}}
 /etc/nokv/tls
@@ -215,6 +215,20 @@ podAntiAffinity:
         path: tls.crt
       - key: {{ .Values.tls.keyKey }}
         path: tls.key
+{{- end }}
+
+{{/*
+The CLI's TLS settings, so that `kubectl exec <pod> -- nokv ...` presents
+the pod's certificate.
+*/}}
+{{- define "nokv.tlsEnv" -}}
+{{- $dir := include "nokv.tlsDir" . }}
+- name: NOKV_TLS_CA
+  value: {{ printf "%s/ca.crt" $dir | quote }}
+- name: NOKV_TLS_CERT
+  value: {{ printf "%s/tls.crt" $dir | quote }}
+- name: NOKV_TLS_KEY
+  value: {{ printf "%s/tls.key" $dir | quote }}
 {{- end }}
 
 {{- define "nokv.tlsVolumeMount" -}}

@@ -72,6 +72,11 @@ pub struct UpArgs {
     /// Seconds to wait for the cluster to become healthy.
     #[arg(long, default_value_t = 60)]
     pub wait_timeout: u64,
+    /// Mutual TLS everywhere, from a throwaway CA and certificates created
+    /// in <data-dir>/tls; the CLI then uses the admin certificate for this
+    /// cluster.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// `cluster down` flags.
@@ -156,6 +161,7 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
     if let Some(v) = args.port_base {
         topo.port_base = v;
     }
+    topo.tls |= args.tls;
     topo.validate()?;
     if let Ok(old) = ClusterState::load(&topo.data_dir) {
         if old.processes.iter().any(|p| alive(p.pid)) {
@@ -173,10 +179,16 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
     let node_bin = find_binary(args.bin_dir.as_deref(), "nokv-node")?;
     std::fs::create_dir_all(&topo.data_dir)
         .with_context(|| format!("creating {}", topo.data_dir.display()))?;
+    let tls_files = match topo.tls {
+        true => Some(crate::tls::generate(&topo.tls_dir(), &topo.host)?),
+        false => None,
+    };
+    let tls = tls_files.as_ref().map(|f| f.load()).transpose()?;
     let mut state = ClusterState {
         data_dir: topo.data_dir.clone(),
         coordinators: topo.coordinator_addresses(),
         processes: Vec::new(),
+        tls: tls_files.clone(),
     };
     let mut children = Vec::new();
     let started = Instant::now();
@@ -215,7 +227,7 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
         .and_then(|v| v.as_u64())
         .unwrap_or(3) as usize;
     let healthy = tokio::select! {
-        r = wait_healthy(&state.coordinators, topo.nodes, topo.nodes.min(max_replicas), deadline) => r,
+        r = wait_healthy(&state.coordinators, tls, topo.nodes, topo.nodes.min(max_replicas), deadline) => r,
         _ = stop_signals.wait() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = healthy {
@@ -249,6 +261,17 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64(),
             state.coordinators.join(",")
         );
+        if let Some(f) = &tls_files {
+            println!(
+                "TLS on: nokv uses {} for this cluster (found through NOKV_CLUSTER_DIR={}), \
+                 or: export NOKV_TLS_CA={} NOKV_TLS_CERT={} NOKV_TLS_KEY={}",
+                f.cert.display(),
+                state.data_dir.display(),
+                f.ca.display(),
+                f.cert.display(),
+                f.key.display()
+            );
+        }
     }
     if args.detach {
         return Ok(());
@@ -295,14 +318,18 @@ impl StopSignals {
 }
 
 /// Polls until a coordinator leads, every node is Up and every region has
-/// `want_voters` voters and a leader.
+/// `want_voters` voters and a leader; with `tls`, over mutual TLS.
 pub async fn wait_healthy(
     coordinators: &[String],
+    tls: Option<nokv_client::TlsConfig>,
     nodes: usize,
     want_voters: usize,
     deadline: Instant,
 ) -> anyhow::Result<()> {
-    let client = CoordinatorClient::new(coordinators.to_vec(), Duration::from_secs(2))?;
+    let mut client = CoordinatorClient::new(coordinators.to_vec(), Duration::from_secs(2))?;
+    if let Some(tls) = tls {
+        client = client.with_tls(tls);
+    }
     let mut last = String::from("not checked yet");
     while Instant::now() < deadline {
         match health_once(&client, nodes, want_voters).await {

@@ -36,6 +36,10 @@ pub struct ClusterState {
     pub coordinators: Vec<String>,
     /// Every process.
     pub processes: Vec<ProcessRecord>,
+    /// The admin client certificate, when the cluster runs with TLS; the
+    /// CLI uses it for commands against this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::tls::ClientFiles>,
 }
 
 /// Path of the state file in `data_dir`.

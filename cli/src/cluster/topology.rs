@@ -25,6 +25,11 @@ pub struct Topology {
     pub coordinator_config: serde_yaml::Mapping,
     /// Extra keys merged into every node's YAML config.
     pub node_config: serde_yaml::Mapping,
+    /// Run every process with mutual TLS, from a throwaway CA and
+    /// certificates in `<data_dir>/tls`. A `security` mapping in
+    /// `coordinator_config` or `node_config` (e.g. `admin_allowed_cn`) is
+    /// merged into the generated section.
+    pub tls: bool,
 }
 
 impl Default for Topology {
@@ -37,6 +42,7 @@ impl Default for Topology {
             host: "127.0.0.1".into(),
             coordinator_config: Default::default(),
             node_config: Default::default(),
+            tls: false,
         }
     }
 }
@@ -116,6 +122,28 @@ impl Topology {
         out
     }
 
+    /// Where `tls: true` keeps the cluster's CA and certificates.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+
+    /// With TLS, sets the generated `security` section in a process's
+    /// config, keeping keys the topology's override gave (such as
+    /// `admin_allowed_cn`).
+    fn merge_security(&self, m: &mut serde_yaml::Mapping) -> anyhow::Result<()> {
+        if !self.tls {
+            return Ok(());
+        }
+        let mut security = crate::tls::security_section(&self.tls_dir())?;
+        if let Some(serde_yaml::Value::Mapping(given)) = m.get("security") {
+            for (k, v) in given {
+                security.insert(k.clone(), v.clone());
+            }
+        }
+        m.insert("security".into(), security.into());
+        Ok(())
+    }
+
     /// The YAML config of one planned process.
     pub fn config_for(&self, p: &ProcessPlan) -> anyhow::Result<String> {
         let mut m = serde_yaml::Mapping::new();
@@ -151,6 +179,7 @@ impl Topology {
             for (k, v) in &self.coordinator_config {
                 m.insert(k.clone(), v.clone());
             }
+            self.merge_security(&mut m)?;
         } else {
             let coords: Vec<serde_yaml::Value> = self
                 .coordinator_addresses()
@@ -161,6 +190,7 @@ impl Topology {
             for (k, v) in &self.node_config {
                 m.insert(k.clone(), v.clone());
             }
+            self.merge_security(&mut m)?;
         }
         Ok(serde_yaml::to_string(&m)?)
     }
@@ -202,6 +232,34 @@ mod tests {
         .validate()
         .is_err());
         assert!(Topology::default().validate().is_ok());
+    }
+
+    #[test]
+    fn tls_adds_a_security_section_keeping_given_keys() {
+        let mut t = Topology {
+            tls: true,
+            ..Default::default()
+        };
+        let yaml = "security:\n  admin_allowed_cn: [nokv-admin]\n";
+        t.node_config = serde_yaml::from_str(yaml).unwrap();
+        let plan = t.plan();
+        let node: serde_yaml::Value =
+            serde_yaml::from_str(&t.config_for(&plan[3]).unwrap()).unwrap();
+        let s = &node["security"];
+        assert!(s["ca_path"]
+            .as_str()
+            .unwrap()
+            .ends_with("nokv-cluster/tls/ca.crt"));
+        assert!(s["key_path"].as_str().unwrap().ends_with("tls/server.key"));
+        assert_eq!(s["admin_allowed_cn"][0].as_str(), Some("nokv-admin"));
+        let coordinator: serde_yaml::Value =
+            serde_yaml::from_str(&t.config_for(&plan[0]).unwrap()).unwrap();
+        assert!(coordinator["security"]["cert_path"].as_str().is_some());
+        assert!(coordinator["security"].get("admin_allowed_cn").is_none());
+        t.tls = false;
+        let plain: serde_yaml::Value =
+            serde_yaml::from_str(&t.config_for(&plan[0]).unwrap()).unwrap();
+        assert!(plain.get("security").is_none());
     }
 
     #[test]
