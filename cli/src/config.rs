@@ -44,6 +44,8 @@ pub struct Effective {
     pub output: Format,
     /// Where it came from.
     pub output_source: Option<ValueSource>,
+    /// The TLS flags as given (resolved against the coordinators here).
+    pub tls: crate::tls::TlsFlags,
 }
 
 /// Printed form of `nokv config show`.
@@ -55,6 +57,8 @@ pub struct ClientConfig {
     pub timeout_seconds: f64,
     /// `table`, `json` or `yaml`.
     pub output: String,
+    /// The client certificate presented, or `plaintext`.
+    pub tls: String,
     /// Per setting: `flag`, `env` or `default`.
     pub sources: BTreeMap<&'static str, &'static str>,
     /// With `--store`: the store and its `/status`.
@@ -94,29 +98,44 @@ fn format_name(f: Format) -> &'static str {
     }
 }
 
-/// Builds the printed form (no I/O).
-pub fn client_config(e: &Effective) -> ClientConfig {
-    ClientConfig {
+/// Builds the printed form (no I/O beyond finding a local TLS cluster's
+/// state file).
+///
+/// # Errors
+/// Only some of the TLS flags given.
+pub fn client_config(e: &Effective) -> anyhow::Result<ClientConfig> {
+    use crate::tls::TlsSource;
+    let (tls, tls_source) = match e.tls.source(&e.coordinators)? {
+        TlsSource::Plaintext => ("plaintext".to_string(), "default"),
+        TlsSource::Flags(f) => (f.cert.display().to_string(), "flag or env"),
+        TlsSource::Cluster(_, f) => (f.cert.display().to_string(), "local cluster"),
+    };
+    Ok(ClientConfig {
         coordinators: e.coordinators.clone(),
         timeout_seconds: e.timeout.as_secs_f64(),
         output: format_name(e.output).to_string(),
+        tls,
         sources: [
             ("coordinators", source_name(e.coordinators_source)),
             ("timeout_seconds", source_name(e.timeout_source)),
             ("output", source_name(e.output_source)),
+            ("tls", tls_source),
         ]
         .into_iter()
         .collect(),
         store: None,
-    }
+    })
 }
 
 /// Runs a `config` subcommand.
 pub async fn run(cmd: ConfigCmd, e: &Effective) -> anyhow::Result<()> {
     let ConfigCmd::Show { store } = cmd;
-    let mut out = client_config(e);
+    let mut out = client_config(e)?;
     if let Some(id) = store {
-        let client = CoordinatorClient::new(e.coordinators.clone(), e.timeout)?;
+        let mut client = CoordinatorClient::new(e.coordinators.clone(), e.timeout)?;
+        if let Some(tls) = e.tls.load(&e.coordinators)? {
+            client = client.with_tls(tls);
+        }
         let s = client
             .get_store(id)
             .await?
@@ -153,6 +172,7 @@ fn table(c: &ClientConfig) -> comfy_table::Table {
         src("timeout_seconds"),
     ]);
     t.add_row(vec!["output".to_string(), c.output.clone(), src("output")]);
+    t.add_row(vec!["tls".to_string(), c.tls.clone(), src("tls")]);
     if let Some(s) = &c.store {
         let from = format!("store {}", s.id);
         for (k, v) in [
@@ -192,8 +212,13 @@ mod tests {
             timeout_source: Some(ValueSource::CommandLine),
             output: Format::Json,
             output_source: Some(ValueSource::DefaultValue),
+            tls: crate::tls::TlsFlags {
+                ca: Some("ca.crt".into()),
+                cert: Some("admin.crt".into()),
+                key: Some("admin.key".into()),
+            },
         };
-        let mut c = client_config(&e);
+        let mut c = client_config(&e).expect("config");
         let v = serde_json::to_value(&c).expect("json");
         assert_eq!(v["coordinators"], serde_json::json!(["a:1", "b:2"]));
         assert_eq!(v["timeout_seconds"], 2.5);
@@ -201,6 +226,8 @@ mod tests {
         assert_eq!(v["sources"]["coordinators"], "env");
         assert_eq!(v["sources"]["timeout_seconds"], "flag");
         assert_eq!(v["sources"]["output"], "default");
+        assert_eq!(v["tls"], "admin.crt");
+        assert_eq!(v["sources"]["tls"], "flag or env");
         assert!(v.get("store").is_none(), "no store without --store");
         c.store = Some(StoreStatus {
             id: 4,

@@ -380,6 +380,7 @@ fn run(cli: Cli, sources: Sources) -> anyhow::Result<i32> {
                     timeout_source: sources.timeout,
                     output: cli.output,
                     output_source: sources.output,
+                    tls: tls_flags.clone(),
                 };
                 config::run(cmd, &effective).await.map(|_| 0)
             }

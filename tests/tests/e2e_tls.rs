@@ -144,6 +144,23 @@ fn tls_cluster_serves_over_mtls_refuses_strangers_and_restricts_admin_calls() {
     //    NOKV_CLUSTER_DIR and works over TLS.
     c.nokv_ok(&["raw", "put", "tls-key", "tls-value"]);
     assert_eq!(c.nokv_ok(&["raw", "get", "tls-key"]).trim(), "tls-value");
+    let store = c.store_ids()[0];
+    let cfg = json(&c.nokv_ok(&[
+        "config",
+        "show",
+        "--store",
+        &store.to_string(),
+        "-o",
+        "json",
+    ]));
+    assert_eq!(cfg["sources"]["tls"], "local cluster", "{cfg:#}");
+    assert!(
+        cfg["tls"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("tls/admin.crt")),
+        "{cfg:#}"
+    );
+    assert_eq!(cfg["store"]["id"], store, "the store lookup went over TLS");
 
     // 2. A plaintext client is refused: the CLI with no certificate to
     //    find, and the SDK without TLS.
