@@ -4,7 +4,8 @@
 //! between coordinators and between nodes runs over TLS before it is even
 //! healthy) with the admin restriction on every process. It serves the CLI
 //! over TLS; it refuses plaintext clients, clients whose certificate comes
-//! from another CA, and plaintext raft handshakes; and a client with a
+//! from another CA, and plaintext raft handshakes; a replica catches up by
+//! a snapshot streamed over TLS; and a client with a
 //! valid but non-admin certificate can read regions but not split or
 //! transfer a leader. A second test checks that bad TLS material stops a
 //! process with a clear error.
@@ -230,6 +231,48 @@ fn tls_cluster_serves_over_mtls_refuses_strangers_and_restricts_admin_calls() {
             assert!(r.is_err(), "foreign-CA raft stream accepted by {addr}");
         }
     });
+
+    // 4b. Snapshots stream over TLS: a follower's replica, removed, is
+    //     added back by the coordinator's replica checker and catches up
+    //     by a snapshot (with the key written above) from the leader.
+    let received = |c: &LocalCluster| -> f64 {
+        c.node_metric(
+            "nokv_raft_snapshot_bytes_total",
+            Some(("direction", "received")),
+        )
+        .iter()
+        .sum()
+    };
+    let before = received(&c);
+    let r = json(&c.nokv_ok(&["region", "--key", "tls-key", "-o", "json"]));
+    let leader = r["leader_store_id"].as_u64().expect("leader");
+    let follower = r["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["store_id"].as_u64())
+        .find(|s| *s != leader)
+        .expect("a follower");
+    let id = r["id"].as_u64().expect("id").to_string();
+    c.nokv_ok(&[
+        "remove-peer",
+        "--region",
+        &id,
+        "--store",
+        &follower.to_string(),
+    ]);
+    nokv_tests::wait_until(
+        "the replica to be re-added and caught up by snapshot",
+        Duration::from_secs(90),
+        || {
+            let r = json(&c.nokv_ok(&["region", &id, "-o", "json"]));
+            let peers = r["peers"].as_array()?.clone();
+            let back = peers.len() == 3
+                && peers.iter().all(|p| p["role"] == "voter")
+                && peers.iter().any(|p| p["store_id"] == follower);
+            (back && received(&c) > before).then_some(())
+        },
+    );
 
     // 5. Admin restriction. The non-admin certificate (CN nokv-client) of
     //    the same CA reads regions, but cannot split or move a leader; the
