@@ -1,5 +1,5 @@
-//! Manual topology control: `split`, `transfer-leader`, `add-peer` and
-//! `remove-peer`. Each finds the region's leader through the coordinator,
+//! Manual topology control: `split`, `merge`, `transfer-leader`,
+//! `add-peer` and `remove-peer`. Each finds the region's leader through the coordinator,
 //! calls the leader store's Admin service (following NotLeader hints), and
 //! reports what happened.
 
@@ -9,7 +9,8 @@ use anyhow::{anyhow, bail};
 use nokv_client::CoordinatorClient;
 use nokv_proto::adminpb::admin_client::AdminClient;
 use nokv_proto::adminpb::{
-    ChangePeerRequest, PeerChange, RegionStatusRequest, SplitRegionRequest, TransferLeaderRequest,
+    ChangePeerRequest, MergeRegionRequest, PeerChange, RegionStatusRequest, SplitRegionRequest,
+    TransferLeaderRequest,
 };
 use nokv_proto::errorpb::{region_error::Kind, RegionError};
 use nokv_proto::metapb::{Peer, PeerRole, Region};
@@ -122,6 +123,39 @@ pub async fn split(
             Some(e) if leader.follow(&e).await => continue,
             Some(e) => return Err(region_error(e)),
             None => return print_regions(&resp.regions, leader.store_id, format),
+        }
+    }
+}
+
+/// `nokv merge`: asks the source region's leader store to fold the source
+/// into the adjacent target, and prints the grown target once the merge
+/// committed. The store waits up to 30 s for the commit.
+pub async fn merge(
+    coordinator: &CoordinatorClient,
+    source: u64,
+    target: u64,
+    format: Format,
+) -> anyhow::Result<()> {
+    if source == target {
+        bail!("--source and --target must name two different regions");
+    }
+    let mut leader = Leader::find(coordinator, source).await?;
+    loop {
+        let mut req = tonic::Request::new(MergeRegionRequest {
+            source_region_id: source,
+            target_region_id: target,
+        });
+        req.set_timeout(Duration::from_secs(40));
+        let resp = leader.client().await?.merge_region(req).await?.into_inner();
+        match resp.region_error {
+            Some(e) if leader.follow(&e).await => continue,
+            Some(e) => return Err(region_error(e)),
+            None => {
+                let region = resp
+                    .region
+                    .ok_or_else(|| anyhow!("the store answered without the merged region"))?;
+                return print_regions(&[region], leader.store_id, format);
+            }
         }
     }
 }

@@ -190,6 +190,15 @@ enum Command {
         #[arg(long)]
         half: bool,
     },
+    /// Merge a region into an adjacent region whose replicas are on the same stores.
+    Merge {
+        /// Region that is folded in and disappears.
+        #[arg(long)]
+        source: u64,
+        /// Adjacent region that takes over the source's key range.
+        #[arg(long)]
+        target: u64,
+    },
     /// Move a region's leadership to the peer on another store.
     TransferLeader {
         /// Region.
@@ -339,6 +348,11 @@ fn run(cli: Cli, sources: Sources) -> anyhow::Result<i32> {
                 .map(|_| 0),
             Command::Split { region, key, half } => {
                 control::split(&coordinator()?, region, key, half, cli.output)
+                    .await
+                    .map(|_| 0)
+            }
+            Command::Merge { source, target } => {
+                control::merge(&coordinator()?, source, target, cli.output)
                     .await
                     .map(|_| 0)
             }

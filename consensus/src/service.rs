@@ -20,6 +20,14 @@ use tonic::{Request, Response, Status, Streaming};
 pub trait RaftMessageSink: Send + Sync + 'static {
     /// Takes one message. Must not block: a full inbox drops the message.
     fn deliver(&self, msg: RaftMessage);
+
+    /// Whether the consumer is gone for good. Inbound streams then end, so
+    /// senders reconnect and find the process that replaced this one (an
+    /// embedded node restarted in the same process keeps its old
+    /// connections' tasks alive otherwise).
+    fn closed(&self) -> bool {
+        false
+    }
 }
 
 /// Serves `RaftTransport` for one process.
@@ -69,6 +77,9 @@ impl<S: RaftMessageSink> RaftTransport for RaftTransportService<S> {
                 // long as the sender streams batches.
                 let _feedback = tx;
                 while let Some(Ok(batch)) = inbound.next().await {
+                    if sink.closed() {
+                        break;
+                    }
                     for msg in batch.messages {
                         sink.deliver(msg);
                     }

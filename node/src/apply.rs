@@ -4,6 +4,8 @@
 //! so the batch is flushed (with the apply state of the entries before it)
 //! first.
 
+use std::collections::HashMap;
+
 use nokv_consensus::metrics::RAFT_APPLIED_ENTRIES;
 use nokv_consensus::peer::ProposalCallback;
 use nokv_proto::metapb::{Peer as PeerMeta, PeerRole};
@@ -29,7 +31,25 @@ use crate::{raw_value, Error, Result};
 /// Proposers to answer once the apply batch is written.
 pub type Answers = Vec<(ProposalCallback<RaftCmdResponse>, RaftCmdResponse)>;
 
-fn error_response(e: nokv_proto::errorpb::RegionError) -> RaftCmdResponse {
+/// The `RegionMerging` error of a region frozen by a merge.
+pub fn merging(region_id: u64) -> nokv_proto::errorpb::RegionError {
+    nokv_proto::errorpb::RegionError {
+        message: format!("region {region_id} is frozen by a merge in progress"),
+        kind: Some(nokv_proto::errorpb::region_error::Kind::RegionMerging(
+            nokv_proto::errorpb::RegionMerging { region_id },
+        )),
+    }
+}
+
+pub(crate) fn admin_ok(cmd: admin_response::Cmd) -> RaftCmdResponse {
+    RaftCmdResponse {
+        header: Some(RaftResponseHeader::default()),
+        responses: Vec::new(),
+        admin_response: Some(AdminResponse { cmd: Some(cmd) }),
+    }
+}
+
+pub(crate) fn error_response(e: nokv_proto::errorpb::RegionError) -> RaftCmdResponse {
     RaftCmdResponse {
         header: Some(RaftResponseHeader {
             error: Some(e),
@@ -41,15 +61,20 @@ fn error_response(e: nokv_proto::errorpb::RegionError) -> RaftCmdResponse {
 
 impl Peer {
     /// Applies `entries` (in order) into `wb` and writes it with the new
-    /// apply state. Returns the proposers to answer.
+    /// apply state. Returns the proposers to answer. `others` are the
+    /// other replicas on this store: a CommitMerge absorbs its source
+    /// replica from them. Entries from a CommitMerge whose source replica
+    /// is not ready onward are kept in `blocked_entries` for a later call.
     pub fn apply_entries(
         &mut self,
         db: &DB,
         entries: Vec<Entry>,
         mut wb: WriteBatch,
+        others: &mut HashMap<u64, Peer>,
     ) -> Result<Answers> {
         let mut answers = Vec::new();
-        for e in entries {
+        let mut entries = entries.into_iter();
+        while let Some(e) = entries.next() {
             if e.index <= self.apply_state.applied_index {
                 continue;
             }
@@ -57,7 +82,14 @@ impl Peer {
                 EntryType::EntryNormal if e.data.is_empty() => None,
                 EntryType::EntryNormal => {
                     let cmd = RaftCmdRequest::decode(e.data.as_ref())?;
-                    Some(self.apply_command(db, cmd, &mut wb)?)
+                    match self.apply_command(db, cmd, e.index, &mut wb, others)? {
+                        Some(resp) => Some(resp),
+                        None => {
+                            self.blocked_entries.push(e);
+                            self.blocked_entries.extend(entries);
+                            break;
+                        }
+                    }
                 }
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(&e.data)
@@ -93,23 +125,42 @@ impl Peer {
         Ok(())
     }
 
+    /// Applies one command. `None` means it cannot apply yet (a CommitMerge
+    /// waiting for its source replica) and nothing was changed.
     fn apply_command(
         &mut self,
         db: &DB,
         cmd: RaftCmdRequest,
+        index: u64,
         wb: &mut WriteBatch,
-    ) -> Result<RaftCmdResponse> {
+        others: &mut HashMap<u64, Peer>,
+    ) -> Result<Option<RaftCmdResponse>> {
         let header = cmd.header.unwrap_or_default();
         if let Some(admin) = cmd.admin_request.and_then(|a| a.cmd) {
             if let Err(e) = check_epoch(&self.region, header.region_epoch.as_ref(), true) {
-                return Ok(error_response(e));
+                return Ok(Some(error_response(e)));
+            }
+            let frozen = self.merge_state.is_some()
+                && !matches!(admin, admin_request::Cmd::RollbackMerge(_));
+            if frozen {
+                return Ok(Some(error_response(merging(self.region.id))));
             }
             let name = match admin {
-                admin_request::Cmd::CompactLog(c) => return self.apply_compact_log(db, c, wb),
-                admin_request::Cmd::BatchSplit(s) => return self.apply_batch_split(db, s, wb),
-                admin_request::Cmd::PrepareMerge(_) => "PrepareMerge",
-                admin_request::Cmd::CommitMerge(_) => "CommitMerge",
-                admin_request::Cmd::RollbackMerge(_) => "RollbackMerge",
+                admin_request::Cmd::CompactLog(c) => {
+                    return self.apply_compact_log(db, c, wb).map(Some)
+                }
+                admin_request::Cmd::BatchSplit(s) => {
+                    return self.apply_batch_split(db, s, wb).map(Some)
+                }
+                admin_request::Cmd::PrepareMerge(p) => {
+                    return self.apply_prepare_merge(db, p, index, wb).map(Some)
+                }
+                admin_request::Cmd::CommitMerge(c) => {
+                    return self.apply_commit_merge(db, c, wb, others)
+                }
+                admin_request::Cmd::RollbackMerge(r) => {
+                    return self.apply_rollback_merge(db, r, wb).map(Some)
+                }
                 admin_request::Cmd::ChangePeer(_) | admin_request::Cmd::ChangePeerV2(_) => {
                     "ChangePeer"
                 }
@@ -120,14 +171,17 @@ impl Peer {
                 command = name,
                 "admin command is not implemented yet; skipped"
             );
-            return Ok(error_response(nokv_proto::errorpb::RegionError {
-                message: format!("admin command {name} is not implemented yet"),
+            return Ok(Some(error_response(nokv_proto::errorpb::RegionError {
+                message: format!("admin command {name} is not applied through the log"),
                 kind: None,
-            }));
+            })));
         }
         // The epoch may have moved between proposal and apply.
         if let Err(e) = check_epoch(&self.region, header.region_epoch.as_ref(), false) {
-            return Ok(error_response(e));
+            return Ok(Some(error_response(e)));
+        }
+        if self.merge_state.is_some() {
+            return Ok(Some(error_response(merging(self.region.id))));
         }
         let raw = cf(db, CF_RAW)?;
         if !cmd.requests.is_empty() {
@@ -194,7 +248,7 @@ impl Peer {
             }
             responses.push(out);
         }
-        Ok(RaftCmdResponse {
+        Ok(Some(RaftCmdResponse {
             header: Some(RaftResponseHeader {
                 request_id: header.request_id,
                 current_term: self.raft.term(),
@@ -202,7 +256,7 @@ impl Peer {
             }),
             responses,
             admin_response: None,
-        })
+        }))
     }
 
     fn apply_compact_log(
@@ -284,6 +338,16 @@ impl Peer {
         wb: &mut WriteBatch,
     ) -> Result<RaftCmdResponse> {
         let ctx = RaftCmdRequest::decode(cc.context.as_ref())?;
+        // A membership change proposed before a split, merge or another
+        // change applied is stale; a frozen merge source takes none. raft-rs
+        // is not told, so both memberships stay as they were.
+        let header = ctx.header.unwrap_or_default();
+        if let Err(e) = check_epoch(&self.region, header.region_epoch.as_ref(), true) {
+            return Ok(error_response(e));
+        }
+        if self.merge_state.is_some() {
+            return Ok(error_response(merging(self.region.id)));
+        }
         let change = ctx.admin_request.and_then(|a| a.cmd).and_then(|c| match c {
             admin_request::Cmd::ChangePeer(c) => Some(c),
             _ => None,

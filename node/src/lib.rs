@@ -41,6 +41,7 @@ pub mod error;
 pub mod gc_worker;
 pub mod heartbeat;
 pub mod keys;
+pub mod merge;
 pub mod metrics;
 pub mod msg;
 pub mod mvcc;

@@ -91,6 +91,26 @@ pub static SNAPSHOTS_GENERATED: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Merge sources this store's replicas absorbed (CommitMerge applied here
+/// or a snapshot of the merged target installed).
+pub static MERGES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "nokv_region_merges_total",
+        "Merge source replicas absorbed by their target on this store"
+    )
+    .expect("metric registers once")
+});
+
+/// Lagging merge-source replicas brought to the merge point from the log
+/// tail a CommitMerge carried.
+pub static MERGE_CATCH_UPS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "nokv_region_merge_catch_ups_total",
+        "Lagging merge source replicas caught up from a CommitMerge's log tail"
+    )
+    .expect("metric registers once")
+});
+
 /// Makes every metric visible from the first scrape.
 pub fn register() {
     nokv_consensus::metrics::register_shared();
@@ -104,4 +124,6 @@ pub fn register() {
     LazyLock::force(&LOG_COMPACTIONS);
     LazyLock::force(&SNAPSHOTS_APPLIED);
     LazyLock::force(&SNAPSHOTS_GENERATED);
+    LazyLock::force(&MERGES);
+    LazyLock::force(&MERGE_CATCH_UPS);
 }

@@ -99,6 +99,18 @@ pub enum StoreMsg {
         /// Whether the receiver took it.
         sent: bool,
     },
+    /// Start merging `source` into the adjacent `target` (this store must
+    /// lead the source and hold a replica of the target).
+    PrepareMerge {
+        /// The region to freeze and fold into `target`.
+        source: u64,
+        /// The region that takes over the source's range.
+        target: u64,
+        /// Diagnostics transition to complete when the merge commits.
+        transition: Option<u64>,
+        /// Called once the PrepareMerge applied (or failed).
+        cb: CmdCallback,
+    },
     /// Approximate size of a region, from the split checker.
     RegionStats {
         /// Region.

@@ -11,8 +11,11 @@ use nokv_proto::adminpb::{PeerProgress, RegionStatus};
 use nokv_proto::coordinatorpb::RegionHeartbeatRequest;
 use nokv_proto::metapb::{self, Region};
 use nokv_proto::raft_cmdpb::RaftCmdResponse;
-use nokv_proto::raft_serverpb::{ApplyState, PeerState, RaftTruncatedState, RegionLocalState};
+use nokv_proto::raft_serverpb::{
+    ApplyState, MergeState, PeerState, RaftTruncatedState, RegionLocalState,
+};
 use prost::Message;
+use raft::prelude::Entry;
 use rocksdb::{WriteBatch, DB};
 
 use crate::config::RaftConfig;
@@ -118,6 +121,21 @@ pub struct Peer {
     pub ticks_since_heartbeat: u64,
     /// Send a region heartbeat at the next opportunity.
     pub heartbeat_due: bool,
+    /// Set from the PrepareMerge that froze this region (as a merge
+    /// source) until the merge commits or rolls back.
+    pub merge_state: Option<MergeState>,
+    /// Committed entries not applied yet because a CommitMerge waits for
+    /// its source replica on this store; retried every tick.
+    pub blocked_entries: Vec<Entry>,
+    /// Ticks since this merge source leader last pushed its merge on.
+    pub ticks_since_merge_step: u64,
+    /// Source replicas a CommitMerge just absorbed, for the raftstore to
+    /// record.
+    pub merged_sources: Vec<crate::merge::MergedSource>,
+    /// The diagnostics transition of the merge this replica proposed.
+    pub merge_transition: Option<u64>,
+    /// A RollbackMerge was just applied (the raftstore records it).
+    pub merge_rolled_back: bool,
 }
 
 impl Peer {
@@ -134,6 +152,15 @@ impl Peer {
         let apply_state = match db.get_cf(cf(&db, CF_META)?, apply_state_key(region.id))? {
             Some(b) => ApplyState::decode(b.as_slice())?,
             None => ApplyState::default(),
+        };
+        let merge_state = match db.get_cf(cf(&db, CF_META)?, region_state_key(region.id))? {
+            Some(b) => {
+                let local = RegionLocalState::decode(b.as_slice())?;
+                (local.state() == PeerState::Merging)
+                    .then_some(local.merge_state)
+                    .flatten()
+            }
+            None => None,
         };
         let truncated = apply_state
             .truncated_state
@@ -191,6 +218,12 @@ impl Peer {
             was_leader: false,
             ticks_since_heartbeat: 0,
             heartbeat_due: true,
+            merge_state,
+            blocked_entries: Vec::new(),
+            ticks_since_merge_step: 0,
+            merged_sources: Vec::new(),
+            merge_transition: None,
+            merge_rolled_back: false,
         })
     }
 
@@ -220,12 +253,19 @@ impl Peer {
             .or_else(|| self.peer_stores.get(&peer_id).copied())
     }
 
-    /// Writes the region local state into `wb`.
+    /// Writes the region local state into `wb`. A live region frozen by a
+    /// merge is recorded `Merging` with its merge state, so a restart keeps
+    /// it frozen.
     pub fn persist_region(&self, db: &DB, state: PeerState, wb: &mut WriteBatch) -> Result<()> {
+        let merging = state == PeerState::Normal && self.merge_state.is_some();
         let local = RegionLocalState {
             region: Some(self.region.clone()),
-            state: state as i32,
-            merge_state: None,
+            state: if merging { PeerState::Merging } else { state } as i32,
+            merge_state: if merging {
+                self.merge_state.clone()
+            } else {
+                None
+            },
             applying_snapshot: None,
         };
         wb.put_cf(
@@ -312,6 +352,12 @@ impl Peer {
             pending_peers: self.pending_peers(),
             approximate_size_bytes: self.approximate_size_bytes,
             approximate_keys: self.approximate_keys,
+            merging_into: self
+                .merge_state
+                .as_ref()
+                .and_then(|m| m.target.as_ref())
+                .map_or(0, |t| t.id),
+            blocked_entries: self.blocked_entries.len() as u64,
         }
     }
 

@@ -51,6 +51,8 @@ pub struct RouterBusy;
 #[derive(Clone)]
 pub struct Router {
     tx: SyncSender<StoreMsg>,
+    /// Set when the raftstore thread has exited.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Router {
@@ -61,6 +63,15 @@ impl Router {
         match self.tx.try_send(msg) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => Err(RouterBusy),
+        }
+    }
+
+    /// The error for a message the raftstore did not take.
+    pub fn busy(&self) -> RegionError {
+        if self.stopped.load(Ordering::Acquire) {
+            crate::region::server_is_busy("the store is stopping")
+        } else {
+            crate::region::server_is_busy("raftstore inbox is full")
         }
     }
 
@@ -82,7 +93,7 @@ impl Router {
             }),
         };
         if self.send(msg).is_err() {
-            return Err(crate::region::server_is_busy("raftstore inbox is full"));
+            return Err(self.busy());
         }
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(r)) => r.and_then(crate::msg::command_result),
@@ -99,6 +110,10 @@ impl RaftMessageSink for Router {
                 .with_label_values(&["inbox_full"])
                 .inc();
         }
+    }
+
+    fn closed(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
     }
 }
 
@@ -197,6 +212,11 @@ pub struct RaftstoreParts {
 /// Starts the raftstore thread.
 pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
     let (tx, rx) = sync_channel(parts.config.inbox_capacity.max(16));
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let router = Router {
+        tx: tx.clone(),
+        stopped: stopped.clone(),
+    };
     let mut store = Raftstore {
         store_id: parts.store_id,
         db: parts.db,
@@ -213,7 +233,7 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
         counters: parts.counters,
         diagnostics: parts.diagnostics,
         split_checks: parts.split_checks,
-        self_router: Router { tx: tx.clone() },
+        self_router: router.clone(),
         snapshot_dirs_to_remove: Vec::new(),
         reads_to_flush: Vec::new(),
         rx,
@@ -221,8 +241,11 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
     };
     let join = std::thread::Builder::new()
         .name("raftstore".into())
-        .spawn(move || store.run())?;
-    Ok((Router { tx }, join))
+        .spawn(move || {
+            store.run();
+            stopped.store(true, Ordering::Release);
+        })?;
+    Ok((router, join))
 }
 
 struct Raftstore {
@@ -251,6 +274,10 @@ struct Raftstore {
 /// Most inbox messages handled per round before persisting, so a flood of
 /// requests cannot starve Ready handling.
 const MAX_MSGS_PER_ROUND: usize = 4096;
+
+/// Ticks between two pushes of a frozen merge source towards commit or
+/// rollback; a duplicate CommitMerge is harmless (it fails its epoch check).
+const MERGE_STEP_TICKS: u64 = 5;
 
 impl Raftstore {
     fn run(&mut self) {
@@ -336,6 +363,12 @@ impl Raftstore {
                 to_peer,
                 sent,
             } => self.report_snapshots(vec![(region_id, to_peer, sent)]),
+            StoreMsg::PrepareMerge {
+                source,
+                target,
+                transition,
+                cb,
+            } => self.on_prepare_merge(source, target, transition, cb),
             StoreMsg::RegionStats {
                 region_id,
                 approximate_keys,
@@ -427,6 +460,23 @@ impl Raftstore {
             );
             return;
         }
+        if msg.get_msg_type() == MessageType::MsgSnapshot {
+            let region =
+                nokv_proto::raft_serverpb::SnapshotMeta::decode(msg.get_snapshot().get_data())
+                    .ok()
+                    .and_then(|m| m.region)
+                    .unwrap_or_default();
+            if !self.snapshot_fits(&region) {
+                debug!(
+                    region_id = env.region_id,
+                    "snapshot overlaps another live region here; dropped"
+                );
+                return;
+            }
+        }
+        let Some(peer) = self.peers.get_mut(&env.region_id) else {
+            return;
+        };
         if let Some(from) = &env.from_peer {
             peer.peer_stores.insert(from.id, from.store_id);
         }
@@ -588,6 +638,13 @@ impl Raftstore {
             Ok(p) => p,
             Err(e) => return cb(Err(e)),
         };
+        let rollback = matches!(
+            cmd.admin_request.as_ref().and_then(|a| a.cmd.as_ref()),
+            Some(admin_request::Cmd::RollbackMerge(_))
+        );
+        if peer.merge_state.is_some() && !rollback {
+            return cb(Err(crate::apply::merging(peer.region.id)));
+        }
         for r in &cmd.requests {
             let check = match &r.cmd {
                 Some(request::Cmd::Put(p)) => check_key(&peer.region, &p.key),
@@ -632,6 +689,11 @@ impl Raftstore {
             Ok(p) => p,
             Err(e) => return cb(Err(e)),
         };
+        // A frozen source may already be part of its target on some store,
+        // which takes writes for its range: reading here could miss them.
+        if peer.merge_state.is_some() {
+            return cb(Err(crate::apply::merging(region_id)));
+        }
         let checks = keys
             .iter()
             .map(|k| check_key(&peer.region, k))
@@ -659,6 +721,9 @@ impl Raftstore {
             Ok(p) => p,
             Err(e) => return cb(Err(e)),
         };
+        if peer.merge_state.is_some() {
+            return cb(Err(crate::apply::merging(region_id)));
+        }
         let Some(target) = change.peer else {
             return cb(Err(RegionError {
                 message: "change peer without a peer".into(),
@@ -866,6 +931,11 @@ impl Raftstore {
         // Leadership changes and due heartbeats are looked at once a tick,
         // not on every loop iteration: it walks every peer.
         self.heartbeat_round();
+        self.drive_merges();
+        if let Err(e) = self.retry_blocked_applies() {
+            error!(store_id = self.store_id, error = %e, "raftstore storage failure; exiting");
+            std::process::exit(70);
+        }
         self.counters.regions.store(regions, Ordering::Relaxed);
         self.counters.leaders.store(leaders, Ordering::Relaxed);
         metrics::REGIONS.set(regions as i64);
@@ -978,6 +1048,13 @@ impl Raftstore {
                 continue;
             };
             if let Some(snap) = &ready.snapshot {
+                let region = nokv_proto::raft_serverpb::SnapshotMeta::decode(snap.get_data())?
+                    .region
+                    .unwrap_or_default();
+                self.absorb_sources_by_snapshot(&region, &mut wb)?;
+                let Some(peer) = self.peers.get_mut(id) else {
+                    continue;
+                };
                 let dir = install(&self.db, &self.snapshots, peer, snap, &mut wb)?;
                 self.snapshot_dirs_to_remove.push(dir);
                 info!(
@@ -1009,28 +1086,24 @@ impl Raftstore {
         let mut destroyed = Vec::new();
         let mut split_parents = Vec::new();
         for (id, ready) in pending {
-            let Some(peer) = self.peers.get_mut(&id) else {
+            // Out of the map while it applies: a CommitMerge takes its
+            // source replica from the others.
+            let Some(mut peer) = self.peers.remove(&id) else {
                 continue;
             };
             let mut apply_wb = WriteBatch::default();
             let out = peer.raft.finish_ready(ready, &mut apply_wb)?;
-            let answers = peer.apply_entries(&self.db, out.committed, apply_wb)?;
-            let applied = peer.apply_state.applied_index;
-            for (cb, resp) in answers {
-                cb(Ok(resp));
-            }
-            peer.raft.advance_apply(applied);
-            RAFT_APPLIED_INDEX
-                .with_label_values(&[&id.to_string()])
-                .set(applied as i64);
+            let mut committed = std::mem::take(&mut peer.blocked_entries);
+            committed.extend(out.committed);
+            self.apply(&mut peer, committed, apply_wb)?;
             if peer.pending_destroy {
                 destroyed.push(id);
             }
             if !peer.pending_splits.is_empty() {
                 split_parents.push(id);
             }
-            let peer = &self.peers[&id];
-            snapshot_reports.extend(self.send_messages(peer, out.messages));
+            snapshot_reports.extend(self.send_messages(&peer, out.messages));
+            self.peers.insert(id, peer);
         }
         RAFT_APPLY_SECONDS.observe(start.elapsed().as_secs_f64());
         self.report_snapshots(snapshot_reports);
@@ -1039,6 +1112,231 @@ impl Raftstore {
         }
         for id in destroyed {
             self.destroy_peer(id)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `entries` to `peer` (out of the map) and answers proposers
+    /// and reads; records merges it completed or rolled back.
+    fn apply(
+        &mut self,
+        peer: &mut Peer,
+        entries: Vec<raft::prelude::Entry>,
+        wb: WriteBatch,
+    ) -> Result<()> {
+        let answers = peer.apply_entries(&self.db, entries, wb, &mut self.peers)?;
+        let applied = peer.apply_state.applied_index;
+        for (cb, resp) in answers {
+            cb(Ok(resp));
+        }
+        peer.raft.advance_apply(applied);
+        RAFT_APPLIED_INDEX
+            .with_label_values(&[&peer.region.id.to_string()])
+            .set(applied as i64);
+        for merged in peer.merged_sources.drain(..) {
+            metrics::MERGES.inc();
+            if let Some(t) = merged.transition {
+                self.diagnostics
+                    .advance(t, nokv_proto::adminpb::TransitionStage::Applied);
+            }
+        }
+        if std::mem::take(&mut peer.merge_rolled_back) {
+            if let Some(t) = peer.merge_transition.take() {
+                self.diagnostics.fail(
+                    t,
+                    "rolled back: the target region changed before the merge committed",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Retries the entries of regions whose CommitMerge waited for its
+    /// source replica.
+    fn retry_blocked_applies(&mut self) -> Result<()> {
+        let blocked: Vec<u64> = self
+            .peers
+            .values()
+            .filter(|p| !p.blocked_entries.is_empty())
+            .map(|p| p.region.id)
+            .collect();
+        for id in blocked {
+            let Some(mut peer) = self.peers.remove(&id) else {
+                continue;
+            };
+            let entries = std::mem::take(&mut peer.blocked_entries);
+            let r = self.apply(&mut peer, entries, WriteBatch::default());
+            self.peers.insert(id, peer);
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Starts merging `source` into `target`: checks both as this store
+    /// sees them and proposes the PrepareMerge. `cb` answers once it
+    /// applied; the merge driver takes it from there.
+    fn on_prepare_merge(
+        &mut self,
+        source: u64,
+        target: u64,
+        transition: Option<u64>,
+        cb: CmdCallback,
+    ) {
+        if let Err(e) = self.admit(source, None, EpochCheck::Skip) {
+            return cb(Err(e));
+        }
+        let refuse = |why: String| RegionError {
+            message: format!("merge refused: {why}"),
+            kind: None,
+        };
+        let Some(tgt) = self.peers.get(&target) else {
+            return cb(Err(refuse(format!(
+                "no replica of target region {target} on this store"
+            ))));
+        };
+        let Some(src) = self.peers.get(&source) else {
+            return cb(Err(region_not_found(source)));
+        };
+        let min_index = match crate::merge::check_prepare(src, tgt) {
+            Ok(i) => i,
+            Err(why) => return cb(Err(refuse(why))),
+        };
+        let cmd = crate::merge::prepare_command(src, &tgt.region, min_index);
+        let Some(src) = self.peers.get_mut(&source) else {
+            return cb(Err(region_not_found(source)));
+        };
+        src.merge_transition = transition;
+        src.ticks_since_merge_step = 0;
+        let peers = src.region.peers.clone();
+        info!(source, target, min_index, "proposing prepare merge");
+        src.raft.propose(
+            cmd.encode_to_vec(),
+            Box::new(move |r| cb(r.map_err(|e| map_propose_error(source, &peers, e)))),
+        );
+    }
+
+    /// Pushes every merge this store's source leaders froze towards commit
+    /// or rollback (see `merge.rs`).
+    fn drive_merges(&mut self) {
+        let due: Vec<u64> = self
+            .peers
+            .values_mut()
+            .filter(|p| p.merge_state.is_some() && p.raft.is_leader())
+            .filter_map(|p| {
+                p.ticks_since_merge_step += 1;
+                (p.ticks_since_merge_step >= MERGE_STEP_TICKS).then(|| {
+                    p.ticks_since_merge_step = 0;
+                    p.region.id
+                })
+            })
+            .collect();
+        for source in due {
+            self.drive_merge(source);
+        }
+    }
+
+    fn drive_merge(&mut self, source: u64) {
+        let Some(src) = self.peers.get(&source) else {
+            return;
+        };
+        let Some(state) = src.merge_state.clone() else {
+            return;
+        };
+        let target = state.target.as_ref().map_or(0, |t| t.id);
+        let tgt = self.peers.get(&target);
+        match crate::merge::next_step(&state, tgt) {
+            crate::merge::MergeStep::Wait => {
+                debug!(source, target, "merge waits for the local target replica");
+            }
+            crate::merge::MergeStep::Commit => {
+                let Some(tgt) = tgt else { return };
+                let cmd = match crate::merge::commit_command(src, tgt) {
+                    Ok(c) => c,
+                    Err(why) => {
+                        warn!(source, target, %why, "cannot build commit merge");
+                        return;
+                    }
+                };
+                debug!(source, target, "proposing commit merge");
+                self.on_command(
+                    cmd,
+                    Box::new(move |r| {
+                        if let Err(e) = r.and_then(crate::msg::command_result) {
+                            debug!(source, target, error = %e.message, "commit merge not applied");
+                        }
+                    }),
+                );
+            }
+            crate::merge::MergeStep::FollowTargetLeader(store) => {
+                debug!(
+                    source,
+                    target, store, "moving source leadership to the target leader's store"
+                );
+                let _ = self.on_transfer_leader(source, store);
+            }
+            crate::merge::MergeStep::Rollback => {
+                info!(source, target, "target changed; rolling the merge back");
+                let cmd = crate::merge::rollback_command(src, state.commit);
+                self.on_command(cmd, Box::new(|_| {}));
+            }
+        }
+    }
+
+    /// Whether a snapshot for `region` may be installed next to the
+    /// replicas on this store: everything it overlaps must be a frozen
+    /// merge source of that region, which the snapshot already contains.
+    fn snapshot_fits(&self, region: &Region) -> bool {
+        self.peers.values().all(|p| {
+            p.region.id == region.id
+                || !p.is_initialized()
+                || !overlaps(&p.region, region)
+                || p.merge_state
+                    .as_ref()
+                    .and_then(|m| m.target.as_ref())
+                    .is_some_and(|t| t.id == region.id)
+        })
+    }
+
+    /// Turns the merge sources a snapshot of `region` covers into
+    /// tombstones (their data is part of the snapshot), into `wb`.
+    fn absorb_sources_by_snapshot(&mut self, region: &Region, wb: &mut WriteBatch) -> Result<()> {
+        let covered: Vec<u64> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.region.id != region.id && p.is_initialized() && overlaps(&p.region, region)
+            })
+            .map(|p| p.region.id)
+            .collect();
+        for id in covered {
+            let Some(mut src) = self.peers.remove(&id) else {
+                continue;
+            };
+            src.raft.raw_mut().mut_store().clear(wb)?;
+            let tombstone = RegionLocalState {
+                region: Some(src.region.clone()),
+                state: PeerState::Tombstone as i32,
+                merge_state: src.merge_state.clone(),
+                applying_snapshot: None,
+            };
+            wb.put_cf(
+                cf(&self.db, CF_META)?,
+                region_state_key(id),
+                tombstone.encode_to_vec(),
+            );
+            wb.delete_cf(cf(&self.db, CF_META)?, apply_state_key(id));
+            src.raft
+                .fail_all(ProposeError::Dropped("region merged".into()));
+            if let Some(t) = src.merge_transition {
+                self.diagnostics
+                    .advance(t, nokv_proto::adminpb::TransitionStage::Applied);
+            }
+            metrics::MERGES.inc();
+            info!(
+                region_id = id,
+                target = region.id,
+                "merge source absorbed by a snapshot of its target"
+            );
         }
         Ok(())
     }
@@ -1100,7 +1398,9 @@ impl Raftstore {
     /// entries, keeping what lagging followers still need unless they lag
     /// beyond the count limit (they will get a snapshot instead).
     fn maybe_compact_log(cfg: &RaftConfig, peer: &mut Peer) {
-        if !peer.raft.is_leader() || !peer.is_initialized() {
+        // A frozen merge source keeps its log: the CommitMerge carries its
+        // tail to lagging replicas.
+        if !peer.raft.is_leader() || !peer.is_initialized() || peer.merge_state.is_some() {
             return;
         }
         let applied = peer.apply_state.applied_index;

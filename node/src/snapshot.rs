@@ -220,6 +220,9 @@ fn generate(db: &DB, gen_dir: &Path, region_id: u64) -> Result<Snapshot> {
         .map(|b| ApplyState::decode(b.as_slice()))
         .transpose()?
         .unwrap_or_default();
+    let merge_state = (local.state() == PeerState::Merging)
+        .then_some(local.merge_state)
+        .flatten();
     let region = local.region.unwrap_or_default();
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -275,6 +278,7 @@ fn generate(db: &DB, gen_dir: &Path, region_id: u64) -> Result<Snapshot> {
         files,
         index: apply.applied_index,
         term: apply.applied_term,
+        merge_state,
     };
     let mut s = Snapshot {
         data: meta.encode_to_vec().into(),
@@ -377,6 +381,7 @@ pub fn install(
         peer.meta.role = me.role;
     }
     peer.reset_apply_state(m.index, m.term);
+    peer.merge_state = meta.merge_state.clone();
     peer.persist_region(db, PeerState::Normal, wb)?;
     peer.persist_apply_state(db, wb)?;
     peer.heartbeat_due = true;
@@ -434,8 +439,12 @@ pub fn finish_interrupted_installs(db: &Arc<DB>, source: &RegionSnapshotSource) 
         log.apply_snapshot_meta(&sm, &mut wb)?;
         let local = RegionLocalState {
             region: Some(region),
-            state: PeerState::Normal as i32,
-            merge_state: None,
+            state: if meta.merge_state.is_some() {
+                PeerState::Merging
+            } else {
+                PeerState::Normal
+            } as i32,
+            merge_state: meta.merge_state.clone(),
             applying_snapshot: None,
         };
         wb.put_cf(meta_cf, region_state_key(region_id), local.encode_to_vec());

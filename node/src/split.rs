@@ -316,7 +316,7 @@ impl SplitDriver {
             }),
         };
         let resp = if self.router.send(msg).is_err() {
-            Err(crate::region::server_is_busy("raftstore inbox is full"))
+            Err(self.router.busy())
         } else {
             match tokio::time::timeout(std::time::Duration::from_secs(10), rx).await {
                 Ok(Ok(r)) => r,

@@ -21,6 +21,8 @@ struct Faults {
     partition: Option<(HashSet<u64>, HashSet<u64>)>,
     /// Messages from the first set to the second are lost.
     one_way: Option<(HashSet<u64>, HashSet<u64>)>,
+    /// (region, store): that region's traffic to and from that store is lost.
+    region_cut: Option<(u64, u64)>,
 }
 
 /// The shared fault state, installed as every node's message filter.
@@ -72,11 +74,18 @@ impl Chaos {
         });
     }
 
+    /// Loses every message of `region_id` to or from `store`, so that one
+    /// replica falls behind while the store's other regions stay healthy.
+    pub fn isolate_replica(&self, region_id: u64, store: u64) {
+        self.with(|f| f.region_cut = Some((region_id, store)));
+    }
+
     /// Removes partitions (keeps the unreliable setting).
     pub fn heal(&self) {
         self.with(|f| {
             f.partition = None;
             f.one_way = None;
+            f.region_cut = None;
         });
     }
 
@@ -87,14 +96,17 @@ impl Chaos {
 }
 
 impl MessageFilter for Chaos {
-    fn check(&self, from: u64, to: u64, _msg: &RaftMessage) -> FilterAction {
+    fn check(&self, from: u64, to: u64, msg: &RaftMessage) -> FilterAction {
         let (drop_percent, max_delay, cut) = self.with(|f| {
             let cut = f.partition.as_ref().is_some_and(|(a, b)| {
                 (a.contains(&from) && b.contains(&to)) || (b.contains(&from) && a.contains(&to))
             }) || f
                 .one_way
                 .as_ref()
-                .is_some_and(|(a, b)| a.contains(&from) && b.contains(&to));
+                .is_some_and(|(a, b)| a.contains(&from) && b.contains(&to))
+                || f.region_cut.is_some_and(|(region, store)| {
+                    msg.region_id == region && (from == store || to == store)
+                });
             (f.drop_percent, f.max_delay, cut)
         });
         if cut {
@@ -130,6 +142,22 @@ mod tests {
         assert_eq!(c.check(2, 3, &m), FilterAction::Deliver);
         c.clear();
         assert_eq!(c.check(1, 2, &m), FilterAction::Deliver);
+    }
+
+    #[test]
+    fn an_isolated_replica_loses_only_its_regions_traffic() {
+        let c = Chaos::new(7);
+        let of = |region_id| RaftMessage {
+            region_id,
+            ..Default::default()
+        };
+        c.isolate_replica(4, 2);
+        assert_eq!(c.check(1, 2, &of(4)), FilterAction::Drop);
+        assert_eq!(c.check(2, 3, &of(4)), FilterAction::Drop);
+        assert_eq!(c.check(1, 3, &of(4)), FilterAction::Deliver);
+        assert_eq!(c.check(1, 2, &of(5)), FilterAction::Deliver);
+        c.heal();
+        assert_eq!(c.check(1, 2, &of(4)), FilterAction::Deliver);
     }
 
     #[test]

@@ -85,6 +85,14 @@ impl Harness {
     /// Starts the cluster and waits until region 1 has three voters and a
     /// leader.
     pub fn start(cfg: HarnessConfig, seed: u64) -> Harness {
+        // NOKV_TEST_LOG=<filter> (e.g. `info` or `nokv_node=debug`) shows
+        // the in-process nodes' logs with the test's output.
+        if let Ok(filter) = std::env::var("NOKV_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         println!("harness seed = {seed} (replay with NOKV_SEED={seed})");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -177,6 +185,35 @@ impl Harness {
         let _g = self.rt.enter();
         CoordinatorClient::new(vec![self.coordinator.clone()], Duration::from_secs(5))
             .expect("client")
+    }
+
+    /// Pauses (or resumes) a coordinator checker or scheduler by name, for
+    /// scenarios that need a stable placement (e.g. merges need both
+    /// regions on the same stores while balance-region spreads them).
+    pub fn pause_scheduler(&self, name: &str, pause: bool) {
+        use nokv_proto::coordinatorpb::coordinator_client::CoordinatorClient as Grpc;
+        let addr = self.coordinator.clone();
+        let r = self.rt.block_on(async move {
+            let mut c = Grpc::connect(format!("http://{addr}"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let resp = c
+                .pause_scheduler(nokv_proto::coordinatorpb::PauseSchedulerRequest {
+                    header: None,
+                    name: name.to_string(),
+                    pause,
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner();
+            match resp.header.and_then(|h| h.error) {
+                Some(e) => Err(e.message),
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = r {
+            panic!("pausing scheduler {name}: {e}");
+        }
     }
 
     /// A raw client whose calls give up after `timeout`.
@@ -357,9 +394,11 @@ impl Harness {
                     })
                     .collect();
                 out.push_str(&format!(
-                    "store {} region {} peer {} epoch {:?} peers [{}] leader {} term {} commit {} applied {} truncated {} last {}\n",
+                    "store {} region {} [{:?}, {:?}) peer {} epoch {:?} peers [{}] leader {} term {} commit {} applied {} truncated {} last {} merging_into {} blocked {}\n",
                     n.store_id,
                     region.id,
+                    String::from_utf8_lossy(&region.start_key),
+                    String::from_utf8_lossy(&region.end_key),
                     r.peer.map(|p| p.id).unwrap_or(0),
                     region.epoch.map(|e| (e.conf_ver, e.version)),
                     peers.join(" "),
@@ -368,7 +407,9 @@ impl Harness {
                     r.commit_index,
                     r.applied_index,
                     r.truncated_index,
-                    r.last_index
+                    r.last_index,
+                    r.merging_into,
+                    r.blocked_entries
                 ));
             }
         }
@@ -444,6 +485,96 @@ impl Harness {
             .await
             .map(|r| r.into_inner().region_error.is_none())
             .unwrap_or(false)
+    }
+
+    /// Merges `source` into `target` through the source leader's store;
+    /// the grown target, or why it did not happen.
+    pub async fn merge(&self, source: u64, target: u64) -> Result<Region, String> {
+        let r = self
+            .coordinator_client()
+            .get_region_by_id(source)
+            .await
+            .map_err(|e| e.to_string())?;
+        let leader = r.leader.ok_or("source has no leader")?;
+        let mut admin = self
+            .admin(leader.store_id)
+            .await
+            .ok_or("source leader's store is down")?;
+        let resp = admin
+            .merge_region(nokv_proto::adminpb::MergeRegionRequest {
+                source_region_id: source,
+                target_region_id: target,
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        match resp.region_error {
+            Some(e) => Err(e.message),
+            None => resp.region.ok_or_else(|| "no region in the answer".into()),
+        }
+    }
+
+    /// Every region replica on every running store: (store, status).
+    pub fn local_regions(&self) -> Vec<(u64, nokv_proto::adminpb::RegionStatus)> {
+        let mut out = Vec::new();
+        for n in self.nodes.iter().filter(|n| n.task.is_some()) {
+            let status = self.rt.block_on(async {
+                let mut a = AdminClient::connect(format!("http://{}", n.address))
+                    .await
+                    .ok()?;
+                a.region_status(RegionStatusRequest { region_id: 0 })
+                    .await
+                    .ok()
+            });
+            for r in status.map(|s| s.into_inner().regions).unwrap_or_default() {
+                out.push((n.store_id, r));
+            }
+        }
+        out
+    }
+
+    /// Panics unless the coordinator's regions tile the whole key space
+    /// (no gap, no overlap) and no store holds overlapping replicas.
+    pub fn assert_regions_tile(&self) {
+        let mut regions: Vec<Region> = self.regions().into_iter().map(|(r, _)| r).collect();
+        regions.sort_by(|a, b| a.start_key.cmp(&b.start_key));
+        let mut expect_start: Vec<u8> = Vec::new();
+        for (i, r) in regions.iter().enumerate() {
+            assert_eq!(
+                r.start_key, expect_start,
+                "region {} does not start where the previous ended (seed {}): {regions:?}",
+                r.id, self.seed
+            );
+            if r.end_key.is_empty() {
+                assert_eq!(i, regions.len() - 1, "only the last region is unbounded");
+            }
+            expect_start = r.end_key.clone();
+        }
+        assert!(
+            regions.last().is_some_and(|r| r.end_key.is_empty()),
+            "the last region must reach the end of the key space: {regions:?}"
+        );
+        let local = self.local_regions();
+        for store in self.store_ids() {
+            let mine: Vec<&Region> = local
+                .iter()
+                .filter(|(s, st)| {
+                    *s == store && st.region.as_ref().is_some_and(|r| !r.peers.is_empty())
+                })
+                .filter_map(|(_, st)| st.region.as_ref())
+                .collect();
+            for (i, a) in mine.iter().enumerate() {
+                for b in &mine[i + 1..] {
+                    let overlap = (b.end_key.is_empty() || a.start_key < b.end_key)
+                        && (a.end_key.is_empty() || b.start_key < a.end_key);
+                    assert!(
+                        !overlap,
+                        "store {store} holds overlapping regions {} and {} (seed {})",
+                        a.id, b.id, self.seed
+                    );
+                }
+            }
+        }
     }
 
     /// gRPC addresses of the running nodes by store id.

@@ -38,6 +38,9 @@ pub struct Scenario {
     pub confchange: bool,
     /// Split regions at random keys during each round.
     pub split: bool,
+    /// Merge random adjacent regions during each round (with `split`, so
+    /// there are regions to merge).
+    pub merge: bool,
 }
 
 /// Rounds per scenario: 1 in CI, more with `NOKV_SCENARIO_ROUNDS`.
@@ -125,6 +128,11 @@ pub fn run(s: Scenario) {
         },
         seed,
     );
+    if s.merge {
+        // Merges need both regions on the same stores; balance-region
+        // would keep spreading freshly split regions apart.
+        h.pause_scheduler("balance-region", true);
+    }
     let client = Arc::new(h.raw_client(Duration::from_secs(5)));
     let histories: Histories = Arc::new(Mutex::new(HashMap::new()));
     let epoch = Instant::now();
@@ -187,6 +195,7 @@ pub fn run(s: Scenario) {
         }
 
         let mut nemeses = Vec::new();
+        let merges = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stores = h.store_ids();
         let hh = Arc::new(NemesisView {
             coordinator: h.coordinator_client(),
@@ -217,15 +226,20 @@ pub fn run(s: Scenario) {
                 }
             }));
         }
-        if s.confchange || s.split {
+        if s.confchange || s.split || s.merge {
             let (done, view, chaos) = (done.clone(), hh.clone(), h.chaos.clone());
-            let (confchange, split, nclients) = (s.confchange, s.split, s.clients.max(1));
+            let (confchange, split, merge) = (s.confchange, s.split, s.merge);
+            let (nclients, merges) = (s.clients.max(1), merges.clone());
             let admins = h.admin_addresses();
             nemeses.push(h.rt.spawn(async move {
                 while !done.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_millis(200 + chaos.random_range(0..300)))
                         .await;
-                    if split && chaos.random_range(0..2) == 0 {
+                    if merge && chaos.random_range(0..3) == 0 {
+                        if view.merge_random(&admins, &chaos).await {
+                            merges.fetch_add(1, Ordering::Relaxed);
+                        }
+                    } else if split && chaos.random_range(0..2) == 0 {
                         let k = key(
                             chaos.random_range(0..nclients as u64) as usize,
                             chaos.random_range(0..50),
@@ -305,9 +319,13 @@ pub fn run(s: Scenario) {
                 },
             );
         }
+        if s.merge || s.split {
+            h.assert_regions_tile();
+        }
         println!(
-            "round {round}: {} regions, appends verified",
-            h.regions().len()
+            "round {round}: {} regions ({} merged by the nemesis), appends verified",
+            h.regions().len(),
+            merges.load(Ordering::Relaxed)
         );
     }
     let histories = histories.lock().unwrap_or_else(|p| p.into_inner());
@@ -356,6 +374,58 @@ impl NemesisView {
                 })
                 .await;
         }
+    }
+
+    /// Merges a random pair of adjacent regions whose replicas share their
+    /// stores; true when a merge committed.
+    async fn merge_random(
+        &self,
+        admins: &HashMap<u64, String>,
+        chaos: &crate::chaos::Chaos,
+    ) -> bool {
+        let mut regions = self
+            .coordinator
+            .scan_regions(b"", b"", 0)
+            .await
+            .unwrap_or_default();
+        regions.sort_by(|a, b| {
+            let key = |i: &nokv_proto::coordinatorpb::RegionInfo| {
+                i.region.as_ref().map(|r| r.start_key.clone())
+            };
+            key(a).cmp(&key(b))
+        });
+        let stores = |r: &nokv_proto::metapb::Region| {
+            let mut v: Vec<u64> = r.peers.iter().map(|p| p.store_id).collect();
+            v.sort_unstable();
+            v
+        };
+        let pairs: Vec<(u64, u64, u64)> = regions
+            .windows(2)
+            .filter_map(|w| {
+                let (a, b) = (w[0].region.as_ref()?, w[1].region.as_ref()?);
+                let leader = w[1].leader.filter(|l| l.store_id != 0)?;
+                (a.end_key == b.start_key && stores(a) == stores(b)).then_some((
+                    b.id,
+                    a.id,
+                    leader.store_id,
+                ))
+            })
+            .collect();
+        if pairs.is_empty() {
+            return false;
+        }
+        let (source, target, store) = pairs[chaos.random_range(0..pairs.len() as u64) as usize];
+        let Some(mut a) = Self::admin(admins, store).await else {
+            return false;
+        };
+        let call = a.merge_region(nokv_proto::adminpb::MergeRegionRequest {
+            source_region_id: source,
+            target_region_id: target,
+        });
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), call).await,
+            Ok(Ok(r)) if r.get_ref().region_error.is_none()
+        )
     }
 
     async fn change_peer(

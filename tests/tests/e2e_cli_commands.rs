@@ -1,6 +1,7 @@
 //! Every `nokv` command against one real cluster, with `-o json` (or YAML)
 //! parsed and checked against what the cluster is: a split adds a region
-//! that `nokv region --key` then finds, a transfer moves the leader that
+//! that `nokv region --key` then finds (and a merge removes it again, with
+//! its transition in `nokv execution`), a transfer moves the leader that
 //! `nokv region` reports, `nokv stats` counts what `stores` and `regions`
 //! list, `config show` names where each setting came from. `nokv top` needs
 //! a terminal and has its own test (e2e_cli_top.rs); `add-peer` and
@@ -200,6 +201,45 @@ fn every_command_answers_with_output_that_reflects_the_cluster() {
         },
     );
     assert_eq!(r1["id"], 1);
+
+    // A merge folds the split-off region back: one region covers it all,
+    // and the source leader's store shows the merge transition.
+    let source_store = ok_json(&c, &["region", &new_id.to_string()])["leader_store_id"]
+        .as_u64()
+        .expect("source leader");
+    let merged = ok_json(
+        &c,
+        &["merge", "--source", &new_id.to_string(), "--target", "1"],
+    );
+    assert_eq!(ids(&merged), vec![1], "{merged:#}");
+    assert_eq!(merged[0]["start_key"], "");
+    assert_eq!(merged[0]["end_key"], "");
+    wait_until("one region again", Duration::from_secs(20), || {
+        (ids(&ok_json(&c, &["regions"])) == vec![1]).then_some(())
+    });
+    let execution = ok_json(
+        &c,
+        &[
+            "execution",
+            "--store",
+            &source_store.to_string(),
+            "--region",
+            &new_id.to_string(),
+        ],
+    );
+    assert!(
+        execution["transitions"].as_array().is_some_and(|t| t
+            .iter()
+            .any(|x| x["kind"] == "merge" && x["stage"] != "failed")),
+        "{execution:#}"
+    );
+    let bad = c.nokv(&["merge", "--source", "1", "--target", "1"]);
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("different regions"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 
     // Load, and a clean bill of health afterwards.
     let bench = ok_json(

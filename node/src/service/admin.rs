@@ -1,6 +1,6 @@
 //! The per-store `Admin` service: region status, store stats, and manual
-//! split, leader transfer and peer changes. Merge and execution diagnostics
-//! answer `UNIMPLEMENTED` until the raftstore supports them.
+//! split, merge, leader transfer and peer changes, and execution
+//! diagnostics.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,9 +21,11 @@ use crate::engine::{DbHandle, ALL_CFS};
 use crate::heartbeat::disk_space;
 use crate::msg::StoreMsg;
 use crate::raftstore::{Router, StoreCounters};
-use crate::region::{server_is_busy, timeout};
+use crate::region::timeout;
 
 const WAIT: Duration = Duration::from_secs(10);
+/// How long a MergeRegion call waits for the merge to commit or roll back.
+const MERGE_WAIT: Duration = Duration::from_secs(30);
 
 /// The admin service of one store.
 pub struct AdminService {
@@ -89,6 +91,80 @@ impl AdminService {
         });
     }
 
+    /// Waits until the frozen `source` is gone from this store (merged:
+    /// answers the grown target) or unfrozen (rolled back: the error).
+    async fn wait_merge(
+        &self,
+        source: u64,
+        target: u64,
+    ) -> Result<Result<nokv_proto::metapb::Region, RegionError>, Status> {
+        let deadline = Instant::now() + MERGE_WAIT;
+        loop {
+            let src = self
+                .ask(source, |cb| StoreMsg::Status {
+                    region_id: Some(source),
+                    cb,
+                })
+                .await
+                .map_err(|e| Status::unavailable(e.message))?;
+            match src.first() {
+                None => {
+                    let tgt = self
+                        .ask(target, |cb| StoreMsg::Status {
+                            region_id: Some(target),
+                            cb,
+                        })
+                        .await
+                        .map_err(|e| Status::unavailable(e.message))?;
+                    return match tgt.into_iter().next().and_then(|s| s.region) {
+                        Some(r) => Ok(Ok(r)),
+                        None => Ok(Err(crate::region::region_not_found(target))),
+                    };
+                }
+                Some(s) if s.merging_into == 0 => {
+                    return Ok(Err(RegionError {
+                        message: format!(
+                            "merge of region {source} into {target} rolled back: the target changed"
+                        ),
+                        kind: None,
+                    }))
+                }
+                Some(_) => {}
+            }
+            if Instant::now() > deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "region {source} is frozen for the merge but it has not committed within {} s; \
+                     it goes on in the background (see `nokv execution --region {source}`)",
+                    MERGE_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Marks the merge transition reported once the coordinator routes by
+    /// the grown target region.
+    fn watch_report(&self, transition: u64, merged: nokv_proto::metapb::Region) {
+        let coordinator = self.coordinator.clone();
+        let diagnostics = self.diagnostics.clone();
+        tokio::spawn(async move {
+            let want = merged.epoch.map_or(0, |e| e.version);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(r) = coordinator.get_region_by_id(merged.id).await {
+                    if r.region
+                        .and_then(|r| r.epoch)
+                        .is_some_and(|e| e.version >= want)
+                    {
+                        diagnostics.advance(transition, TransitionStage::Reported);
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+
     /// The status of `region_id` if this store leads it, else the region
     /// error to answer with.
     async fn leader_status(
@@ -127,7 +203,7 @@ impl AdminService {
             let _ = tx.send(v);
         }));
         if self.router.send(msg).is_err() {
-            return Err(server_is_busy("raftstore inbox is full"));
+            return Err(self.router.busy());
         }
         match tokio::time::timeout(WAIT, rx).await {
             Ok(Ok(v)) => Ok(v),
@@ -254,10 +330,52 @@ impl Admin for AdminService {
 
     async fn merge_region(
         &self,
-        _request: Request<MergeRegionRequest>,
+        request: Request<MergeRegionRequest>,
     ) -> Result<Response<MergeRegionResponse>, Status> {
         observe_grpc("MergeRegion", async {
-            Err(Status::unimplemented("region merge is not implemented yet"))
+            let req = request.into_inner();
+            let (source, target) = (req.source_region_id, req.target_region_id);
+            if source == 0 || target == 0 || source == target {
+                return Err(Status::invalid_argument(
+                    "source_region_id and target_region_id are required and must differ",
+                ));
+            }
+            let refused = |e: RegionError| {
+                Ok(Response::new(MergeRegionResponse {
+                    region_error: Some(e),
+                    region: None,
+                }))
+            };
+            let t = self.diagnostics.plan(
+                source,
+                "merge",
+                format!("operator: merge region {source} into region {target}"),
+            );
+            let prepared = self
+                .ask(source, |cb| StoreMsg::PrepareMerge {
+                    source,
+                    target,
+                    transition: Some(t),
+                    cb: Box::new(move |r| cb(r.and_then(crate::msg::command_result))),
+                })
+                .await
+                .and_then(|r| r);
+            self.diagnostics
+                .admit_result(source, RequestClass::Topology, &prepared);
+            if let Err(e) = prepared {
+                self.diagnostics.fail(t, e.message.clone());
+                return refused(e);
+            }
+            self.diagnostics.advance(t, TransitionStage::Proposed);
+            let merged = match self.wait_merge(source, target).await? {
+                Ok(region) => region,
+                Err(e) => return refused(e),
+            };
+            self.watch_report(t, merged.clone());
+            Ok(Response::new(MergeRegionResponse {
+                region_error: None,
+                region: Some(merged),
+            }))
         })
         .await
     }

@@ -26,7 +26,7 @@ use crate::engine::{DbHandle, CF_RAW};
 use crate::msg::{ReadGrant, StoreMsg};
 use crate::raftstore::Router;
 use crate::raw_value;
-use crate::region::{server_is_busy, timeout};
+use crate::region::timeout;
 use crate::service::txn::TxnParts;
 
 /// How long a request may wait inside the store for raft.
@@ -192,7 +192,7 @@ impl KvService {
             }),
         };
         if self.router.send(msg).is_err() {
-            return Err(server_is_busy("raftstore inbox is full"));
+            return Err(self.router.busy());
         }
         match tokio::time::timeout(STORE_WAIT, rx).await {
             Ok(Ok(r)) => r,
