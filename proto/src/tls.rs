@@ -9,10 +9,16 @@
 //! to the server crates.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// Longest a TLS handshake may take, on either side: a peer that connects
+/// and then stalls (or speaks plaintext and waits) is dropped instead of
+/// holding a task forever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why TLS material could not be loaded. Each variant names the file so
 /// an operator can fix the configuration.
@@ -112,6 +118,7 @@ impl TlsConfig {
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(self.identity())
+            .timeout(HANDSHAKE_TIMEOUT)
     }
 
     /// For serving: present this certificate and require every client to
@@ -120,6 +127,7 @@ impl TlsConfig {
         ServerTlsConfig::new()
             .identity(self.identity())
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
+            .timeout(HANDSHAKE_TIMEOUT)
     }
 
     fn identity(&self) -> Identity {
