@@ -69,6 +69,22 @@ pub fn channel(addr: &str, connect_timeout: Duration, tls: Option<&TlsConfig>) -
     Ok(endpoint.connect_lazy())
 }
 
+/// A status's message followed by its causes: a connection failure says
+/// only "transport error", and the reason (refused, a TLS alert, a
+/// certificate the CA did not sign) is in the source chain.
+pub(crate) fn status_text(s: &tonic::Status) -> String {
+    let mut text = s.message().to_string();
+    let mut cause = std::error::Error::source(s);
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text = format!("{text}: {c_text}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[derive(Default)]
 struct LeaderCache {
     address: Option<String>,
@@ -187,7 +203,7 @@ impl CoordinatorClient {
                     Some(Member { address, .. }) if !address.is_empty() => return Ok(address),
                     _ => last = format!("{ep}: no leader elected yet"),
                 },
-                Err(s) => last = format!("{ep}: {}", s.message()),
+                Err(s) => last = format!("{ep}: {}", status_text(&s)),
             }
         }
         Err(Error::CoordinatorUnavailable(last))
@@ -258,7 +274,7 @@ impl CoordinatorClient {
                         return Err(Error::Rpc(s))
                     }
                     Err(s) => {
-                        last = format!("{:?}: {}", s.code(), s.message());
+                        last = format!("{:?}: {}", s.code(), status_text(&s));
                         self.set_leader(None);
                     }
                 }
@@ -282,7 +298,7 @@ impl CoordinatorClient {
             req.set_timeout(self.timeout);
             match grpc.get_members(req).await {
                 Ok(r) => return Ok(r.into_inner()),
-                Err(s) => last = format!("{ep}: {}", s.message()),
+                Err(s) => last = format!("{ep}: {}", status_text(&s)),
             }
         }
         Err(Error::CoordinatorUnavailable(last))
@@ -536,5 +552,24 @@ impl CoordinatorClient {
             })
             .await?;
         Ok(r.regions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_carries_the_cause_of_a_connection_failure() {
+        let mut s = tonic::Status::unavailable("transport error");
+        s.set_source(Arc::new(std::io::Error::other(
+            "received fatal alert: UnknownCA",
+        )));
+        assert_eq!(
+            status_text(&s),
+            "transport error: received fatal alert: UnknownCA"
+        );
+        let plain = tonic::Status::permission_denied("nope");
+        assert_eq!(status_text(&plain), "nope");
     }
 }

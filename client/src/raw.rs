@@ -285,7 +285,7 @@ impl RawClient {
                                 "store {}: {:?} {}",
                                 leader.store_id,
                                 s.code(),
-                                s.message()
+                                crate::coordinator::status_text(&s)
                             )))
                         }
                     },
