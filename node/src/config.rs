@@ -69,6 +69,11 @@ pub struct RaftConfig {
     /// Proposals and reads one region may have waiting for raft before new
     /// ones are refused with ServerIsBusy.
     pub max_inflight_requests: usize,
+    /// Let idle regions stop ticking (no raft heartbeats) until a message
+    /// or request wakes them.
+    pub hibernate_regions: bool,
+    /// Idle ticks after which a leader asks its followers to hibernate.
+    pub hibernate_after_ticks: u64,
 }
 
 impl Default for RaftConfig {
@@ -86,6 +91,8 @@ impl Default for RaftConfig {
             region_split_keys: 960_000,
             region_split_size_bytes: 96 * 1024 * 1024,
             max_inflight_requests: 8192,
+            hibernate_regions: true,
+            hibernate_after_ticks: 20,
         }
     }
 }

@@ -40,6 +40,7 @@ pub mod engine;
 pub mod error;
 pub mod gc_worker;
 pub mod heartbeat;
+pub mod hibernate;
 pub mod keys;
 pub mod merge;
 pub mod metrics;

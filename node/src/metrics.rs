@@ -111,6 +111,15 @@ pub static MERGE_CATCH_UPS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Region replicas on this store that hibernate (idle, not ticking).
+pub static HIBERNATING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "nokv_store_hibernating_regions",
+        "Region replicas on this store that hibernate (not ticking)"
+    )
+    .expect("metric registers once")
+});
+
 /// Makes every metric visible from the first scrape.
 pub fn register() {
     nokv_consensus::metrics::register_shared();
@@ -126,4 +135,5 @@ pub fn register() {
     LazyLock::force(&SNAPSHOTS_GENERATED);
     LazyLock::force(&MERGES);
     LazyLock::force(&MERGE_CATCH_UPS);
+    LazyLock::force(&HIBERNATING);
 }

@@ -136,6 +136,8 @@ pub struct Peer {
     pub merge_transition: Option<u64>,
     /// A RollbackMerge was just applied (the raftstore records it).
     pub merge_rolled_back: bool,
+    /// Whether the replica sleeps (stops ticking) while idle.
+    pub hibernation: crate::hibernate::Hibernation,
 }
 
 impl Peer {
@@ -224,6 +226,7 @@ impl Peer {
             merged_sources: Vec::new(),
             merge_transition: None,
             merge_rolled_back: false,
+            hibernation: Default::default(),
         })
     }
 
@@ -358,6 +361,7 @@ impl Peer {
                 .and_then(|m| m.target.as_ref())
                 .map_or(0, |t| t.id),
             blocked_entries: self.blocked_entries.len() as u64,
+            asleep: self.hibernation.asleep,
         }
     }
 

@@ -25,7 +25,7 @@ use nokv_proto::raft_cmdpb::{
     admin_request, request, AdminRequest, ChangePeerRequest, ConfChangeType, RaftCmdRequest,
     RaftRequestHeader,
 };
-use nokv_proto::raft_serverpb::{PeerState, RaftMessage, RegionLocalState};
+use nokv_proto::raft_serverpb::{HibernateSignal, PeerState, RaftMessage, RegionLocalState};
 use prost::Message as _;
 use raft::prelude::{ConfChange, Message, MessageType};
 use rocksdb::{WriteBatch, WriteOptions, DB};
@@ -236,6 +236,9 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
         self_router: router.clone(),
         snapshot_dirs_to_remove: Vec::new(),
         reads_to_flush: Vec::new(),
+        store_seen: HashMap::new(),
+        started: Instant::now(),
+        ticks: 0,
         rx,
         stopping: false,
     };
@@ -267,6 +270,14 @@ struct Raftstore {
     snapshot_dirs_to_remove: Vec<std::path::PathBuf>,
     /// Regions with reads waiting to be handed to raft this round.
     reads_to_flush: Vec<u64>,
+    /// When each other store was last heard from (any message or ping);
+    /// hibernating followers wake when their leader's store goes silent.
+    store_seen: HashMap<u64, Instant>,
+    /// When this raftstore started (stores not heard from yet count from
+    /// here).
+    started: Instant,
+    /// Ticks since start, to pace store pings.
+    ticks: u64,
     rx: Receiver<StoreMsg>,
     stopping: bool,
 }
@@ -274,6 +285,19 @@ struct Raftstore {
 /// Most inbox messages handled per round before persisting, so a flood of
 /// requests cannot starve Ready handling.
 const MAX_MSGS_PER_ROUND: usize = 4096;
+
+/// A hibernating leader reports to the coordinator this many times less
+/// often (it still reports, so the coordinator knows it is alive).
+const HIBERNATED_HEARTBEAT_FACTOR: u64 = 10;
+
+/// Wakes a hibernating replica. A leader that slept gets a full election
+/// timeout before check-quorum judges its followers, who may be asleep.
+fn wake(peer: &mut Peer) {
+    peer.hibernation.wake();
+    if peer.raft.is_leader() {
+        peer.raft.raw_mut().raft.election_elapsed = 0;
+    }
+}
 
 /// Ticks between two pushes of a frozen merge source towards commit or
 /// rollback; a duplicate CommitMerge is harmless (it fails its epoch check).
@@ -394,6 +418,16 @@ impl Raftstore {
             );
             return;
         }
+        if let Some(from) = &env.from_peer {
+            self.store_seen.insert(from.store_id, Instant::now());
+        }
+        if env.store_ping {
+            return;
+        }
+        if env.hibernate() != HibernateSignal::HibernateNone {
+            self.on_hibernate_signal(&env);
+            return;
+        }
         if env.is_tombstone {
             self.on_tombstone(&env, to.id);
             return;
@@ -439,10 +473,8 @@ impl Raftstore {
                     from_peer: Some(peer.meta),
                     to_peer: Some(from),
                     region_epoch: peer.region.epoch,
-                    message: Vec::new(),
                     is_tombstone: true,
-                    start_key: Vec::new(),
-                    end_key: Vec::new(),
+                    ..Default::default()
                 };
                 self.transport.send(from.store_id, tombstone);
                 return;
@@ -479,6 +511,15 @@ impl Raftstore {
         };
         if let Some(from) = &env.from_peer {
             peer.peer_stores.insert(from.id, from.store_id);
+        }
+        // Heartbeats of the current term keep a sleeping region asleep;
+        // anything else means there is work.
+        let quiet = matches!(
+            msg.get_msg_type(),
+            MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+        ) && msg.term == peer.raft.term();
+        if !quiet && peer.hibernation.asleep {
+            wake(peer);
         }
         if let Err(e) = peer.raft.step(msg) {
             debug!(region_id = env.region_id, error = %e, "raft step failed");
@@ -613,6 +654,9 @@ impl Raftstore {
         }
         if !peer.raft.is_leader() {
             return Err(not_leader(region_id, peer.leader_peer()));
+        }
+        if peer.hibernation.asleep {
+            wake(peer);
         }
         if peer.raft.pending_requests() >= max_inflight {
             return Err(crate::region::server_is_busy(
@@ -898,8 +942,51 @@ impl Raftstore {
     fn on_tick(&mut self) {
         let mut leaders = 0;
         let mut regions = 0;
+        let mut asleep = 0;
+        let mut sleep_requests = Vec::new();
+        self.ticks += 1;
+        let silent_after = self.tick * self.config.election_ticks.max(1) as u32;
+        let now = Instant::now();
         for p in self.peers.values_mut() {
+            if p.is_initialized() {
+                regions += 1;
+            }
+            if p.raft.is_leader() {
+                leaders += 1;
+            }
+            if p.hibernation.asleep {
+                let leader_store = p.store_of(p.raft.leader_id()).unwrap_or(0);
+                let seen = self
+                    .store_seen
+                    .get(&leader_store)
+                    .copied()
+                    .unwrap_or(self.started);
+                let leader_gone = !p.raft.is_leader()
+                    && leader_store != self.store_id
+                    && now.duration_since(seen) > silent_after;
+                if !leader_gone {
+                    asleep += 1;
+                    p.ticks_since_heartbeat += 1;
+                    continue;
+                }
+                info!(
+                    region_id = p.region.id,
+                    leader_store, "leader's store went silent; waking up"
+                );
+                wake(p);
+            }
             p.raft.tick();
+            if self.config.hibernate_regions && p.idle_leader() {
+                p.hibernation.idle_ticks += 1;
+                let every = self.config.heartbeat_ticks.max(1) as u64;
+                if p.hibernation.idle_ticks >= self.config.hibernate_after_ticks
+                    && p.hibernation.idle_ticks.is_multiple_of(every)
+                {
+                    sleep_requests.push(p.region.id);
+                }
+            } else {
+                p.hibernation.idle_ticks = 0;
+            }
             p.ticks_since_heartbeat += 1;
             p.ticks_since_log_gc += 1;
             if p.ticks_since_log_gc >= self.config.log_gc_interval_ticks.max(1) {
@@ -921,13 +1008,17 @@ impl Raftstore {
                     order: None,
                 });
             }
-            if p.is_initialized() {
-                regions += 1;
-            }
-            if p.raft.is_leader() {
-                leaders += 1;
-            }
         }
+        for id in sleep_requests {
+            self.request_hibernation(id);
+        }
+        if self
+            .ticks
+            .is_multiple_of(self.config.heartbeat_ticks.max(1) as u64)
+        {
+            self.ping_stores();
+        }
+        metrics::HIBERNATING.set(asleep);
         // Leadership changes and due heartbeats are looked at once a tick,
         // not on every loop iteration: it walks every peer.
         self.heartbeat_round();
@@ -971,9 +1062,9 @@ impl Raftstore {
                 }),
                 region_epoch: peer.region.epoch,
                 message: encode_message(&m),
-                is_tombstone: false,
                 start_key: peer.region.start_key.clone(),
                 end_key: peer.region.end_key.clone(),
+                ..Default::default()
             };
             if is_snapshot {
                 // The snapshot's files stream separately; raft hears the
@@ -1114,6 +1205,107 @@ impl Raftstore {
             self.destroy_peer(id)?;
         }
         Ok(())
+    }
+
+    /// Asks the followers of idle leader `region_id` to hibernate.
+    fn request_hibernation(&mut self, region_id: u64) {
+        let Some(p) = self.peers.get(&region_id) else {
+            return;
+        };
+        let (index, term) = p.last_log();
+        for other in p.region.peers.iter().filter(|o| o.id != p.meta.id) {
+            let env = RaftMessage {
+                region_id,
+                from_peer: Some(p.meta),
+                to_peer: Some(*other),
+                region_epoch: p.region.epoch,
+                hibernate: HibernateSignal::HibernateRequest as i32,
+                hibernate_index: index,
+                hibernate_term: term,
+                ..Default::default()
+            };
+            self.transport.send(other.store_id, env);
+        }
+    }
+
+    /// A follower asked to sleep, or a leader hearing a follower agreed.
+    fn on_hibernate_signal(&mut self, env: &RaftMessage) {
+        let (Some(from), Some(to)) = (env.from_peer, env.to_peer) else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&env.region_id) else {
+            return;
+        };
+        if p.meta.id != to.id || !self.config.hibernate_regions {
+            return;
+        }
+        let (index, term) = (env.hibernate_index, env.hibernate_term);
+        match env.hibernate() {
+            HibernateSignal::HibernateRequest => {
+                if !p.may_sleep_for(from.id, term, index, term) {
+                    return;
+                }
+                p.hibernation.asleep = true;
+                let ack = RaftMessage {
+                    region_id: env.region_id,
+                    from_peer: Some(p.meta),
+                    to_peer: Some(from),
+                    region_epoch: p.region.epoch,
+                    hibernate: HibernateSignal::HibernateAck as i32,
+                    hibernate_index: index,
+                    hibernate_term: term,
+                    ..Default::default()
+                };
+                self.transport.send(from.store_id, ack);
+            }
+            HibernateSignal::HibernateAck => {
+                if !p.idle_leader() || p.last_log() != (index, term) || p.raft.term() != term {
+                    return;
+                }
+                if p.hibernation.acked_at != (term, index) {
+                    p.hibernation.acks.clear();
+                    p.hibernation.acked_at = (term, index);
+                }
+                p.hibernation.acks.insert(from.id);
+                let all = p
+                    .region
+                    .peers
+                    .iter()
+                    .filter(|o| o.id != p.meta.id)
+                    .all(|o| p.hibernation.acks.contains(&o.id));
+                if all {
+                    p.hibernation.asleep = true;
+                    debug!(region_id = env.region_id, "region hibernates");
+                }
+            }
+            HibernateSignal::HibernateNone => {}
+        }
+    }
+
+    /// Tells every store this one shares a region with that it is alive.
+    fn ping_stores(&self) {
+        let mut stores: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        for p in self.peers.values() {
+            stores.extend(p.region.peers.iter().map(|o| o.store_id));
+        }
+        stores.remove(&self.store_id);
+        for store in stores {
+            let ping = RaftMessage {
+                from_peer: Some(metapb::Peer {
+                    id: 0,
+                    store_id: self.store_id,
+                    role: 0,
+                }),
+                to_peer: Some(metapb::Peer {
+                    id: 0,
+                    store_id: store,
+                    role: 0,
+                }),
+                store_ping: true,
+                ..Default::default()
+            };
+            self.transport.send(store, ping);
+        }
     }
 
     /// Applies `entries` to `peer` (out of the map) and answers proposers
@@ -1465,6 +1657,11 @@ impl Raftstore {
             if !leader || !p.is_initialized() {
                 continue;
             }
+            let every = if p.hibernation.asleep {
+                every * HIBERNATED_HEARTBEAT_FACTOR
+            } else {
+                every
+            };
             if p.heartbeat_due || p.ticks_since_heartbeat >= every {
                 p.heartbeat_due = false;
                 p.ticks_since_heartbeat = 0;

@@ -29,6 +29,8 @@ struct Faults {
 pub struct Chaos {
     rng: Mutex<StdRng>,
     faults: Mutex<Faults>,
+    /// Region messages offered to the transport (store pings excluded).
+    region_messages: std::sync::atomic::AtomicU64,
 }
 
 impl Chaos {
@@ -37,6 +39,7 @@ impl Chaos {
         Chaos {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             faults: Mutex::new(Faults::default()),
+            region_messages: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -89,6 +92,13 @@ impl Chaos {
         });
     }
 
+    /// Region messages (raft traffic and hibernation signals, not store
+    /// pings) the nodes tried to send so far.
+    pub fn region_messages(&self) -> u64 {
+        self.region_messages
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Removes every fault: the end of a chaos round.
     pub fn clear(&self) {
         self.with(|f| *f = Faults::default());
@@ -97,6 +107,10 @@ impl Chaos {
 
 impl MessageFilter for Chaos {
     fn check(&self, from: u64, to: u64, msg: &RaftMessage) -> FilterAction {
+        if !msg.store_ping {
+            self.region_messages
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let (drop_percent, max_delay, cut) = self.with(|f| {
             let cut = f.partition.as_ref().is_some_and(|(a, b)| {
                 (a.contains(&from) && b.contains(&to)) || (b.contains(&from) && a.contains(&to))

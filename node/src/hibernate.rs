@@ -1,0 +1,163 @@
+//! Hibernation: an idle region stops ticking, so it sends no raft
+//! heartbeats and costs no CPU.
+//!
+//! - An awake leader counts idle ticks: nothing to propose, read, apply or
+//!   replicate, every peer's log equal to its own. After
+//!   `hibernate_after_ticks` it asks each follower to sleep (a
+//!   `HibernateRequest` naming its last index and term) and sleeps itself
+//!   once all of them acknowledged.
+//! - A follower sleeps on a request from its current leader when its log is
+//!   exactly the leader's and fully committed, and acknowledges.
+//! - Any raft message other than a heartbeat (or its response), any
+//!   proposal, read or admin request wakes a sleeping peer. A leader that
+//!   wakes resumes ticking and its heartbeats and appends reach the
+//!   followers.
+//! - A sleeping follower does not notice a dead leader through raft, so
+//!   stores ping each other; a follower whose leader's store went silent for
+//!   an election timeout wakes up and, ticking again, campaigns.
+
+use std::collections::HashSet;
+
+use crate::peer::Peer;
+
+/// Hibernation bookkeeping of one replica.
+#[derive(Debug, Default)]
+pub struct Hibernation {
+    /// Not ticking.
+    pub asleep: bool,
+    /// Consecutive idle ticks while awake (leaders).
+    pub idle_ticks: u64,
+    /// Followers that acknowledged the current request (leaders).
+    pub acks: HashSet<u64>,
+    /// Term and index the acknowledgements are for.
+    pub acked_at: (u64, u64),
+}
+
+impl Hibernation {
+    /// Wakes up (or stays awake), forgetting idleness and acknowledgements.
+    pub fn wake(&mut self) {
+        self.asleep = false;
+        self.idle_ticks = 0;
+        self.acks.clear();
+    }
+}
+
+impl Peer {
+    /// The leader's last log index and its term.
+    pub fn last_log(&self) -> (u64, u64) {
+        let log = &self.raft.raw().raft.raft_log;
+        let last = log.last_index();
+        (last, log.term(last).unwrap_or(0))
+    }
+
+    /// Whether this leader has nothing in flight: every entry committed and
+    /// applied, every peer's log equal to its own, no pending request,
+    /// membership change, transfer or merge.
+    pub fn idle_leader(&self) -> bool {
+        if !self.raft.is_leader()
+            || !self.is_initialized()
+            || self.merge_state.is_some()
+            || !self.blocked_entries.is_empty()
+            || self.raft.pending_requests() > 0
+        {
+            return false;
+        }
+        let raft = &self.raft.raw().raft;
+        let last = raft.raft_log.last_index();
+        if raft.raft_log.committed != last
+            || self.apply_state.applied_index != last
+            || raft.lead_transferee.is_some()
+            || raft.pending_conf_index > self.apply_state.applied_index
+        {
+            return false;
+        }
+        raft.prs().iter().all(|(_, pr)| pr.matched == last)
+    }
+
+    /// Whether this follower may sleep on its leader `from`'s request whose
+    /// log ends at `(index, term)` in leader term `leader_term`.
+    pub fn may_sleep_for(&self, from: u64, leader_term: u64, index: u64, term: u64) -> bool {
+        let raft = &self.raft.raw().raft;
+        !self.raft.is_leader()
+            && self.is_initialized()
+            && from != raft::INVALID_ID
+            && raft.leader_id == from
+            && raft.term == leader_term
+            && self.last_log() == (index, term)
+            && raft.raft_log.committed == index
+            && self.blocked_entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::RaftConfig;
+    use crate::engine::ALL_CFS;
+    use crate::snapshot::RegionSnapshotSource;
+    use nokv_proto::metapb::{Peer as PeerMeta, PeerRole, Region, RegionEpoch};
+    use rocksdb::WriteBatch;
+
+    fn open(voters: &[(u64, u64)]) -> (tempfile::TempDir, Peer) {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let db = nokv_consensus::engine::open(&tmp.path().join("db"), &ALL_CFS).expect("db");
+        let region = Region {
+            id: 2,
+            start_key: vec![],
+            end_key: vec![],
+            epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            }),
+            peers: voters
+                .iter()
+                .map(|(id, store_id)| PeerMeta {
+                    id: *id,
+                    store_id: *store_id,
+                    role: PeerRole::Voter as i32,
+                })
+                .collect(),
+        };
+        let mut wb = WriteBatch::default();
+        crate::peer::write_initial_state(&db, &region, &mut wb).expect("state");
+        db.write(wb).expect("write");
+        let snaps = Arc::new(
+            RegionSnapshotSource::new(db.clone(), tmp.path().join("snap")).expect("snapshots"),
+        );
+        let peer =
+            Peer::open(db, 1, region, voters[0].0, &RaftConfig::default(), snaps).expect("open");
+        (tmp, peer)
+    }
+
+    #[test]
+    fn a_leader_with_an_unapplied_entry_is_not_idle() {
+        // A lone voter leads at once and appends an empty entry of its term,
+        // which is neither committed nor applied until its Ready is handled.
+        let (_tmp, leader) = open(&[(20, 1)]);
+        assert!(leader.raft.is_leader());
+        assert!(!leader.idle_leader());
+    }
+
+    #[test]
+    fn a_follower_without_a_leader_never_sleeps() {
+        let (_tmp, follower) = open(&[(20, 1), (21, 2), (22, 3)]);
+        let (index, term) = follower.last_log();
+        let leader_term = follower.raft.term();
+        assert!(!follower.may_sleep_for(21, leader_term, index, term));
+        assert!(!follower.may_sleep_for(0, leader_term, index, term));
+    }
+
+    #[test]
+    fn waking_forgets_idleness_and_acknowledgements() {
+        let mut h = Hibernation {
+            asleep: true,
+            idle_ticks: 7,
+            ..Default::default()
+        };
+        h.acks.insert(3);
+        h.wake();
+        assert!(!h.asleep && h.idle_ticks == 0 && h.acks.is_empty());
+    }
+}
