@@ -250,6 +250,7 @@ fn order_for(
     region: &Region,
     leader: Option<&Peer>,
     pending: &[Peer],
+    avoid: &[u64],
 ) -> Option<Order> {
     let is_pending = |id: u64| pending.iter().any(|p| p.id == id);
     match &step.step {
@@ -259,13 +260,16 @@ fn order_for(
                 change_peer::Kind::AddVoter if is_pending(target.id) => None,
                 change_peer::Kind::Remove if leader.is_some_and(|l| l.id == target.id) => {
                     // A leader does not remove itself: hand leadership to a
-                    // caught-up voter first, then the removal follows.
-                    region
-                        .peers
-                        .iter()
-                        .find(|p| {
+                    // caught-up voter first (on a healthy store if there is
+                    // one), then the removal follows.
+                    let candidates = || {
+                        region.peers.iter().filter(|p| {
                             p.id != target.id && p.role() == PeerRole::Voter && !is_pending(p.id)
                         })
+                    };
+                    candidates()
+                        .find(|p| !avoid.contains(&p.store_id))
+                        .or_else(|| candidates().next())
                         .map(|p| Order::TransferLeader(*p))
                 }
                 _ => Some(Order::ChangePeer(*c)),
@@ -460,12 +464,15 @@ impl Operators {
     }
 
     /// Advances the region's operator from what its leader reports and
-    /// returns the step to run now, with the operator's id.
+    /// returns the step to run now, with the operator's id. Leadership
+    /// moved off a peer being removed avoids the stores in `avoid` (Down,
+    /// Offline) when it can.
     pub fn on_heartbeat(
         &self,
         region: &Region,
         leader: Option<&Peer>,
         pending: &[Peer],
+        avoid: &[u64],
         now: Instant,
     ) -> Option<(u64, Order)> {
         let mut inner = self.lock();
@@ -505,7 +512,7 @@ impl Operators {
                 return None;
             }
         }
-        let order = order_for(step, region, leader, pending)?;
+        let order = order_for(step, region, leader, pending, avoid)?;
         r.last_sent = Some(now);
         Some((r.op.id, order))
     }
@@ -609,18 +616,20 @@ mod tests {
         let now = Instant::now();
         let r = region(vec![v1, v2], 1);
         let (id, order) = ops
-            .on_heartbeat(&r, Some(&v1), &[], now)
+            .on_heartbeat(&r, Some(&v1), &[], &[], now)
             .expect("first step");
         assert_eq!(id, 100);
         assert!(
             matches!(order, Order::ChangePeer(ref c) if c.kind() == change_peer::Kind::AddLearner)
         );
         // Not sent again right away.
-        assert!(ops.on_heartbeat(&r, Some(&v1), &[], now).is_none());
+        assert!(ops.on_heartbeat(&r, Some(&v1), &[], &[], now).is_none());
         // The learner is there but still catching up: wait.
         let r = region(vec![v1, v2, new], 1);
-        assert!(ops.on_heartbeat(&r, Some(&v1), &[new], now).is_none());
-        let (_, order) = ops.on_heartbeat(&r, Some(&v1), &[], now).expect("promote");
+        assert!(ops.on_heartbeat(&r, Some(&v1), &[new], &[], now).is_none());
+        let (_, order) = ops
+            .on_heartbeat(&r, Some(&v1), &[], &[], now)
+            .expect("promote");
         assert!(
             matches!(order, Order::ChangePeer(ref c) if c.kind() == change_peer::Kind::AddVoter)
         );
@@ -631,15 +640,15 @@ mod tests {
         };
         let r = region(vec![v1, v2, voter], 1);
         let (_, order) = ops
-            .on_heartbeat(&r, Some(&v1), &[], now)
+            .on_heartbeat(&r, Some(&v1), &[], &[], now)
             .expect("transfer first");
         assert_eq!(order, Order::TransferLeader(v2));
         let (_, order) = ops
-            .on_heartbeat(&r, Some(&v2), &[], now + RESEND_AFTER)
+            .on_heartbeat(&r, Some(&v2), &[], &[], now + RESEND_AFTER)
             .expect("then remove");
         assert!(matches!(order, Order::ChangePeer(ref c) if c.kind() == change_peer::Kind::Remove));
         let r = region(vec![v2, voter], 1);
-        assert!(ops.on_heartbeat(&r, Some(&v2), &[], now).is_none());
+        assert!(ops.on_heartbeat(&r, Some(&v2), &[], &[], now).is_none());
         assert_eq!(state_of(&ops, 100), OperatorState::Succeeded);
         assert!(!ops.is_busy(7));
     }
@@ -685,7 +694,7 @@ mod tests {
         )
         .expect("add");
         assert!(ops
-            .on_heartbeat(&region(vec![v1], 1), Some(&v1), &[], Instant::now())
+            .on_heartbeat(&region(vec![v1], 1), Some(&v1), &[], &[], Instant::now())
             .is_none());
         assert_eq!(state_of(&ops, 3), OperatorState::Failed);
     }
@@ -712,13 +721,19 @@ mod tests {
         .expect("add");
         let now = Instant::now();
         assert!(ops
-            .on_heartbeat(&region(vec![v1], 1), Some(&v1), &[], now)
+            .on_heartbeat(&region(vec![v1], 1), Some(&v1), &[], &[], now)
             .is_some());
         assert!(ops
-            .on_heartbeat(&region(vec![v1], 1), Some(&v1), &[], now + RESEND_AFTER * 2)
+            .on_heartbeat(
+                &region(vec![v1], 1),
+                Some(&v1),
+                &[],
+                &[],
+                now + RESEND_AFTER * 2
+            )
             .is_none());
         assert!(ops
-            .on_heartbeat(&region(vec![v1], 2), Some(&v1), &[], now)
+            .on_heartbeat(&region(vec![v1], 2), Some(&v1), &[], &[], now)
             .is_none());
         assert_eq!(state_of(&ops, 5), OperatorState::Succeeded);
     }

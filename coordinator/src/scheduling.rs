@@ -135,15 +135,20 @@ impl CoordinatorService {
         let region = hb.region.as_ref()?;
         let now = Instant::now();
         let leader = hb.leader.as_ref();
+        let stores = self.store_views();
+        let avoid: Vec<u64> = stores
+            .values()
+            .filter(|s| !matches!(s.state, StoreState::Up | StoreState::Disconnected))
+            .map(|s| s.id)
+            .collect();
         if self.operators.is_busy(region.id) {
             return self
                 .operators
-                .on_heartbeat(region, leader, &hb.pending_peers, now);
+                .on_heartbeat(region, leader, &hb.pending_peers, &avoid, now);
         }
         if !self.may_schedule(REPLICA_CHECKER) {
             return None;
         }
-        let stores = self.store_views();
         let plan = checker::check(
             region,
             leader,
@@ -195,7 +200,7 @@ impl CoordinatorService {
             return None;
         }
         self.operators
-            .on_heartbeat(region, leader, &hb.pending_peers, now)
+            .on_heartbeat(region, leader, &hb.pending_peers, &avoid, now)
     }
 
     async fn new_learner(&self, store_id: u64) -> Option<Peer> {
@@ -242,9 +247,30 @@ impl CoordinatorService {
         out
     }
 
+    /// Regions whose replicas are all on Up or Disconnected stores: the
+    /// others are the replica checker's to repair first.
+    fn region_views_needing_no_repair(&self) -> Vec<RegionView> {
+        let stores = self.store_views();
+        let good = |id: &u64| {
+            stores
+                .get(id)
+                .is_some_and(|s| matches!(s.state, StoreState::Up | StoreState::Disconnected))
+        };
+        self.region_views()
+            .into_iter()
+            .filter(|r| {
+                r.info
+                    .region
+                    .iter()
+                    .flat_map(|r| r.peers.iter())
+                    .all(|p| good(&p.store_id))
+            })
+            .collect()
+    }
+
     async fn balance_leaders(&self) {
         while self.may_schedule(BALANCE_LEADER) {
-            let regions = self.region_views();
+            let regions = self.region_views_needing_no_repair();
             let Some(m) = scheduler::balance_leader(
                 &self.store_views(),
                 &regions,
@@ -288,7 +314,7 @@ impl CoordinatorService {
 
     async fn balance_regions(&self) {
         while self.may_schedule(BALANCE_REGION) {
-            let regions = self.region_views();
+            let regions = self.region_views_needing_no_repair();
             let Some(m) = scheduler::balance_region(
                 &self.store_views(),
                 &regions,
