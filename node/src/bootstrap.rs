@@ -58,6 +58,35 @@ where
     }
 }
 
+/// Registers `store` with the coordinator, retrying while it is
+/// unreachable.
+///
+/// # Errors
+/// The store id is a tombstone: the store was decommissioned and may never
+/// rejoin under that id (start it on a fresh data directory instead).
+pub async fn register_store(coordinator: &CoordinatorClient, store: &Store) -> Result<()> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match coordinator.put_store(store.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(nokv_client::Error::Coordinator { kind, message })
+                if kind == nokv_proto::coordinatorpb::ErrorType::StoreTombstone.as_str_name() =>
+            {
+                return Err(Error::Identity(format!(
+                    "{message}: store {} was decommissioned and may not rejoin; \
+                     start this node on a fresh data directory",
+                    store.id
+                )));
+            }
+            Err(e) => {
+                warn!(error = %e, "registering the store failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
 /// The persisted store id, allocating and persisting one on first start.
 pub async fn ensure_store_id(db: &Arc<DB>, coordinator: &CoordinatorClient) -> Result<u64> {
     if let Some(b) = db.get_cf(cf(db, CF_META)?, STORE_IDENT_KEY)? {

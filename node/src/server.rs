@@ -24,9 +24,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
-use crate::bootstrap::{
-    bootstrap_if_needed, ensure_store_id, load_regions, open_peers, retry_forever,
-};
+use crate::bootstrap::{bootstrap_if_needed, ensure_store_id, load_regions, open_peers};
 use crate::config::NodeConfig;
 use crate::engine::ALL_CFS;
 use crate::heartbeat::{spawn_region_heartbeats, spawn_store_heartbeats};
@@ -198,10 +196,7 @@ pub async fn run_with(
         start_time_ms: now_ms(),
         last_heartbeat_ms: 0,
     };
-    retry_forever("registering the store", || {
-        coordinator.put_store(store.clone())
-    })
-    .await;
+    crate::bootstrap::register_store(&coordinator, &store).await?;
 
     let snapshots = Arc::new(RegionSnapshotSource::new(
         db.clone(),
