@@ -435,7 +435,7 @@ fn operators_added_by_hand_are_listed_cancelled_and_time_out() {
         .as_array()
         .expect("list")
         .iter()
-        .find(|o| o["id"].to_string() == id)
+        .find(|o| o["id"] == op["id"])
         .cloned()
         .expect("the operator is listed in flight");
     assert_eq!(running["state"], "Running");
@@ -454,7 +454,7 @@ fn operators_added_by_hand_are_listed_cancelled_and_time_out() {
         .as_array()
         .expect("list")
         .iter()
-        .all(|o| o["id"].to_string() != id));
+        .all(|o| o["id"] != op["id"]));
     let history = operator(&c, &["list", "--history"]);
     let states: Vec<&str> = history
         .as_array()
