@@ -435,6 +435,37 @@ impl Operators {
         }
     }
 
+    /// Cancels the region's operator if a step not yet finished would put
+    /// a replica or leadership on one of the `bad` stores (it went Down or
+    /// Offline meanwhile); returns whether it did. Removing a replica from
+    /// such a store is fine and keeps the operator.
+    pub fn cancel_if_targeting(&self, region_id: u64, bad: &[u64]) -> bool {
+        let mut inner = self.lock();
+        let Some(r) = inner.running.get(&region_id) else {
+            return false;
+        };
+        let hit = r.op.steps[(r.op.current_step as usize).min(r.op.steps.len())..]
+            .iter()
+            .find_map(|step| {
+                match &step.step {
+                    Some(Step::ChangePeer(c)) if c.kind() != change_peer::Kind::Remove => c.peer,
+                    Some(Step::TransferLeader(t)) => t.peer,
+                    _ => None,
+                }
+                .filter(|p| bad.contains(&p.store_id))
+            });
+        let Some(p) = hit else {
+            return false;
+        };
+        finish(
+            &mut inner,
+            region_id,
+            OperatorState::Cancelled,
+            format!("store {} is no longer Up", p.store_id),
+        );
+        true
+    }
+
     /// Ends operators whose current step ran past its timeout; returns them.
     pub fn expire(&self, now: Instant) -> Vec<Operator> {
         let mut inner = self.lock();
@@ -697,6 +728,29 @@ mod tests {
             .on_heartbeat(&region(vec![v1], 1), Some(&v1), &[], &[], Instant::now())
             .is_none());
         assert_eq!(state_of(&ops, 3), OperatorState::Failed);
+    }
+
+    #[test]
+    fn an_operator_aiming_at_a_store_gone_bad_is_cancelled() {
+        let ops = Operators::new(Duration::from_secs(60));
+        let target = peer(3, 4, PeerRole::Voter);
+        ops.add(
+            op(9, vec![transfer_leader(target, 0)]),
+            RegionEpoch::default(),
+            vec![],
+        )
+        .expect("add");
+        assert!(!ops.cancel_if_targeting(7, &[5]));
+        assert!(ops.cancel_if_targeting(7, &[4]));
+        assert_eq!(state_of(&ops, 9), OperatorState::Cancelled);
+        // Removing a replica from a bad store is what repair does: kept.
+        ops.add(
+            op(10, vec![remove(target, 0)]),
+            RegionEpoch::default(),
+            vec![],
+        )
+        .expect("add");
+        assert!(!ops.cancel_if_targeting(7, &[4]));
     }
 
     #[test]

@@ -141,7 +141,9 @@ impl CoordinatorService {
             .filter(|s| !matches!(s.state, StoreState::Up | StoreState::Disconnected))
             .map(|s| s.id)
             .collect();
-        if self.operators.is_busy(region.id) {
+        if self.operators.is_busy(region.id)
+            && !self.operators.cancel_if_targeting(region.id, &avoid)
+        {
             return self
                 .operators
                 .on_heartbeat(region, leader, &hb.pending_peers, &avoid, now);
