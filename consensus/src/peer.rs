@@ -72,6 +72,11 @@ pub struct RaftPeerConfig {
     pub read_retry_ticks: u64,
     /// Fail a ReadIndex or proposal with `TimedOut` after this many ticks.
     pub request_timeout_ticks: u64,
+    /// How long a ReadIndex round that confirmed leadership lets the leader
+    /// serve reads without another round (the leader lease), counted from
+    /// when the round was sent. `None` disables lease reads. It must stay
+    /// below the election timeout: no other peer can be elected sooner.
+    pub lease: Option<std::time::Duration>,
 }
 
 impl RaftPeerConfig {
@@ -86,6 +91,7 @@ impl RaftPeerConfig {
             max_inflight_msgs: 256,
             read_retry_ticks: 5,
             request_timeout_ticks: 100,
+            lease: None,
         }
     }
 }
@@ -130,6 +136,12 @@ pub struct RaftPeer<R> {
     next_read_id: u64,
     unsent_read_batch: Option<u64>,
     ticks: u64,
+    /// When each ReadIndex batch in flight was handed to raft.
+    read_sent_at: std::collections::HashMap<u64, std::time::Instant>,
+    /// Until when this leader may serve lease reads (in its current term).
+    lease_until: Option<(u64, std::time::Instant)>,
+    /// The last applied index the owner reported.
+    applied: u64,
 }
 
 impl<R> RaftPeer<R> {
@@ -148,6 +160,7 @@ impl<R> RaftPeer<R> {
         };
         raft_cfg.validate()?;
         let raw = RawNode::new(&raft_cfg, log, logger)?;
+        let applied = cfg.applied;
         Ok(RaftPeer {
             raw,
             cfg,
@@ -156,6 +169,9 @@ impl<R> RaftPeer<R> {
             next_read_id: 1,
             unsent_read_batch: None,
             ticks: 0,
+            read_sent_at: std::collections::HashMap::new(),
+            lease_until: None,
+            applied,
         })
     }
 
@@ -199,6 +215,10 @@ impl<R> RaftPeer<R> {
     /// and times out requests past their deadline.
     pub fn tick(&mut self) -> bool {
         self.ticks += 1;
+        // Send times of read rounds nobody waits for any more.
+        let reads = &self.reads;
+        self.read_sent_at
+            .retain(|id, _| reads.iter().any(|w| w.id == *id));
         let ticked = self.raw.tick();
         let now = self.ticks;
         let leader = self.is_leader();
@@ -226,6 +246,7 @@ impl<R> RaftPeer<R> {
         retry.sort_unstable();
         retry.dedup();
         for id in retry {
+            self.read_sent_at.insert(id, std::time::Instant::now());
             self.raw.read_index(id.to_be_bytes().to_vec());
         }
         while self
@@ -349,10 +370,52 @@ impl<R> RaftPeer<R> {
         });
     }
 
+    /// Serves a read from the leader lease when it is valid: the read point
+    /// is the current commit index, and no ReadIndex round is needed.
+    /// Gives `cb` back when the lease cannot be used (expired, another
+    /// term, a leader transfer under way, or nothing committed in this
+    /// term yet).
+    pub fn try_lease_read(&mut self, cb: ReadCallback) -> Option<ReadCallback> {
+        let raft = &self.raw.raft;
+        let valid = self.is_leader()
+            && raft.lead_transferee.is_none()
+            && self.lease_until.is_some_and(|(term, until)| {
+                term == raft.term && std::time::Instant::now() < until
+            })
+            && raft.raft_log.term(raft.raft_log.committed).ok() == Some(raft.term);
+        if !valid {
+            return Some(cb);
+        }
+        metrics::RAFT_PROPOSALS
+            .with_label_values(&["lease_read"])
+            .inc();
+        let read_index = raft.raft_log.committed;
+        if read_index <= self.applied {
+            cb(Ok(self.applied));
+            return None;
+        }
+        self.reads.push_back(ReadWaiter {
+            id: 0,
+            read_index: Some(read_index),
+            issued_at_tick: self.ticks,
+            last_try_tick: self.ticks,
+            cb: Some(cb),
+        });
+        None
+    }
+
+    /// Hands leadership to `to`. The lease ends at once: the target
+    /// campaigns without waiting for an election timeout.
+    pub fn transfer_leader(&mut self, to: u64) {
+        self.lease_until = None;
+        self.raw.transfer_leader(to);
+    }
+
     /// Hands the pending batch of reads to raft as one ReadIndex. The owner
     /// calls it once per round, before handling Readies.
     pub fn flush_reads(&mut self) {
         if let Some(id) = self.unsent_read_batch.take() {
+            self.read_sent_at.insert(id, std::time::Instant::now());
             self.raw.read_index(id.to_be_bytes().to_vec());
         }
     }
@@ -376,6 +439,7 @@ impl<R> RaftPeer<R> {
         if let Some(ss) = rd.ss() {
             metrics::RAFT_LEADER_CHANGES.inc();
             if ss.raft_state != StateRole::Leader {
+                self.lease_until = None;
                 let leader_id = ss.leader_id;
                 for mut w in self.reads.drain(..) {
                     send_read(&mut w.cb, Err(ProposeError::NotLeader { leader_id }));
@@ -389,6 +453,17 @@ impl<R> RaftPeer<R> {
                 let id = u64::from_be_bytes(b);
                 for w in self.reads.iter_mut().filter(|w| w.id == id) {
                     w.read_index = Some(rs.index);
+                }
+                if let (Some(sent), Some(lease)) = (self.read_sent_at.remove(&id), self.cfg.lease) {
+                    // A quorum acknowledged this leader after `sent`: nobody
+                    // else can be elected before an election timeout from
+                    // then.
+                    let term = self.raw.raft.term;
+                    let until = sent + lease;
+                    match self.lease_until {
+                        Some((t, u)) if t == term && u >= until => {}
+                        _ => self.lease_until = Some((term, until)),
+                    }
                 }
             }
         }
@@ -460,6 +535,7 @@ impl<R> RaftPeer<R> {
     /// Tells raft-rs that entries up to `applied` are applied, and releases
     /// the reads whose read index is now applied.
     pub fn advance_apply(&mut self, applied: u64) {
+        self.applied = applied;
         self.raw.advance_apply_to(applied);
         self.reads.retain_mut(|w| match w.read_index {
             Some(i) if i <= applied => !send_read(&mut w.cb, Ok(applied)),

@@ -416,10 +416,11 @@ impl Peer {
                 "conf change applied"
             );
         }
-        if cc.get_change_type() == raft::prelude::ConfChangeType::RemoveNode
-            && cc.node_id == self.meta.id
-        {
-            self.pending_destroy = true;
+        if cc.node_id == self.meta.id {
+            // A later entry of the same batch may add this peer back (a
+            // re-used peer id): only the last change decides.
+            self.pending_destroy =
+                cc.get_change_type() == raft::prelude::ConfChangeType::RemoveNode;
         }
         Ok(RaftCmdResponse {
             header: Some(RaftResponseHeader::default()),

@@ -179,6 +179,11 @@ impl Peer {
         let mut raft_cfg = RaftPeerConfig::new(peer_id, apply_state.applied_index);
         raft_cfg.election_tick = cfg.election_ticks;
         raft_cfg.heartbeat_tick = cfg.heartbeat_ticks;
+        raft_cfg.lease = cfg.lease_reads.then(|| {
+            std::time::Duration::from_millis(
+                cfg.tick_interval_ms * cfg.election_ticks as u64 * 4 / 5,
+            )
+        });
         let logger = nokv_consensus::logging::raft_logger(region.id);
         let mut raft = RaftPeer::new(raft_cfg, log, &logger)?;
         // A region whose only voter is this peer would otherwise wait a

@@ -749,15 +749,20 @@ impl Raftstore {
         }
         let peers = peer.region.peers.clone();
         let (start_key, end_key) = (peer.region.start_key.clone(), peer.region.end_key.clone());
-        peer.raft.read_index(Box::new(move |r| {
+        let cb: nokv_consensus::peer::ReadCallback = Box::new(move |r| {
             cb(r.map(|applied_index| ReadGrant {
                 applied_index,
                 start_key,
                 end_key,
             })
             .map_err(|e| map_propose_error(region_id, &peers, e)))
-        }));
-        self.reads_to_flush.push(region_id);
+        });
+        // The leader lease answers at once; otherwise a ReadIndex round
+        // (batched with the round's other reads) confirms leadership.
+        if let Some(cb) = peer.raft.try_lease_read(cb) {
+            peer.raft.read_index(cb);
+            self.reads_to_flush.push(region_id);
+        }
     }
 
     fn on_change_peer(&mut self, region_id: u64, change: ChangePeerRequest, cb: CmdCallback) {
@@ -853,7 +858,7 @@ impl Raftstore {
                 kind: None,
             });
         }
-        peer.raft.raw_mut().transfer_leader(target.id);
+        peer.raft.transfer_leader(target.id);
         Ok(target)
     }
 

@@ -577,6 +577,33 @@ impl Harness {
         }
     }
 
+    /// Best effort: promotes the learner of `region_id` on `store_id`.
+    pub async fn promote(&self, region_id: u64, store_id: u64) -> bool {
+        let Ok(r) = self.coordinator_client().get_region_by_id(region_id).await else {
+            return false;
+        };
+        let Some(leader) = r.leader else { return false };
+        let Some(learner) = r
+            .region
+            .and_then(|r| r.peers.into_iter().find(|p| p.store_id == store_id))
+        else {
+            return false;
+        };
+        let Some(mut admin) = self.admin(leader.store_id).await else {
+            return false;
+        };
+        admin
+            .change_peer(ChangePeerRequest {
+                region_id,
+                change: PeerChange::AddVoter as i32,
+                store_id,
+                peer_id: learner.id,
+            })
+            .await
+            .map(|r| r.into_inner().region_error.is_none())
+            .unwrap_or(false)
+    }
+
     /// gRPC addresses of the running nodes by store id.
     pub fn admin_addresses(&self) -> std::collections::HashMap<u64, String> {
         self.nodes
