@@ -366,16 +366,8 @@ impl Harness {
     /// Every replica's view of every region, for failure messages.
     pub fn dump(&self) -> String {
         let mut out = String::new();
-        for n in self.nodes.iter().filter(|n| n.task.is_some()) {
-            let status = self.rt.block_on(async {
-                let mut a = AdminClient::connect(format!("http://{}", n.address))
-                    .await
-                    .ok()?;
-                a.region_status(RegionStatusRequest { region_id: 0 })
-                    .await
-                    .ok()
-            });
-            for r in status.map(|s| s.into_inner().regions).unwrap_or_default() {
+        for (store_id, r) in self.local_regions() {
+            {
                 let region = r.region.unwrap_or_default();
                 let peers: Vec<String> = region
                     .peers
@@ -395,7 +387,7 @@ impl Harness {
                     .collect();
                 out.push_str(&format!(
                     "store {} region {} [{:?}, {:?}) peer {} epoch {:?} peers [{}] leader {} term {} commit {} applied {} truncated {} last {} merging_into {} blocked {}\n",
-                    n.store_id,
+                    store_id,
                     region.id,
                     String::from_utf8_lossy(&region.start_key),
                     String::from_utf8_lossy(&region.end_key),
