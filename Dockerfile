@@ -23,7 +23,7 @@ RUN cargo build --release --locked --bin nokv-coordinator --bin nokv-node --bin 
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # libstdc++ (RocksDB) and libgcc come with the base image; ca-certificates
-# is for the TLS work to come.
+# lets operators verify certificates from public CAs in debugging tools.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \

@@ -144,7 +144,7 @@ pub async fn run(cmd: ConfigCmd, e: &Effective) -> anyhow::Result<()> {
         if s.status_address.is_empty() {
             bail!("store {id} registered no status address");
         }
-        let body = status_http::get(&s.status_address, "/status", e.timeout).await?;
+        let body = status_http::get(&s.status_address, "/status", e.timeout, client.tls()).await?;
         let status: serde_json::Value = serde_json::from_str(&body)
             .with_context(|| format!("store {id} answered /status with something not JSON"))?;
         out.store = Some(StoreStatus {

@@ -7,6 +7,7 @@ use nokv_proto::metapb::{Peer, PeerRole, Region};
 use serde::Serialize;
 
 use crate::output::{self, Format};
+use crate::survey::FlowRates;
 
 /// A store as printed.
 #[derive(Debug, Serialize)]
@@ -29,6 +30,11 @@ pub struct StoreRow {
     pub available_bytes: u64,
     /// Unix ms of the last heartbeat (0 = unknown).
     pub last_heartbeat_ms: u64,
+    /// Read and write rates of the regions it leads, from its last
+    /// heartbeat: `read_bytes_per_sec`, `read_keys_per_sec`,
+    /// `write_bytes_per_sec`, `write_keys_per_sec`.
+    #[serde(flatten)]
+    pub flow: FlowRates,
 }
 
 /// Prints every store.
@@ -49,6 +55,7 @@ pub async fn stores(client: &CoordinatorClient, format: Format) -> anyhow::Resul
                 capacity_bytes: stats.capacity_bytes,
                 available_bytes: stats.available_bytes,
                 last_heartbeat_ms: s.last_heartbeat_ms,
+                flow: FlowRates::of_store(&stats),
             })
         })
         .collect();
@@ -61,6 +68,8 @@ pub async fn stores(client: &CoordinatorClient, format: Format) -> anyhow::Resul
             "LEADERS",
             "CAPACITY",
             "AVAILABLE",
+            "READ/s",
+            "WRITE/s",
         ]);
         for r in &rows {
             t.add_row(vec![
@@ -71,6 +80,8 @@ pub async fn stores(client: &CoordinatorClient, format: Format) -> anyhow::Resul
                 r.leader_count.to_string(),
                 output::bytes(r.capacity_bytes),
                 output::bytes(r.available_bytes),
+                output::bytes(r.flow.read_bytes_per_sec),
+                output::bytes(r.flow.write_bytes_per_sec),
             ]);
         }
         t
@@ -113,10 +124,18 @@ pub struct RegionRow {
     pub leader_peer_id: u64,
     /// Peers the leader reports as catching up.
     pub pending_peers: Vec<u64>,
+    /// Peers the leader reports as down (nothing heard from their store
+    /// for the node's `max_peer_down_secs`).
+    pub down_peers: Vec<u64>,
     /// Keys in the region, as last counted by its leader.
     pub approximate_keys: u64,
     /// Bytes in the region, as last counted by its leader.
     pub approximate_size_bytes: u64,
+    /// Read and write rates of its leader over its last heartbeat
+    /// interval: `read_bytes_per_sec`, `read_keys_per_sec`,
+    /// `write_bytes_per_sec`, `write_keys_per_sec`.
+    #[serde(flatten)]
+    pub flow: FlowRates,
 }
 
 fn peer_row(p: &Peer) -> PeerRow {
@@ -146,8 +165,10 @@ pub fn region_row(r: &Region, leader: Option<&Peer>, pending: &[Peer]) -> Region
         leader_store_id: leader.map(|l| l.store_id).unwrap_or(0),
         leader_peer_id: leader.map(|l| l.id).unwrap_or(0),
         pending_peers: pending.iter().map(|p| p.id).collect(),
+        down_peers: Vec::new(),
         approximate_keys: 0,
         approximate_size_bytes: 0,
+        flow: FlowRates::default(),
     }
 }
 
@@ -166,6 +187,8 @@ fn region_table(rows: &[RegionRow]) -> comfy_table::Table {
         "PEERS (id@store)",
         "LEADER STORE",
         "PENDING",
+        "READ/s",
+        "WRITE/s",
     ]);
     for r in rows {
         let peers = r
@@ -202,6 +225,8 @@ fn region_table(rows: &[RegionRow]) -> comfy_table::Table {
                 r.leader_store_id.to_string()
             },
             r.pending_peers.len().to_string(),
+            output::bytes(r.flow.read_bytes_per_sec),
+            output::bytes(r.flow.write_bytes_per_sec),
         ]);
     }
     t
@@ -226,6 +251,8 @@ pub async fn regions(
             );
             row.approximate_keys = info.approximate_keys;
             row.approximate_size_bytes = info.approximate_size_bytes;
+            row.down_peers = info.down_peers.iter().map(|p| p.id).collect();
+            row.flow = FlowRates::of_region(info);
             Some(row)
         })
         .collect();
@@ -327,8 +354,10 @@ fn region_detail(
     let leader = r.peers.iter().find(|p| p.id == r.leader_peer_id).map(peer);
     let pending: Vec<Peer> = r.peers.iter().filter(|p| p.pending).map(peer).collect();
     let mut row = region_row(&proto, leader.as_ref(), &pending);
+    row.down_peers = r.peers.iter().filter(|p| p.down).map(|p| p.id).collect();
     row.approximate_keys = r.approximate_keys;
     row.approximate_size_bytes = r.approximate_size_bytes;
+    row.flow = r.flow;
     let progress = r
         .peers
         .iter()
@@ -401,6 +430,17 @@ mod tests {
         assert_eq!(v["leader_store_id"], 2);
         assert_eq!(v["leader_peer_id"], 22);
         assert_eq!(v["approximate_keys"], 5);
+        for f in [
+            "read_bytes_per_sec",
+            "read_keys_per_sec",
+            "write_bytes_per_sec",
+            "write_keys_per_sec",
+        ] {
+            assert_eq!(v[f], 0, "flow rate {f} at the top level");
+        }
+        let busy = serde_json::to_value(region_detail(&s.regions[0], &errors)).expect("json");
+        assert_eq!(busy["write_bytes_per_sec"], 3 << 20);
+        assert_eq!(busy["write_keys_per_sec"], 300);
         let p = &v["progress"][2];
         assert_eq!(p["peer_id"], 23);
         assert_eq!(p["matched"], 400);

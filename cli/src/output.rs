@@ -101,9 +101,35 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// Bytes in at most five characters (`512`, `1.5K`, `3.0M`), for narrow
+/// columns such as the rates in `nokv top`.
+pub fn bytes_compact(n: u64) -> String {
+    const UNITS: [&str; 7] = ["", "K", "M", "G", "T", "P", "E"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        n.to_string()
+    } else {
+        format!("{v:.1}{}", UNITS[i])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compact_bytes_fit_five_characters() {
+        assert_eq!(bytes_compact(0), "0");
+        assert_eq!(bytes_compact(999), "999");
+        assert_eq!(bytes_compact(1536), "1.5K");
+        assert_eq!(bytes_compact(3 << 20), "3.0M");
+        assert_eq!(bytes_compact(u64::MAX), "16.0E");
+    }
 
     #[test]
     fn keys_escape_unprintable_bytes() {

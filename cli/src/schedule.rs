@@ -11,10 +11,10 @@ use nokv_proto::coordinatorpb::{
     change_peer, operator_step::Step, AddOperatorRequest, AddOperatorResponse,
     CancelOperatorRequest, CancelOperatorResponse, ChangePeer, DeleteStoreRequest,
     DeleteStoreResponse, GetOperatorsRequest, GetOperatorsResponse, GetSchedulersRequest,
-    GetSchedulersResponse, Operator, OperatorState, OperatorStep, PauseSchedulerRequest,
-    PauseSchedulerResponse, ResponseHeader, SplitRegion, TransferLeader,
+    GetSchedulersResponse, MergeRegion, Operator, OperatorState, OperatorStep,
+    PauseSchedulerRequest, PauseSchedulerResponse, ResponseHeader, SplitRegion, TransferLeader,
 };
-use nokv_proto::metapb::Peer;
+use nokv_proto::metapb::{Peer, Region};
 use serde::Serialize;
 
 use crate::output::{self, Format};
@@ -41,7 +41,7 @@ pub enum OperatorCmd {
     ///
     /// Each STEP is one of `add-learner:STORE`, `promote:STORE`,
     /// `remove-peer:STORE`, `transfer-leader:STORE`, `split:KEY`,
-    /// `split-half`.
+    /// `split-half`, `merge-into:REGION`.
     Add {
         /// Region the operator works on.
         #[arg(long, value_name = "ID")]
@@ -129,10 +129,18 @@ fn parse_step(s: &str) -> Result<OperatorStep, String> {
             split_key: Vec::new(),
             half: true,
         }),
+        "merge-into" => Step::Merge(MergeRegion {
+            target: Some(Region {
+                id: arg
+                    .parse()
+                    .map_err(|_| "`merge-into` needs a region id: `merge-into:REGION`")?,
+                ..Default::default()
+            }),
+        }),
         _ => {
             return Err(format!(
                 "unknown step `{s}`: use add-learner:STORE, promote:STORE, remove-peer:STORE, \
-                 transfer-leader:STORE, split:KEY or split-half"
+                 transfer-leader:STORE, split:KEY, split-half or merge-into:REGION"
             ))
         }
     };
@@ -212,7 +220,10 @@ pub fn describe_step(step: &OperatorStep) -> String {
         Some(Step::SplitRegion(s)) => {
             format!("split at {:?}", String::from_utf8_lossy(&s.split_key))
         }
-        Some(Step::Merge(_)) => "merge".into(),
+        Some(Step::Merge(m)) => format!(
+            "merge into region {}",
+            m.target.as_ref().map_or(0, |t| t.id)
+        ),
         None => "empty".into(),
     }
 }
@@ -598,6 +609,13 @@ mod tests {
         );
         assert!(parse_step("promote:x").unwrap_err().contains("store id"));
         assert!(parse_step("merge:3").unwrap_err().contains("unknown step"));
+        assert_eq!(
+            describe_step(&parse_step("merge-into:3").expect("valid")),
+            "merge into region 3"
+        );
+        assert!(parse_step("merge-into:x")
+            .unwrap_err()
+            .contains("region id"));
         assert!(parse_step("split:").is_err());
     }
 }

@@ -2,58 +2,115 @@
 //! read the way the CLI needs it: one bounded GET, and the few request
 //! counters `nokv top` turns into read and write rates.
 //!
-//! The port speaks plain HTTP/1.x (axum), so a request line and a read to
-//! the end of the connection is all it takes; no HTTP client crate is
-//! pulled into the CLI for two GETs.
+//! The port speaks HTTP/1.x (axum), plain or inside TLS when the process
+//! sets `security.status_tls`; a request line and a read to the end of the
+//! connection is all it takes, so no HTTP client crate is pulled into the
+//! CLI for two GETs.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use nokv_proto::tls::TlsConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// Largest body read from a status port. `/metrics` of a busy node is a few
 /// hundred KiB; anything far beyond that is not a NoKV status port.
 const MAX_BODY_BYTES: usize = 8 << 20;
 
 /// GETs `path` from the status address `addr` (`host:port`) and returns the
-/// body of a 200 answer.
+/// body of a 200 answer. With `tls` (the cluster's CA and the client's
+/// certificate) it tries HTTPS first and plain HTTP when the port does not
+/// speak TLS.
 ///
 /// # Errors
-/// Connection failure, `timeout` passing, a non-200 status or an answer
-/// that is not HTTP.
-pub async fn get(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<String> {
-    tokio::time::timeout(timeout, get_unbounded(addr, path))
+/// Connection failure, `timeout` passing, a failed TLS handshake, a non-200
+/// status or an answer that is not HTTP.
+pub async fn get(
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+    tls: Option<&TlsConfig>,
+) -> anyhow::Result<String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tokio::time::timeout(timeout, get_unbounded(addr, path, tls))
         .await
-        .map_err(|_| anyhow::anyhow!("GET http://{addr}{path} timed out"))?
+        .map_err(|_| anyhow::anyhow!("GET {scheme}://{addr}{path} timed out"))?
 }
 
-async fn get_unbounded(addr: &str, path: &str) -> anyhow::Result<String> {
-    let mut s = TcpStream::connect(addr)
+async fn get_unbounded(addr: &str, path: &str, tls: Option<&TlsConfig>) -> anyhow::Result<String> {
+    let tcp = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
+    let Some(tls) = tls else {
+        return exchange(tcp, addr, path).await;
+    };
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(host.to_string())
+        .with_context(|| format!("{host} is not a host name or address"))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.https_client()?);
+    match connector.connect(name, tcp).await {
+        Ok(stream) => exchange(stream, addr, path).await,
+        // A cluster with TLS on gRPC may still serve its status ports as
+        // plain HTTP (`status_tls` off, the chart's default). Nothing
+        // secret is sent or read there, so ask again that way.
+        Err(_) => {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("connecting to {addr}"))?;
+            exchange(tcp, addr, path).await
+        }
+    }
+}
+
+async fn exchange(
+    mut s: impl AsyncRead + AsyncWrite + Unpin,
+    addr: &str,
+    path: &str,
+) -> anyhow::Result<String> {
     s.write_all(
         format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .await?;
     let mut raw = Vec::new();
-    (&mut s)
+    let read = (&mut s)
         .take(MAX_BODY_BYTES as u64 + 4096)
         .read_to_end(&mut raw)
-        .await?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
+        .await;
+    match read {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify after a complete
+        // answer: what arrived is still the answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {addr}{path}")),
+    }
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| anyhow::anyhow!("{addr}{path}: not an HTTP answer"))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let body = &raw[split + 4..];
     let code = head
         .lines()
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("?");
     if code != "200" {
-        bail!("GET http://{addr}{path} answered {code}");
+        bail!("GET {addr}{path} answered {code}");
     }
-    Ok(body.to_string())
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    if length.is_some_and(|n| body.len() < n) {
+        bail!("{addr}{path}: the answer was cut short");
+    }
+    Ok(String::from_utf8_lossy(body).into_owned())
 }
 
 /// gRPC methods of the Kv service that read data.
@@ -154,7 +211,9 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr").to_string();
         drop(l);
-        assert!(get(&addr, "/status", Duration::from_secs(2)).await.is_err());
+        assert!(get(&addr, "/status", Duration::from_secs(2), None)
+            .await
+            .is_err());
     }
 
     #[tokio::test]
@@ -175,15 +234,53 @@ mod tests {
             }
         });
         assert_eq!(
-            get(&addr, "/status", Duration::from_secs(5))
+            get(&addr, "/status", Duration::from_secs(5), None)
                 .await
                 .expect("200"),
             "{\"a\":1}"
         );
-        let err = get(&addr, "/ready", Duration::from_secs(5))
+        let err = get(&addr, "/ready", Duration::from_secs(5), None)
             .await
             .expect_err("503");
         assert!(err.to_string().contains("503"), "{err}");
+        server.await.expect("server");
+    }
+
+    /// With TLS material, a port that does not speak TLS is asked again in
+    /// plain HTTP; a short body against its Content-Length is refused.
+    #[tokio::test]
+    async fn tls_falls_back_to_plain_http_and_a_cut_answer_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = crate::tls::generate(dir.path(), "127.0.0.1").expect("certs");
+        let tls = TlsConfig::from_pem_files(&files.ca, &files.cert, &files.key).expect("tls");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(async move {
+            for answer in [
+                // The ClientHello gets an HTTP error, as from axum.
+                "HTTP/1.1 400 Bad Request\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+                "HTTP/1.1 400 Bad Request\r\n\r\n",
+                "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+            ] {
+                let (mut s, _) = l.accept().await.expect("accept");
+                let mut buf = [0u8; 2048];
+                let _ = s.read(&mut buf).await;
+                s.write_all(answer.as_bytes()).await.expect("write");
+            }
+        });
+        assert_eq!(
+            get(&addr, "/health", Duration::from_secs(5), Some(&tls))
+                .await
+                .expect("plain HTTP after the TLS attempt"),
+            "ok"
+        );
+        let err = get(&addr, "/health", Duration::from_secs(5), Some(&tls))
+            .await
+            .expect_err("cut short");
+        assert!(err.to_string().contains("cut short"), "{err}");
         server.await.expect("server");
     }
 }

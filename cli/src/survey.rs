@@ -19,9 +19,11 @@ use nokv_proto::adminpb::admin_client::AdminClient;
 use nokv_proto::adminpb::{RegionStatus, RegionStatusRequest};
 use nokv_proto::coordinatorpb::{
     change_peer, operator_step::Step, GetOperatorsRequest, GetOperatorsResponse, RegionInfo,
-    ResponseHeader,
+    ResponseHeader, StoreStats,
 };
 use nokv_proto::metapb::{PeerRole, StoreState};
+
+use serde::Serialize;
 
 use crate::status_http::{self, RequestTotals};
 
@@ -70,6 +72,63 @@ pub struct Survey {
     pub operators: Operators,
 }
 
+/// Read and write rates over the last heartbeat interval of a region's
+/// leader (or of a store, summed over the regions it leads), as the
+/// coordinator last heard them. JSON field names are stable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FlowRates {
+    /// Bytes of keys and values read per second (gets and scans).
+    pub read_bytes_per_sec: u64,
+    /// Keys read per second.
+    pub read_keys_per_sec: u64,
+    /// Bytes of keys and values written per second (applied writes).
+    pub write_bytes_per_sec: u64,
+    /// Keys written per second.
+    pub write_keys_per_sec: u64,
+}
+
+impl FlowRates {
+    /// Rates from the counts of one interval of `interval_ms` (all zero
+    /// when the interval is empty: nothing measured yet).
+    pub fn from_counts(
+        bytes_read: u64,
+        keys_read: u64,
+        bytes_written: u64,
+        keys_written: u64,
+        interval_ms: u64,
+    ) -> Self {
+        let per_sec = |n: u64| n.saturating_mul(1000).checked_div(interval_ms).unwrap_or(0);
+        FlowRates {
+            read_bytes_per_sec: per_sec(bytes_read),
+            read_keys_per_sec: per_sec(keys_read),
+            write_bytes_per_sec: per_sec(bytes_written),
+            write_keys_per_sec: per_sec(keys_written),
+        }
+    }
+
+    /// From a region as the coordinator reports it.
+    pub fn of_region(info: &RegionInfo) -> Self {
+        Self::from_counts(
+            info.bytes_read,
+            info.keys_read,
+            info.bytes_written,
+            info.keys_written,
+            info.interval_ms,
+        )
+    }
+
+    /// From a store's last heartbeat.
+    pub fn of_store(stats: &StoreStats) -> Self {
+        Self::from_counts(
+            stats.bytes_read,
+            stats.keys_read,
+            stats.bytes_written,
+            stats.keys_written,
+            stats.interval_ms,
+        )
+    }
+}
+
 /// One coordinator member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -104,6 +163,9 @@ pub struct Store {
     pub leader_count: u64,
     /// Unix ms of the last heartbeat (0 = none since the leader took over).
     pub last_heartbeat_ms: u64,
+    /// Bytes and keys its leaders read and wrote per second, from its last
+    /// heartbeat.
+    pub flow: FlowRates,
     /// Read and write requests served since the node started, when its
     /// `/metrics` answered.
     pub requests: Option<RequestTotals>,
@@ -171,6 +233,9 @@ pub struct Region {
     pub leader_last_index: Option<u64>,
     /// The leader's commit index, when its store answered.
     pub leader_commit_index: Option<u64>,
+    /// Bytes and keys its leader read and wrote per second, from its last
+    /// heartbeat.
+    pub flow: FlowRates,
 }
 
 impl Region {
@@ -304,6 +369,7 @@ pub async fn collect(client: &CoordinatorClient, scope: Scope) -> anyhow::Result
                 region_count: stats.region_count,
                 leader_count: stats.leader_count,
                 last_heartbeat_ms: s.last_heartbeat_ms,
+                flow: FlowRates::of_store(&stats),
                 requests: None,
                 admin_error: None,
             })
@@ -362,6 +428,7 @@ fn assemble_region(
     info: RegionInfo,
     replica_status: &HashMap<(u64, u64), RegionStatus>,
 ) -> Option<Region> {
+    let flow = FlowRates::of_region(&info);
     let region = info.region?;
     let epoch = region.epoch.unwrap_or_default();
     let leader = info.leader.filter(|l| l.id != 0);
@@ -408,6 +475,7 @@ fn assemble_region(
         approximate_size_bytes: info.approximate_size_bytes,
         leader_last_index: leader_status.map(|s| s.last_index),
         leader_commit_index: leader_status.map(|s| s.commit_index),
+        flow,
     })
 }
 
@@ -524,7 +592,7 @@ async fn probe_store(
         if !scope.metrics || status_address.is_empty() {
             return None;
         }
-        status_http::get(&status_address, "/metrics", per_call)
+        status_http::get(&status_address, "/metrics", per_call, client.tls())
             .await
             .ok()
             .map(|text| status_http::request_totals(&text))
@@ -652,6 +720,12 @@ pub(crate) mod fixture {
             region_count: 2,
             leader_count: 1,
             last_heartbeat_ms: 1_000,
+            flow: FlowRates {
+                read_bytes_per_sec: 2048,
+                read_keys_per_sec: 20,
+                write_bytes_per_sec: 1024,
+                write_keys_per_sec: 10,
+            },
             requests: Some(RequestTotals {
                 reads: 100,
                 writes: 50,
@@ -696,6 +770,12 @@ pub(crate) mod fixture {
                     approximate_size_bytes: 64 << 10,
                     leader_last_index: Some(40),
                     leader_commit_index: Some(40),
+                    flow: FlowRates {
+                        read_bytes_per_sec: 0,
+                        read_keys_per_sec: 0,
+                        write_bytes_per_sec: 3 << 20,
+                        write_keys_per_sec: 300,
+                    },
                 },
                 Region {
                     id: 2,
@@ -718,6 +798,7 @@ pub(crate) mod fixture {
                     approximate_size_bytes: 100,
                     leader_last_index: Some(900),
                     leader_commit_index: Some(900),
+                    flow: FlowRates::default(),
                 },
             ],
             operators: Operators::Unavailable(
@@ -731,6 +812,30 @@ pub(crate) mod fixture {
 mod tests {
     use super::fixture::*;
     use super::*;
+
+    #[test]
+    fn flow_rates_are_counts_over_the_interval() {
+        let r = FlowRates::from_counts(4000, 10, 1000, 3, 2000);
+        assert_eq!(
+            r,
+            FlowRates {
+                read_bytes_per_sec: 2000,
+                read_keys_per_sec: 5,
+                write_bytes_per_sec: 500,
+                write_keys_per_sec: 1,
+            }
+        );
+        assert_eq!(
+            FlowRates::from_counts(4000, 10, 1000, 3, 0),
+            FlowRates::default(),
+            "an empty interval measured nothing"
+        );
+        assert_eq!(
+            FlowRates::from_counts(u64::MAX, 0, 0, 0, 1000).read_bytes_per_sec,
+            u64::MAX / 1000,
+            "saturates instead of overflowing"
+        );
+    }
 
     #[test]
     fn lag_uses_the_leaders_progress_then_applied_indexes() {

@@ -199,6 +199,8 @@ pub fn security_section(dir: &Path) -> anyhow::Result<serde_yaml::Mapping> {
     ] {
         m.insert(k.into(), dir.join(f).to_string_lossy().to_string().into());
     }
+    // Nothing in plaintext: the status ports speak HTTPS too.
+    m.insert("status_tls".into(), true.into());
     Ok(m)
 }
 

@@ -25,6 +25,40 @@ pub static RAFT_PROPOSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Raft groups whose Readies went to disk in one write batch and one
+/// sync: the group commit that amortises fsyncs across regions (always 1
+/// on a coordinator, which runs one group).
+pub static RAFT_READY_BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "nokv_raft_ready_batch_size",
+        "Raft groups persisted together in one write batch and sync",
+        prometheus::exponential_buckets(1.0, 2.0, 12).expect("valid bucket parameters")
+    )
+    .expect("metric registers once")
+});
+
+/// Entries raft reported committed, counted once per process as its
+/// Readies hand them over for applying.
+pub static RAFT_COMMITTED_ENTRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "nokv_raft_committed_entries_total",
+        "Raft entries handed over as committed"
+    )
+    .expect("metric registers once")
+});
+
+/// How far replication trails, in log entries: on each group this process
+/// leads, its last index minus the lowest index a follower (or learner) has
+/// matched; the gauge is the largest over those groups (0 when it leads
+/// none).
+pub static RAFT_LOG_LAG: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "nokv_raft_log_lag_entries",
+        "Largest gap between a led group's last index and its slowest follower's matched index"
+    )
+    .expect("metric registers once")
+});
+
 /// Readies handled.
 pub static RAFT_READY_TOTAL: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("nokv_raft_ready_total", "Raft Ready rounds handled")
@@ -99,6 +133,17 @@ pub static SNAPSHOT_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Region snapshots streamed, by direction (sent, received); counted when
+/// the whole stream went through.
+pub static SNAPSHOTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "nokv_raft_snapshots_total",
+        "Region snapshots streamed completely, by direction",
+        &["direction"]
+    )
+    .expect("metric registers once")
+});
+
 /// gRPC requests by method and status code.
 pub static GRPC_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -142,7 +187,7 @@ where
 /// Touches every shared metric so it appears in the first scrape, even
 /// before the event it counts has happened.
 pub fn register_shared() {
-    for kind in ["normal", "conf_change", "read_index"] {
+    for kind in ["normal", "conf_change", "read_index", "lease_read"] {
         RAFT_PROPOSALS.with_label_values(&[kind]);
     }
     for result in ["sent", "dropped", "inbox_full", "filtered"] {
@@ -150,7 +195,11 @@ pub fn register_shared() {
     }
     for direction in ["sent", "received"] {
         SNAPSHOT_BYTES.with_label_values(&[direction]);
+        SNAPSHOTS.with_label_values(&[direction]);
     }
+    LazyLock::force(&RAFT_READY_BATCH_SIZE);
+    LazyLock::force(&RAFT_COMMITTED_ENTRIES);
+    LazyLock::force(&RAFT_LOG_LAG);
     LazyLock::force(&RAFT_READY_TOTAL);
     LazyLock::force(&RAFT_LEADER_CHANGES);
     LazyLock::force(&RAFT_PERSIST_SECONDS);

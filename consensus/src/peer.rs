@@ -140,6 +140,11 @@ pub struct RaftPeer<R> {
     read_sent_at: std::collections::HashMap<u64, std::time::Instant>,
     /// Until when this leader may serve lease reads (in its current term).
     lease_until: Option<(u64, std::time::Instant)>,
+    /// The term in which this leader last started a leader transfer. No
+    /// read round grants a lease for the rest of that term: the target may
+    /// win a forced election at any time, even after the transfer was given
+    /// up here (raft-rs also drops a transfer when the target leaves).
+    transfer_term: Option<u64>,
     /// The last applied index the owner reported.
     applied: u64,
 }
@@ -171,6 +176,7 @@ impl<R> RaftPeer<R> {
             ticks: 0,
             read_sent_at: std::collections::HashMap::new(),
             lease_until: None,
+            transfer_term: None,
             applied,
         })
     }
@@ -204,6 +210,23 @@ impl<R> RaftPeer<R> {
     /// Current term.
     pub fn term(&self) -> u64 {
         self.raw.raft.term
+    }
+
+    /// On a leader, how many entries its slowest follower trails: the last
+    /// index minus the lowest matched index among the other peers, learners
+    /// included (0 on a follower or a single-peer group).
+    pub fn replication_lag(&self) -> u64 {
+        if !self.is_leader() {
+            return 0;
+        }
+        let raft = &self.raw.raft;
+        let last = raft.raft_log.last_index();
+        raft.prs()
+            .iter()
+            .filter(|(id, _)| **id != self.cfg.id)
+            .map(|(_, pr)| last.saturating_sub(pr.matched))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Number of proposals and reads waiting for an outcome.
@@ -246,7 +269,11 @@ impl<R> RaftPeer<R> {
         retry.sort_unstable();
         retry.dedup();
         for id in retry {
-            self.read_sent_at.insert(id, std::time::Instant::now());
+            // raft-rs credits acknowledgements of the first broadcast to the
+            // retry as well, so the lease counts from the first send.
+            self.read_sent_at
+                .entry(id)
+                .or_insert_with(std::time::Instant::now);
             self.raw.read_index(id.to_be_bytes().to_vec());
         }
         while self
@@ -408,6 +435,7 @@ impl<R> RaftPeer<R> {
     /// campaigns without waiting for an election timeout.
     pub fn transfer_leader(&mut self, to: u64) {
         self.lease_until = None;
+        self.transfer_term = Some(self.raw.raft.term);
         self.raw.transfer_leader(to);
     }
 
@@ -460,7 +488,9 @@ impl<R> RaftPeer<R> {
                     // then.
                     let term = self.raw.raft.term;
                     let until = sent + lease;
+                    let transferring = self.transfer_term == Some(term);
                     match self.lease_until {
+                        _ if transferring => {}
                         Some((t, u)) if t == term && u >= until => {}
                         _ => self.lease_until = Some((term, until)),
                     }
@@ -509,6 +539,7 @@ impl<R> RaftPeer<R> {
         }
         messages.extend(light.take_messages());
         committed.extend(light.take_committed_entries());
+        metrics::RAFT_COMMITTED_ENTRIES.inc_by(committed.len() as u64);
         Ok(ReadyOutput {
             messages,
             committed,
@@ -597,6 +628,12 @@ mod tests {
     type Cb = Box<dyn FnOnce(std::result::Result<u64, ProposeError>) + Send>;
 
     fn single_voter() -> (tempfile::TempDir, Arc<rocksdb::DB>, RaftPeer<u64>) {
+        single_voter_with(RaftPeerConfig::new(1, 0))
+    }
+
+    fn single_voter_with(
+        cfg: RaftPeerConfig,
+    ) -> (tempfile::TempDir, Arc<rocksdb::DB>, RaftPeer<u64>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = engine::open(dir.path(), &[CF_RAFT, CF_META]).expect("db");
         let cs = ConfState {
@@ -605,7 +642,7 @@ mod tests {
         };
         let log = RocksRaftLog::open(db.clone(), 9, cs, (0, 0), None).expect("log");
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let mut peer = RaftPeer::new(RaftPeerConfig::new(1, 0), log, &logger).expect("peer");
+        let mut peer = RaftPeer::new(cfg, log, &logger).expect("peer");
         peer.raw_mut().campaign().expect("campaign");
         (dir, db, peer)
     }
@@ -673,6 +710,40 @@ mod tests {
         let got = got.lock().unwrap();
         assert_eq!(got.len(), 1, "exactly one answer");
         assert!(got[0].is_ok());
+    }
+
+    #[test]
+    fn a_read_round_grants_a_lease_but_not_once_a_transfer_started() {
+        let mut cfg = RaftPeerConfig::new(1, 0);
+        cfg.lease = Some(std::time::Duration::from_secs(600));
+        let (_d, db, mut peer) = single_voter_with(cfg);
+        while peer.has_ready() {
+            round(&db, &mut peer);
+        }
+        let (_, cb) = recorder();
+        let cb = peer.try_lease_read(cb).expect("no lease before a round");
+        peer.read_index(cb);
+        round(&db, &mut peer);
+        let (got, cb) = recorder();
+        assert!(peer.try_lease_read(cb).is_none(), "served from the lease");
+        assert!(matches!(got.lock().unwrap().as_slice(), [Ok(_)]));
+
+        // Peer 2 is not a member, so raft-rs ignores the transfer and this
+        // peer keeps leading in the same term; still, a round sent from now
+        // on must not grant a lease.
+        peer.transfer_leader(2);
+        let (_, cb) = recorder();
+        let cb = peer
+            .try_lease_read(cb)
+            .expect("the transfer ended the lease");
+        peer.read_index(cb);
+        round(&db, &mut peer);
+        assert!(peer.is_leader());
+        let (_, cb) = recorder();
+        assert!(
+            peer.try_lease_read(cb).is_some(),
+            "a round sent during a transfer granted a lease"
+        );
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub struct SecurityConfig {
     /// every client the CA vouches for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub admin_allowed_cn: Vec<String>,
+    /// Serve the HTTP status port (`/metrics`, `/health`, `/ready`,
+    /// `/status`) over HTTPS with this certificate. No client certificate
+    /// is required there, so probes and scrapers only need the CA.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub status_tls: bool,
 }
 
 impl SecurityConfig {
@@ -51,9 +56,15 @@ impl SecurityConfig {
     /// [`crate::Error::Tls`] naming the file that is missing or bad.
     pub fn load(&self) -> crate::Result<Security> {
         let tls = TlsConfig::from_pem_files(&self.ca_path, &self.cert_path, &self.key_path)?;
+        let status_tls = if self.status_tls {
+            Some(tls.https_server()?)
+        } else {
+            None
+        };
         Ok(Security {
             tls,
             admin: AdminPolicy::new(self.admin_allowed_cn.clone()),
+            status_tls,
         })
     }
 }
@@ -65,6 +76,8 @@ pub struct Security {
     pub tls: TlsConfig,
     /// Who may call mutating admin RPCs.
     pub admin: AdminPolicy,
+    /// The status port's HTTPS config, when `status_tls` is set.
+    pub status_tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// Methods of the node's `Admin` service that change the cluster; every
@@ -296,6 +309,7 @@ mod tests {
             cert_path: "/nonexistent/tls.crt".into(),
             key_path: "/nonexistent/tls.key".into(),
             admin_allowed_cn: Vec::new(),
+            status_tls: false,
         };
         let e = c.load().unwrap_err().to_string();
         assert!(e.contains("/nonexistent/ca.crt"), "{e}");

@@ -106,6 +106,9 @@ impl<S: RaftMessageSink> RaftTransport for RaftTransportService<S> {
             crate::metrics::SNAPSHOT_BYTES
                 .with_label_values(&["received"])
                 .inc_by(header.total_bytes);
+            crate::metrics::SNAPSHOTS
+                .with_label_values(&["received"])
+                .inc();
             if let Some(msg) = header.message {
                 self.sink.deliver(msg);
             }

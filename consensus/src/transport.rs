@@ -192,6 +192,7 @@ impl Transport {
                     crate::metrics::SNAPSHOT_BYTES
                         .with_label_values(&["sent"])
                         .inc_by(bytes);
+                    crate::metrics::SNAPSHOTS.with_label_values(&["sent"]).inc();
                     done(true)
                 }
                 Err(e) => {

@@ -29,6 +29,9 @@ pub struct StoreView {
     pub regions: i64,
     /// Leaders it holds, counting operators in flight.
     pub leaders: i64,
+    /// Bytes of its replicas, each region weighing at least
+    /// [`crate::scheduler::REGION_SIZE_FLOOR`], counting operators in flight.
+    pub size: i64,
 }
 
 /// What the region needs next.
@@ -205,6 +208,7 @@ mod tests {
                         state: *state,
                         regions: *regions,
                         leaders: 0,
+                        size: 0,
                     },
                 )
             })

@@ -66,6 +66,21 @@ pub struct CoordinatorConfig {
     pub leader_schedule_limit: u32,
     /// Most operators balance-region keeps in flight.
     pub region_schedule_limit: u32,
+    /// Most operators the merge checker keeps in flight (peer alignment
+    /// and merges together).
+    pub merge_schedule_limit: u32,
+    /// The merge checker merges a region only while it holds at most this
+    /// many bytes, and only into a neighbour that does too. 0 turns
+    /// automatic merge off. Keep it well under the nodes'
+    /// `region_split_size_bytes`, or merged regions split again.
+    pub max_merge_region_size_bytes: u64,
+    /// Like `max_merge_region_size_bytes`, counted in keys. 0: no limit by
+    /// keys.
+    pub max_merge_region_keys: u64,
+    /// A region that split (or was first seen by this leader) less than
+    /// this many milliseconds ago is not merged, so a split is not undone
+    /// before its halves grow.
+    pub split_merge_interval_ms: u64,
     /// Log filter (tracing-subscriber syntax).
     pub log_level: String,
     /// Ticks between raft log GC checks on the leader.
@@ -106,6 +121,10 @@ impl Default for CoordinatorConfig {
             replica_schedule_limit: 16,
             leader_schedule_limit: 4,
             region_schedule_limit: 4,
+            merge_schedule_limit: 8,
+            max_merge_region_size_bytes: 20 * 1024 * 1024,
+            max_merge_region_keys: 200_000,
+            split_merge_interval_ms: 60 * 60 * 1000,
             log_level: "info".into(),
             log_gc_interval_ticks: 100,
             log_gc_threshold: 10_000,

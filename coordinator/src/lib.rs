@@ -11,6 +11,8 @@
 //! - [`operator`]: operators in flight and their recent history.
 //! - [`checker`]: the replica checker run on region heartbeats.
 //! - [`scheduler`]: balance-leader and balance-region.
+//! - [`merge_checker`]: merges small adjacent regions, aligning their
+//!   replicas first.
 //! - [`scheduling`]: the leader's scheduling: operators from checkers,
 //!   schedulers and by hand, delivered on region heartbeats.
 //! - [`invariant`]: live checks of what heartbeats claim (tiling, epochs,
@@ -26,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod id_alloc;
 pub mod invariant;
+pub mod merge_checker;
 pub mod metrics;
 pub mod operator;
 pub mod raft_loop;

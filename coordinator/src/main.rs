@@ -68,16 +68,18 @@ fn main() -> anyhow::Result<()> {
     if let (Some(ca_path), Some(cert_path), Some(key_path)) =
         (args.ca_path, args.cert_path, args.key_path)
     {
-        let admin_allowed_cn = config
-            .security
-            .take()
-            .map(|s| s.admin_allowed_cn)
-            .unwrap_or_default();
+        // Flags name the files; the rest of the section stays as
+        // configured.
+        let kept = config.security.take();
         config.security = Some(nokv_consensus::security::SecurityConfig {
             ca_path,
             cert_path,
             key_path,
-            admin_allowed_cn,
+            admin_allowed_cn: kept
+                .as_ref()
+                .map(|s| s.admin_allowed_cn.clone())
+                .unwrap_or_default(),
+            status_tls: kept.is_some_and(|s| s.status_tls),
         });
     }
     tracing_subscriber::fmt()

@@ -29,6 +29,15 @@ pub static IDS_ALLOCATED: LazyLock<IntCounter> = LazyLock::new(|| {
         .expect("metric registers once")
 });
 
+/// AllocId requests served (a request may carry many ids).
+pub static ID_REQUESTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "nokv_coordinator_id_requests_total",
+        "AllocId requests served"
+    )
+    .expect("metric registers once")
+});
+
 /// Regions known to the coordinator.
 pub static REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("nokv_coordinator_regions", "Regions in the routing table")
@@ -71,12 +80,15 @@ pub static CHECKER_STEPS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(||
 });
 
 /// Operators created and finished, by source (checker or scheduler name,
-/// `operator` for manual ones) and event (`created` or the final state).
+/// `manual` for people's), kind (`add-replica`, `transfer-leader`, …) and
+/// event (`created` or the final state: `Succeeded`, `Cancelled`,
+/// `TimedOut`, `Failed`). The `created` events of a checker or scheduler
+/// are its scheduling actions.
 pub static OPERATORS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     prometheus::register_int_counter_vec!(
         "nokv_coordinator_operators_total",
-        "Operators created and finished, by source and event",
-        &["source", "event"]
+        "Operators created and finished, by source, kind and event",
+        &["source", "kind", "event"]
     )
     .expect("metric registers once")
 });
@@ -112,6 +124,7 @@ pub fn register() {
     LazyLock::force(&TSO_TIMESTAMPS);
     LazyLock::force(&TSO_REQUESTS);
     LazyLock::force(&IDS_ALLOCATED);
+    LazyLock::force(&ID_REQUESTS);
     LazyLock::force(&REGIONS);
     LazyLock::force(&LEADERS_PER_STORE);
     LazyLock::force(&STORES);

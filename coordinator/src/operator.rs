@@ -7,8 +7,10 @@
 //!
 //! A step is never acknowledged by the store: it is judged finished from
 //! later heartbeats (the peer is there, is a voter, is gone, the leader
-//! moved, the version went up). A step that is not finished within its
-//! timeout ends the operator as `TimedOut`.
+//! moved, the version went up) or, for a merge, from the source region
+//! leaving the routing table. A step that is not finished within its
+//! timeout ends the operator as `TimedOut`. While a merge runs, its target
+//! counts as busy too, so nothing else changes the target under it.
 //!
 //! Operators live in the leader's memory only: a new coordinator leader
 //! starts with none, and the checkers recreate whatever is still needed
@@ -19,8 +21,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nokv_proto::coordinatorpb::{
-    change_peer, operator_step::Step, ChangePeer, Operator, OperatorState, OperatorStep,
-    RegionHeartbeatResponse, TransferLeader,
+    change_peer, operator_step::Step, ChangePeer, MergeRegion, Operator, OperatorState,
+    OperatorStep, RegionHeartbeatResponse, TransferLeader,
 };
 use nokv_proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
 use tracing::info;
@@ -61,6 +63,9 @@ pub struct Influence {
     pub regions: i64,
     /// Leaders it gains (negative: loses).
     pub leaders: i64,
+    /// Replica bytes it gains (negative: loses), as balance-region weighs
+    /// them.
+    pub bytes: i64,
 }
 
 struct Running {
@@ -95,6 +100,8 @@ pub enum Order {
     TransferLeader(Peer),
     /// Split the region.
     Split(nokv_proto::coordinatorpb::SplitRegion),
+    /// Merge the region into an adjacent one.
+    Merge(MergeRegion),
 }
 
 impl Order {
@@ -107,6 +114,7 @@ impl Order {
                 resp.transfer_leader = Some(TransferLeader { peer: Some(p) })
             }
             Order::Split(s) => resp.split_region = Some(s),
+            Order::Merge(m) => resp.merge = Some(m),
         }
     }
 }
@@ -169,6 +177,24 @@ fn change_step(
     }
 }
 
+/// The step that merges the operator's region into `target`.
+pub fn merge(target: Region, timeout_ms: u64) -> OperatorStep {
+    OperatorStep {
+        step: Some(Step::Merge(MergeRegion {
+            target: Some(target),
+        })),
+        timeout_ms,
+    }
+}
+
+/// The region a merge step folds its region into.
+fn merge_target(step: &OperatorStep) -> Option<u64> {
+    match &step.step {
+        Some(Step::Merge(m)) => m.target.as_ref().map(|t| t.id),
+        _ => None,
+    }
+}
+
 /// A short human description of a step, for logs and the CLI.
 pub fn describe_step(step: &OperatorStep) -> String {
     match &step.step {
@@ -189,7 +215,10 @@ pub fn describe_step(step: &OperatorStep) -> String {
         Some(Step::SplitRegion(s)) => {
             format!("split at {:?}", String::from_utf8_lossy(&s.split_key))
         }
-        Some(Step::Merge(_)) => "merge".to_string(),
+        Some(Step::Merge(m)) => format!(
+            "merge into region {}",
+            m.target.as_ref().map_or(0, |t| t.id)
+        ),
         None => "empty step".to_string(),
     }
 }
@@ -207,6 +236,18 @@ fn judge(
             match c.kind() {
                 change_peer::Kind::AddLearner => match find(target.id) {
                     Some(_) => Judgement::Done,
+                    // Membership moved on without the learner: it was added
+                    // and removed again, or another change won. Sending the
+                    // same peer id again would re-add a replica its store
+                    // already tombstoned, which can never catch up.
+                    None if region.epoch.unwrap_or_default().conf_ver > epoch.conf_ver => {
+                        Judgement::Failed(format!(
+                            "membership changed (conf_ver {} → {}) without learner {}",
+                            epoch.conf_ver,
+                            region.epoch.unwrap_or_default().conf_ver,
+                            target.id
+                        ))
+                    }
                     None => Judgement::Pending,
                 },
                 change_peer::Kind::AddVoter => match find(target.id) {
@@ -238,7 +279,8 @@ fn judge(
                 Judgement::Pending
             }
         }
-        Some(Step::Merge(_)) => Judgement::Failed("merge steps are not supported yet".into()),
+        // Done when the source leaves the routing table (see `vanished`).
+        Some(Step::Merge(_)) => Judgement::Pending,
         None => Judgement::Done,
     }
 }
@@ -287,7 +329,8 @@ fn order_for(
             Some(Order::TransferLeader(peer))
         }
         Some(Step::SplitRegion(s)) => Some(Order::Split(s.clone())),
-        Some(Step::Merge(_)) | None => None,
+        Some(Step::Merge(m)) => Some(Order::Merge(m.clone())),
+        None => None,
     }
 }
 
@@ -318,11 +361,14 @@ impl Operators {
             return Err(AddError::Empty);
         }
         let mut inner = self.lock();
-        if let Some(r) = inner.running.get(&op.region_id) {
-            return Err(AddError::RegionBusy {
-                region_id: op.region_id,
-                operator_id: r.op.id,
-            });
+        let targets: Vec<u64> = op.steps.iter().filter_map(merge_target).collect();
+        for region_id in std::iter::once(op.region_id).chain(targets) {
+            if let Some(operator_id) = busy_with(&inner, region_id) {
+                return Err(AddError::RegionBusy {
+                    region_id,
+                    operator_id,
+                });
+            }
         }
         op.state = OperatorState::Running as i32;
         op.current_step = 0;
@@ -341,7 +387,7 @@ impl Operators {
             "operator created"
         );
         metrics::OPERATORS
-            .with_label_values(&[&op.source, "created"])
+            .with_label_values(&[&op.source, &op.kind, "created"])
             .inc();
         inner.running.insert(
             op.region_id,
@@ -356,9 +402,49 @@ impl Operators {
         Ok(op)
     }
 
-    /// Whether `region_id` has an operator in flight.
+    /// Whether `region_id` has an operator in flight, or a running merge
+    /// folds another region into it.
     pub fn is_busy(&self, region_id: u64) -> bool {
-        self.lock().running.contains_key(&region_id)
+        busy_with(&self.lock(), region_id).is_some()
+    }
+
+    /// Ends the operators of regions that left the routing table: a merge
+    /// step in progress succeeded (its source was absorbed); any other
+    /// step can never finish.
+    pub fn vanished(&self, exists: impl Fn(u64) -> bool) -> Vec<Operator> {
+        let mut inner = self.lock();
+        let gone: Vec<(u64, bool)> = inner
+            .running
+            .iter()
+            .filter(|(id, _)| !exists(**id))
+            .map(|(id, r)| {
+                let merging =
+                    r.op.steps
+                        .get(r.op.current_step as usize)
+                        .and_then(merge_target)
+                        .is_some();
+                (*id, merging)
+            })
+            .collect();
+        gone.into_iter()
+            .map(|(region_id, merged)| {
+                if merged {
+                    finish(
+                        &mut inner,
+                        region_id,
+                        OperatorState::Succeeded,
+                        String::new(),
+                    )
+                } else {
+                    finish(
+                        &mut inner,
+                        region_id,
+                        OperatorState::Failed,
+                        format!("region {region_id} left the routing table"),
+                    )
+                }
+            })
+            .collect()
     }
 
     /// Operators in flight created by `source`.
@@ -381,6 +467,7 @@ impl Operators {
                 });
                 e.regions += i.regions;
                 e.leaders += i.leaders;
+                e.bytes += i.bytes;
             }
         }
         out
@@ -549,6 +636,23 @@ impl Operators {
     }
 }
 
+/// The operator that keeps `region_id` busy: its own, or a running merge
+/// into it.
+fn busy_with(inner: &Inner, region_id: u64) -> Option<u64> {
+    if let Some(r) = inner.running.get(&region_id) {
+        return Some(r.op.id);
+    }
+    inner
+        .running
+        .values()
+        .find(|r| {
+            r.op.steps[(r.op.current_step as usize).min(r.op.steps.len())..]
+                .iter()
+                .any(|s| merge_target(s) == Some(region_id))
+        })
+        .map(|r| r.op.id)
+}
+
 fn finish(inner: &mut Inner, region_id: u64, state: OperatorState, message: String) -> Operator {
     let Some(r) = inner.running.remove(&region_id) else {
         return Operator::default();
@@ -566,7 +670,7 @@ fn finish(inner: &mut Inner, region_id: u64, state: OperatorState, message: Stri
         "operator finished"
     );
     metrics::OPERATORS
-        .with_label_values(&[&op.source, state.as_str_name()])
+        .with_label_values(&[&op.source, &op.kind, state.as_str_name()])
         .inc();
     if inner.history.len() >= HISTORY_LEN {
         inner.history.pop_front();
@@ -629,7 +733,10 @@ mod tests {
                 100,
                 vec![add_learner(new, 0), promote(new, 0), remove(v1, 0)],
             ),
-            RegionEpoch::default(),
+            RegionEpoch {
+                conf_ver: 1,
+                version: 1,
+            },
             vec![],
         )
         .expect("add");
@@ -790,6 +897,83 @@ mod tests {
             .on_heartbeat(&region(vec![v1], 2), Some(&v1), &[], &[], now)
             .is_none());
         assert_eq!(state_of(&ops, 5), OperatorState::Succeeded);
+    }
+
+    #[test]
+    fn merge_is_ordered_keeps_its_target_busy_and_succeeds_when_the_source_vanishes() {
+        let ops = Operators::new(Duration::from_secs(60));
+        let v1 = peer(1, 1, PeerRole::Voter);
+        let target = Region {
+            id: 8,
+            ..Default::default()
+        };
+        ops.add(
+            op(20, vec![merge(target.clone(), 0)]),
+            RegionEpoch::default(),
+            vec![],
+        )
+        .expect("add");
+        assert!(ops.is_busy(7) && ops.is_busy(8) && !ops.is_busy(9));
+        let on_target = Operator {
+            region_id: 8,
+            ..op(21, vec![transfer_leader(v1, 0)])
+        };
+        assert!(matches!(
+            ops.add(on_target, RegionEpoch::default(), vec![]),
+            Err(AddError::RegionBusy {
+                region_id: 8,
+                operator_id: 20
+            })
+        ));
+        let (_, order) = ops
+            .on_heartbeat(&region(vec![v1], 1), Some(&v1), &[], &[], Instant::now())
+            .expect("merge order");
+        assert!(matches!(order, Order::Merge(ref m) if m.target.as_ref().map(|t| t.id) == Some(8)));
+        // The frozen source still reports: the merge is not done.
+        assert!(ops.vanished(|_| true).is_empty());
+        assert_eq!(state_of(&ops, 20), OperatorState::Running);
+        let ended = ops.vanished(|id| id != 7);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(state_of(&ops, 20), OperatorState::Succeeded);
+        assert!(!ops.is_busy(8));
+        // Any other step on a region that vanished has failed.
+        ops.add(
+            op(22, vec![transfer_leader(v1, 0)]),
+            RegionEpoch::default(),
+            vec![],
+        )
+        .expect("add");
+        ops.vanished(|id| id != 7);
+        assert_eq!(state_of(&ops, 22), OperatorState::Failed);
+    }
+
+    #[test]
+    fn an_add_learner_overtaken_by_another_membership_change_fails() {
+        let ops = Operators::new(Duration::from_secs(60));
+        let v1 = peer(1, 1, PeerRole::Voter);
+        let new = peer(9, 3, PeerRole::Learner);
+        let epoch = |conf_ver| RegionEpoch {
+            conf_ver,
+            version: 1,
+        };
+        ops.add(
+            op(30, vec![add_learner(new, 0), promote(new, 0)]),
+            epoch(1),
+            vec![],
+        )
+        .expect("add");
+        let now = Instant::now();
+        let mut r = region(vec![v1], 1);
+        assert!(ops.on_heartbeat(&r, Some(&v1), &[], &[], now).is_some());
+        // Still not there, same membership: keep waiting.
+        assert!(ops.on_heartbeat(&r, Some(&v1), &[], &[], now).is_none());
+        assert_eq!(state_of(&ops, 30), OperatorState::Running);
+        // Added and removed again between two heartbeats.
+        r.epoch = Some(epoch(3));
+        assert!(ops
+            .on_heartbeat(&r, Some(&v1), &[], &[], now + RESEND_AFTER)
+            .is_none());
+        assert_eq!(state_of(&ops, 30), OperatorState::Failed);
     }
 
     #[test]

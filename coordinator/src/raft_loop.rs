@@ -312,6 +312,8 @@ impl RaftLoop {
         opts.set_sync(true);
         self.db.write_opt(wb, &opts)?;
         RAFT_PERSIST_SECONDS.observe(start.elapsed().as_secs_f64());
+        // One group: every round persists exactly one Ready.
+        nokv_consensus::metrics::RAFT_READY_BATCH_SIZE.observe(1.0);
 
         let start = Instant::now();
         let mut apply_wb = WriteBatch::default();
@@ -381,6 +383,7 @@ impl RaftLoop {
         RAFT_APPLIED_INDEX
             .with_label_values(&["coordinator"])
             .set(self.applied_index as i64);
+        nokv_consensus::metrics::RAFT_LOG_LAG.set(self.peer.replication_lag() as i64);
         *self.log_state.write().unwrap_or_else(|p| p.into_inner()) =
             (self.applied_index, self.truncated.0);
         Ok(())

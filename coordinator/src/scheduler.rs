@@ -8,10 +8,12 @@
 //!   regions to the one leading the fewest, while they differ by two or
 //!   more.
 //! - balance-region: moves a replica (add learner, promote, remove) from
-//!   the `Up` store holding the most replicas to the one holding the
-//!   fewest, while they differ by two or more. It counts replicas, not
-//!   bytes: region sizes are approximate and a count converges to a stable
-//!   spread.
+//!   the `Up` store holding the most replica bytes to the one holding the
+//!   fewest, choosing a region no heavier than half their gap, so the move
+//!   narrows the gap without reversing it. Each region weighs its
+//!   approximate size but at least [`REGION_SIZE_FLOOR`]: near-empty
+//!   regions still cost a raft group each, and a cluster of small regions
+//!   balances by count.
 //!
 //! Both only touch regions that are healthy (no learner, no pending peer,
 //! a known leader) and have no operator in flight.
@@ -29,12 +31,29 @@ pub const REPLICA_CHECKER: &str = "replica-checker";
 pub const BALANCE_LEADER: &str = "balance-leader";
 /// Name of the region balancer.
 pub const BALANCE_REGION: &str = "balance-region";
+/// Name of the merge checker.
+pub const MERGE_CHECKER: &str = "merge-checker";
 /// Every checker and scheduler that can be paused.
-pub const ALL: [&str; 3] = [REPLICA_CHECKER, BALANCE_LEADER, BALANCE_REGION];
+pub const ALL: [&str; 4] = [
+    REPLICA_CHECKER,
+    BALANCE_LEADER,
+    BALANCE_REGION,
+    MERGE_CHECKER,
+];
 
-/// Stores must differ by at least this many leaders or replicas before
-/// anything moves (one would only swap which store is ahead).
+/// Stores must differ by at least this many leaders before leadership
+/// moves (one would only swap which store is ahead).
 const MIN_GAP: i64 = 2;
+
+/// The least a region weighs for balance-region, in bytes.
+pub const REGION_SIZE_FLOOR: i64 = 1 << 20;
+
+/// What a region of `size_bytes` (as its leader counted) weighs.
+pub fn weight(size_bytes: u64) -> i64 {
+    i64::try_from(size_bytes)
+        .unwrap_or(i64::MAX)
+        .max(REGION_SIZE_FLOOR)
+}
 
 /// A region with what its leader last reported.
 #[derive(Debug, Clone)]
@@ -43,6 +62,8 @@ pub struct RegionView {
     pub info: RegionInfo,
     /// Peers the leader reports as not caught up.
     pub pending: Vec<Peer>,
+    /// Approximate size the leader last reported.
+    pub size_bytes: u64,
 }
 
 impl RegionView {
@@ -77,6 +98,8 @@ pub struct RegionMove {
     pub from: Peer,
     /// Store receiving the new replica.
     pub to_store: u64,
+    /// What the region weighs.
+    pub bytes: i64,
 }
 
 fn up_stores(stores: &HashMap<u64, StoreView>) -> Vec<StoreView> {
@@ -118,7 +141,7 @@ pub fn balance_leader(
     None
 }
 
-/// The next replica move, if stores' replica counts are apart.
+/// The next replica move, if stores' replica bytes are apart.
 pub fn balance_region(
     stores: &HashMap<u64, StoreView>,
     regions: &[RegionView],
@@ -126,14 +149,20 @@ pub fn balance_region(
     max_replicas: usize,
 ) -> Option<RegionMove> {
     let mut up = up_stores(stores);
-    up.sort_by_key(|s| (s.regions, s.id));
+    up.sort_by_key(|s| (s.size, s.id));
     for src in up.iter().rev() {
-        for dst in up.iter().take_while(|d| src.regions - d.regions >= MIN_GAP) {
-            // Prefer moving a follower: no leadership hand-off needed.
-            let mut best: Option<(bool, RegionMove)> = None;
+        for dst in up
+            .iter()
+            .take_while(|d| src.size - d.size >= 2 * REGION_SIZE_FLOOR)
+        {
+            let gap = src.size - dst.size;
+            // The heaviest region that fits the gap, a follower in
+            // preference (no leadership hand-off needed).
+            let mut best: Option<((bool, i64), RegionMove)> = None;
             for rv in regions {
                 let Some(r) = &rv.info.region else { continue };
-                if busy(r.id) || !rv.healthy(max_replicas) {
+                let w = weight(rv.size_bytes);
+                if busy(r.id) || !rv.healthy(max_replicas) || 2 * w > gap {
                     continue;
                 }
                 if r.peers.iter().any(|p| p.store_id == dst.id) {
@@ -142,16 +171,19 @@ pub fn balance_region(
                 let Some(from) = r.peers.iter().find(|p| p.store_id == src.id) else {
                     continue;
                 };
-                let leads = rv.info.leader.is_some_and(|l| l.id == from.id);
-                let m = RegionMove {
-                    region_id: r.id,
-                    from: *from,
-                    to_store: dst.id,
-                };
-                if !leads {
-                    return Some(m);
+                let follower = rv.info.leader.is_none_or(|l| l.id != from.id);
+                let key = (follower, w);
+                if best.as_ref().is_none_or(|(k, _)| key > *k) {
+                    best = Some((
+                        key,
+                        RegionMove {
+                            region_id: r.id,
+                            from: *from,
+                            to_store: dst.id,
+                            bytes: w,
+                        },
+                    ));
                 }
-                best.get_or_insert((leads, m));
             }
             if let Some((_, m)) = best {
                 return Some(m);
@@ -174,6 +206,7 @@ mod tests {
                 state: StoreState::Up,
                 regions,
                 leaders,
+                size: regions * REGION_SIZE_FLOOR,
             },
         )
     }
@@ -199,6 +232,7 @@ mod tests {
                 ..Default::default()
             },
             pending: vec![],
+            size_bytes: 0,
         }
     }
 
@@ -240,5 +274,50 @@ mod tests {
         assert_eq!(balance_region(&stores, &unhealthy, |_| false, 3), None);
         let even: HashMap<_, _> = [store(1, 2, 1), store(2, 2, 1), store(3, 1, 0)].into();
         assert_eq!(balance_region(&even, &regions, |_| false, 3), None);
+    }
+
+    #[test]
+    fn region_balance_weighs_bytes_and_never_reverses_the_gap() {
+        const MIB: i64 = 1 << 20;
+        let mut big = rv(1, &[1, 2, 3], 1);
+        big.size_bytes = 100 * MIB as u64;
+        let regions = vec![big, rv(2, &[1, 2, 3], 1)];
+        let view = |id: u64, regions: i64, size: i64| {
+            (
+                id,
+                StoreView {
+                    id,
+                    state: StoreState::Up,
+                    regions,
+                    leaders: 0,
+                    size,
+                },
+            )
+        };
+        let with_store_4 = |regions: i64, size: i64| -> HashMap<u64, StoreView> {
+            [
+                view(1, 2, 300 * MIB),
+                view(2, 2, 300 * MIB),
+                view(3, 2, 300 * MIB),
+                view(4, regions, size),
+            ]
+            .into()
+        };
+        // Store 4 holds the most replicas but the fewest bytes: it gets the
+        // heaviest region that fits the gap, a follower replica.
+        let m =
+            balance_region(&with_store_4(10, 10 * MIB), &regions, |_| false, 3).expect("a move");
+        assert_eq!((m.region_id, m.to_store, m.bytes), (1, 4, 100 * MIB));
+        assert_ne!(m.from.store_id, 1, "the leader's replica stays");
+        // A 150 MiB gap: moving 100 MiB would put store 4 ahead, so the
+        // small region goes instead.
+        let m =
+            balance_region(&with_store_4(10, 150 * MIB), &regions, |_| false, 3).expect("a move");
+        assert_eq!((m.region_id, m.bytes), (2, REGION_SIZE_FLOOR));
+        // Within two floors of each other: nothing moves.
+        assert_eq!(
+            balance_region(&with_store_4(2, 299 * MIB), &regions, |_| false, 3),
+            None
+        );
     }
 }

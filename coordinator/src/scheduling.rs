@@ -5,8 +5,9 @@
 //! - [`CoordinatorService::next_order`], on every region heartbeat:
 //!   advance the region's operator, or ask the replica checker for one;
 //! - [`CoordinatorService::schedule_round`], every `schedule_interval_ms`:
-//!   time out late operators, finish decommissions, check the routing
-//!   table tiles, and run balance-leader and balance-region.
+//!   time out late operators, end those of regions merged away, finish
+//!   decommissions, check the routing table tiles, and run balance-leader,
+//!   balance-region and the merge checker.
 //!
 //! Manual operators (`AddOperator`) are validated here against the
 //! region's current peers before they start.
@@ -23,33 +24,55 @@ use tracing::{debug, info};
 
 use crate::checker::{self, Plan, StoreView};
 use crate::invariant;
+use crate::merge_checker::{self, Candidate, MergeLimits, MergePlan};
 use crate::metrics;
 use crate::operator::{self, Influence, Order};
-use crate::scheduler::{self, RegionView, BALANCE_LEADER, BALANCE_REGION, REPLICA_CHECKER};
+use crate::scheduler::{
+    self, RegionView, BALANCE_LEADER, BALANCE_REGION, MERGE_CHECKER, REPLICA_CHECKER,
+};
 use crate::service::{err, CoordinatorService};
 
-/// Why a manual operator was refused.
-#[derive(Debug)]
-pub enum Refusal {
-    /// A request the service cannot run at all (a merge step).
-    Status(tonic::Status),
-    /// A request that does not fit the cluster now (answered in the header).
-    Header(nokv_proto::coordinatorpb::Error),
-}
+/// Why a manual operator was refused: a request that does not fit the
+/// cluster now, answered in the response header.
+pub type Refusal = nokv_proto::coordinatorpb::Error;
 
 fn invalid(msg: impl Into<String>) -> Refusal {
-    Refusal::Header(err(ErrorType::InvalidArgument, msg))
+    err(ErrorType::InvalidArgument, msg)
 }
 
 impl CoordinatorService {
-    /// Every store with its live state and its replica and leader counts,
-    /// operators in flight included.
+    /// What region `id` weighs for balance-region (its leader's last count,
+    /// at least the floor).
+    fn region_weight(&self, id: u64) -> i64 {
+        scheduler::weight(
+            self.region_load
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .map_or(0, |l| l.approximate_size_bytes),
+        )
+    }
+
+    /// Every store with its live state and its replica and leader counts
+    /// and replica bytes, operators in flight included.
     pub(crate) fn store_views(&self) -> HashMap<u64, StoreView> {
+        let sizes: HashMap<u64, u64> = self
+            .region_load
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, l)| (*id, l.approximate_size_bytes))
+            .collect();
         let (stores, counts) = self.raft.read_state(|s| {
-            let mut counts: HashMap<u64, (i64, i64)> = HashMap::new();
+            let mut counts: HashMap<u64, (i64, i64, i64)> = HashMap::new();
             for info in s.regions.values() {
+                let w = info.region.as_ref().map_or(0, |r| {
+                    scheduler::weight(sizes.get(&r.id).copied().unwrap_or(0))
+                });
                 for p in info.region.iter().flat_map(|r| r.peers.iter()) {
-                    counts.entry(p.store_id).or_default().0 += 1;
+                    let c = counts.entry(p.store_id).or_default();
+                    c.0 += 1;
+                    c.2 += w;
                 }
                 if let Some(l) = info.leader {
                     counts.entry(l.store_id).or_default().1 += 1;
@@ -61,7 +84,7 @@ impl CoordinatorService {
         stores
             .iter()
             .map(|s| {
-                let (regions, leaders) = counts.get(&s.id).copied().unwrap_or_default();
+                let (regions, leaders, size) = counts.get(&s.id).copied().unwrap_or_default();
                 let i = influence.get(&s.id).copied().unwrap_or_default();
                 (
                     s.id,
@@ -70,6 +93,7 @@ impl CoordinatorService {
                         state: self.live_state(s).0,
                         regions: regions + i.regions,
                         leaders: leaders + i.leaders,
+                        size: size + i.bytes,
                     },
                 )
             })
@@ -86,6 +110,7 @@ impl CoordinatorService {
             REPLICA_CHECKER => self.config.replica_schedule_limit,
             BALANCE_LEADER => self.config.leader_schedule_limit,
             BALANCE_REGION => self.config.region_schedule_limit,
+            MERGE_CHECKER => self.config.merge_schedule_limit,
             _ => 0,
         }
     }
@@ -144,9 +169,15 @@ impl CoordinatorService {
         if self.operators.is_busy(region.id)
             && !self.operators.cancel_if_targeting(region.id, &avoid)
         {
-            return self
+            let order = self
                 .operators
                 .on_heartbeat(region, leader, &hb.pending_peers, &avoid, now);
+            // An operator this heartbeat finished lets the checker plan the
+            // next one now rather than a heartbeat later (which a sleeping
+            // region sends ten times less often).
+            if order.is_some() || self.operators.is_busy(region.id) {
+                return order;
+            }
         }
         if !self.may_schedule(REPLICA_CHECKER) {
             return None;
@@ -159,6 +190,7 @@ impl CoordinatorService {
             self.config.max_replicas,
         )?;
         let timeout = 0;
+        let w = self.region_weight(region.id);
         let (kind, steps, influence) = match plan {
             Plan::AddReplica { store_id } => {
                 let new = self.new_learner(store_id).await?;
@@ -168,7 +200,7 @@ impl CoordinatorService {
                         operator::add_learner(new, timeout),
                         operator::promote(new, timeout),
                     ],
-                    vec![gain(store_id)],
+                    vec![gain(store_id, w)],
                 )
             }
             Plan::Promote(peer) => (
@@ -185,13 +217,13 @@ impl CoordinatorService {
                         operator::promote(new, timeout),
                         operator::remove(old, timeout),
                     ],
-                    vec![gain(store_id), loss(old.store_id)],
+                    vec![gain(store_id, w), loss(old.store_id, w)],
                 )
             }
             Plan::Remove { peer, why } => (
                 why,
                 vec![operator::remove(peer, timeout)],
-                vec![loss(peer.store_id)],
+                vec![loss(peer.store_id, w)],
             ),
         };
         metrics::CHECKER_STEPS.with_label_values(&[kind]).inc();
@@ -218,13 +250,131 @@ impl CoordinatorService {
         if self.check_leader().is_some() {
             return;
         }
+        // Merges that finished count as such before any timeout is judged.
+        let known: std::collections::HashSet<u64> = self
+            .raft
+            .read_state(|s| s.regions.keys().copied().collect());
+        self.operators.vanished(|id| known.contains(&id));
         for op in self.operators.expire(Instant::now()) {
             debug!(operator_id = op.id, "operator timed out");
         }
+        self.range_ages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| known.contains(id));
         self.finish_decommissions().await;
         self.check_tiling();
         self.balance_leaders().await;
         self.balance_regions().await;
+        self.check_merges().await;
+    }
+
+    /// Every region as the merge checker needs it.
+    fn merge_candidates(&self) -> Vec<Candidate> {
+        let infos = self
+            .raft
+            .read_state(|s| s.regions.values().cloned().collect::<Vec<_>>());
+        let load = self.region_load.lock().unwrap_or_else(|p| p.into_inner());
+        let ages = self.range_ages.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        infos
+            .into_iter()
+            .filter_map(|info| {
+                let region = info.region?;
+                let l = load.get(&region.id);
+                Some(Candidate {
+                    leader: info.leader,
+                    lagging: l
+                        .is_none_or(|l| !l.pending_peers.is_empty() || !l.down_peers.is_empty()),
+                    size_bytes: l.map_or(0, |l| l.approximate_size_bytes),
+                    keys: l.map_or(0, |l| l.approximate_keys),
+                    size_measured: l.is_some_and(|l| l.size_measured),
+                    stable_for: ages.get(&region.id).map_or(std::time::Duration::ZERO, |a| {
+                        now.saturating_duration_since(a.since)
+                    }),
+                    busy: self.operators.is_busy(region.id),
+                    region,
+                })
+            })
+            .collect()
+    }
+
+    /// Starts merge-checker operators up to its limit: merges of small
+    /// neighbours, and replica moves that make a merge possible.
+    async fn check_merges(&self) {
+        let limits = MergeLimits {
+            max_size_bytes: self.config.max_merge_region_size_bytes,
+            max_keys: self.config.max_merge_region_keys,
+            split_merge_interval: std::time::Duration::from_millis(
+                self.config.split_merge_interval_ms,
+            ),
+        };
+        while self.may_schedule(MERGE_CHECKER) {
+            let candidates = self.merge_candidates();
+            let Some(plan) = merge_checker::check(
+                &candidates,
+                &self.store_views(),
+                self.config.max_replicas,
+                &limits,
+            ) else {
+                return;
+            };
+            let MergePlan {
+                source,
+                target,
+                moves,
+            } = plan;
+            info!(
+                source = source.id,
+                target = target.id,
+                replicas_to_move = moves.len(),
+                "merge checker: merging small neighbours"
+            );
+            metrics::CHECKER_STEPS
+                .with_label_values(&["merge-region"])
+                .inc();
+            let mut steps = Vec::new();
+            // Once merged, every store loses the source's replica; its bytes
+            // stay where the target has a replica (moved there first, when
+            // the source had none) and leave the stores the source vacates.
+            let w = self.region_weight(source.id);
+            let mut influence: Vec<Influence> = source
+                .peers
+                .iter()
+                .map(|p| {
+                    let stays = target.peers.iter().any(|t| t.store_id == p.store_id);
+                    Influence {
+                        store_id: p.store_id,
+                        regions: -1,
+                        leaders: 0,
+                        bytes: if stays { 0 } else { -w },
+                    }
+                })
+                .collect();
+            influence.extend(moves.iter().map(|(_, to)| Influence {
+                store_id: *to,
+                regions: 0,
+                leaders: 0,
+                bytes: w,
+            }));
+            for (from, to) in moves {
+                let Some(new) = self.new_learner(to).await else {
+                    return;
+                };
+                steps.extend([
+                    operator::add_learner(new, 0),
+                    operator::promote(new, 0),
+                    operator::remove(from, 0),
+                ]);
+            }
+            steps.push(operator::merge(target, 0));
+            let started = self
+                .start(&source, "merge-region", MERGE_CHECKER, steps, influence)
+                .await;
+            if !started {
+                return;
+            }
+        }
     }
 
     fn region_views(&self) -> Vec<RegionView> {
@@ -241,6 +391,7 @@ impl CoordinatorService {
                         .get(&id)
                         .map(|l| l.pending_peers.clone())
                         .unwrap_or_default(),
+                    size_bytes: load.get(&id).map_or(0, |l| l.approximate_size_bytes),
                     info,
                 }
             })
@@ -290,13 +441,13 @@ impl CoordinatorService {
             let influence = vec![
                 Influence {
                     store_id: m.from.store_id,
-                    regions: 0,
                     leaders: -1,
+                    ..Default::default()
                 },
                 Influence {
                     store_id: m.to.store_id,
-                    regions: 0,
                     leaders: 1,
+                    ..Default::default()
                 },
             ];
             if !self
@@ -339,7 +490,7 @@ impl CoordinatorService {
                 operator::promote(new, 0),
                 operator::remove(m.from, 0),
             ];
-            let influence = vec![gain(m.to_store), loss(m.from.store_id)];
+            let influence = vec![gain(m.to_store, m.bytes), loss(m.from.store_id, m.bytes)];
             if !self
                 .start(&region, "move-replica", BALANCE_REGION, steps, influence)
                 .await
@@ -408,38 +559,38 @@ impl CoordinatorService {
     /// in peer ids left 0, and starts it.
     ///
     /// # Errors
-    /// Merge steps (not supported yet) as a status; anything that does not
-    /// fit the region as a header error.
+    /// Anything that does not fit the region, as a header error.
     pub(crate) async fn add_manual_operator(
         &self,
         req: AddOperatorRequest,
     ) -> Result<Operator, Refusal> {
         if let Some(e) = self.check_leader() {
-            return Err(Refusal::Header(e));
+            return Err(e);
         }
         if req.steps.is_empty() {
             return Err(invalid("an operator needs at least one step"));
         }
-        if req
-            .steps
+        let last = req.steps.len() - 1;
+        if req.steps[..last]
             .iter()
             .any(|s| matches!(s.step, Some(Step::Merge(_))))
         {
-            return Err(Refusal::Status(tonic::Status::unimplemented(
-                "merge steps are not supported yet: region merge is not available on the stores",
-            )));
+            return Err(invalid(
+                "a merge must be the operator's last step: the region is gone after it",
+            ));
         }
-        let (region, stores) = self.raft.read_state(|s| {
+        let (region, stores, regions) = self.raft.read_state(|s| {
             (
                 s.regions.get(&req.region_id).and_then(|i| i.region.clone()),
                 s.stores.clone(),
+                s.regions.clone(),
             )
         });
         let Some(region) = region else {
-            return Err(Refusal::Header(err(
+            return Err(err(
                 ErrorType::NotFound,
                 format!("region {} not found", req.region_id),
-            )));
+            ));
         };
         // Walk the steps over a copy of the peers, so later steps may name
         // peers earlier steps add.
@@ -535,9 +686,40 @@ impl CoordinatorService {
                         }
                     }
                 }
-                Some(Step::Merge(_)) | None => {
-                    return Err(invalid(format!("step {i} is empty or a merge")))
+                Some(Step::Merge(m)) => {
+                    let target_id = m.target.as_ref().map_or(0, |t| t.id);
+                    let Some(target) = regions.get(&target_id).and_then(|t| t.region.clone())
+                    else {
+                        return Err(invalid(format!(
+                            "step {i}: merge target region {target_id} not found"
+                        )));
+                    };
+                    let adjacent = (!region.end_key.is_empty()
+                        && region.end_key == target.start_key)
+                        || (!target.end_key.is_empty() && target.end_key == region.start_key);
+                    if target.id == region.id || !adjacent {
+                        return Err(invalid(format!(
+                            "step {i}: regions {} and {target_id} are not adjacent",
+                            region.id
+                        )));
+                    }
+                    let stores_of = |p: &[Peer]| {
+                        let mut v: Vec<u64> = p.iter().map(|p| p.store_id).collect();
+                        v.sort_unstable();
+                        v
+                    };
+                    if stores_of(&peers) != stores_of(&target.peers) {
+                        return Err(invalid(format!(
+                            "step {i}: regions {} and {target_id} have replicas on different \
+                             stores ({:?} vs {:?}); move replicas first",
+                            region.id,
+                            stores_of(&peers),
+                            stores_of(&target.peers)
+                        )));
+                    }
+                    m.target = Some(target);
                 }
+                None => return Err(invalid(format!("step {i} is empty"))),
             }
             steps.push(step);
         }
@@ -559,7 +741,7 @@ impl CoordinatorService {
         };
         self.operators
             .add(op, region.epoch.unwrap_or_default(), vec![])
-            .map_err(|e| Refusal::Header(err(ErrorType::InvalidArgument, e.to_string())))
+            .map_err(|e| err(ErrorType::InvalidArgument, e.to_string()))
     }
 }
 
@@ -577,18 +759,20 @@ fn step_kind(step: &OperatorStep) -> &'static str {
     }
 }
 
-fn gain(store_id: u64) -> Influence {
+fn gain(store_id: u64, bytes: i64) -> Influence {
     Influence {
         store_id,
         regions: 1,
         leaders: 0,
+        bytes,
     }
 }
 
-fn loss(store_id: u64) -> Influence {
+fn loss(store_id: u64, bytes: i64) -> Influence {
     Influence {
         store_id,
         regions: -1,
         leaders: 0,
+        bytes: -bytes,
     }
 }

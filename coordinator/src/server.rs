@@ -56,6 +56,7 @@ pub async fn run(
     // member before it binds anything.
     let security = config.security.as_ref().map(|s| s.load()).transpose()?;
     let tls = security.as_ref().map(|s| s.tls.clone());
+    let status_tls = security.as_ref().and_then(|s| s.status_tls.clone());
     let mut grpc = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         grpc = grpc
@@ -146,7 +147,7 @@ pub async fn run(
         }
     };
     tokio::spawn(async move {
-        if let Err(e) = status::serve(status_listener, status_state).await {
+        if let Err(e) = status::serve(status_listener, status_state, status_tls).await {
             tracing::error!(error = %e, "status server stopped");
         }
     });

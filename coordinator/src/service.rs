@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nokv_consensus::metrics::observe_grpc;
 use nokv_proto::coordinatorpb::coordinator_server::Coordinator;
 use nokv_proto::coordinatorpb::*;
-use nokv_proto::metapb::{Member, Peer, Store, StoreState};
+use nokv_proto::metapb::{Member, Peer, Region, Store, StoreState};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -24,7 +24,6 @@ use crate::metrics;
 use crate::operator::Operators;
 use crate::raft_loop::RaftHandle;
 use crate::scheduler;
-use crate::scheduling::Refusal;
 use crate::state::ApplyResult;
 use crate::tso::Tso;
 use crate::Error;
@@ -37,10 +36,62 @@ pub(crate) struct Liveness {
 
 pub(crate) struct RegionLoad {
     pub(crate) pending_peers: Vec<Peer>,
-    down_peers: Vec<Peer>,
-    approximate_size_bytes: u64,
-    approximate_keys: u64,
+    pub(crate) down_peers: Vec<Peer>,
+    pub(crate) approximate_size_bytes: u64,
+    pub(crate) approximate_keys: u64,
+    /// The leader counted the size above in its current term.
+    pub(crate) size_measured: bool,
     term: u64,
+    /// Bytes and keys read and written over the leader's last heartbeat
+    /// interval, as sent.
+    flow: Flow,
+}
+
+/// A region leader's read and write flow over one heartbeat interval.
+#[derive(Clone, Copy, Default)]
+struct Flow {
+    bytes_written: u64,
+    keys_written: u64,
+    bytes_read: u64,
+    keys_read: u64,
+    interval_ms: u64,
+}
+
+/// A region's range as this leader last saw it, and since when it has not
+/// shrunk (split): the merge checker leaves fresh splits alone.
+pub(crate) struct RangeAge {
+    start: Vec<u8>,
+    end: Vec<u8>,
+    pub(crate) since: Instant,
+}
+
+impl RangeAge {
+    /// Notes `region`'s range as of now: a range that shrank (a split) or
+    /// is new restarts the clock; one that grew (a merge) keeps it.
+    pub(crate) fn observe(ages: &mut HashMap<u64, RangeAge>, region: &Region, now: Instant) {
+        let fresh = || RangeAge {
+            start: region.start_key.clone(),
+            end: region.end_key.clone(),
+            since: now,
+        };
+        match ages.get_mut(&region.id) {
+            None => {
+                ages.insert(region.id, fresh());
+            }
+            Some(a) if a.start != region.start_key || a.end != region.end_key => {
+                let unbounded = |k: &[u8]| k.is_empty();
+                let grew = region.start_key <= a.start
+                    && (unbounded(&region.end_key)
+                        || (!unbounded(&a.end) && region.end_key >= a.end));
+                let since = a.since;
+                *a = fresh();
+                if grew {
+                    a.since = since;
+                }
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 /// Gaps in the routing table, when first seen, and whether counted.
@@ -56,6 +107,8 @@ pub struct CoordinatorService {
     pub(crate) config: CoordinatorConfig,
     liveness: Mutex<HashMap<u64, Liveness>>,
     pub(crate) region_load: Mutex<HashMap<u64, RegionLoad>>,
+    /// Since when each region's range has not shrunk (leader only).
+    pub(crate) range_ages: Mutex<HashMap<u64, RangeAge>>,
     /// Operators in flight and recent history (leader only, in memory).
     pub(crate) operators: Operators,
     /// A gap in the routing table and when it was first seen (and whether
@@ -104,6 +157,7 @@ impl CoordinatorService {
             config,
             liveness: Mutex::new(HashMap::new()),
             region_load: Mutex::new(HashMap::new()),
+            range_ages: Mutex::new(HashMap::new()),
             hole: Mutex::new(None),
             leader_since: Mutex::new((0, Instant::now())),
         }
@@ -167,6 +221,12 @@ impl CoordinatorService {
                     .clear();
                 // Operators of an earlier term may have been overtaken.
                 self.operators.cancel_all("the coordinator leader changed");
+                // Splits seen by earlier leaders are unknown here too: the
+                // merge checker waits a full interval for every region.
+                self.range_ages
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
             }
             return None;
         }
@@ -255,6 +315,11 @@ impl CoordinatorService {
             info.approximate_size_bytes = load.approximate_size_bytes;
             info.approximate_keys = load.approximate_keys;
             info.term = load.term;
+            info.bytes_written = load.flow.bytes_written;
+            info.keys_written = load.flow.keys_written;
+            info.bytes_read = load.flow.bytes_read;
+            info.keys_read = load.flow.keys_read;
+            info.interval_ms = load.flow.interval_ms;
         }
         info
     }
@@ -433,6 +498,7 @@ impl Coordinator for CoordinatorGrpc {
             }
             match self.ids.alloc(count).await {
                 Ok(id) => {
+                    metrics::ID_REQUESTS.inc();
                     metrics::IDS_ALLOCATED.inc_by(u64::from(count));
                     Ok(Response::new(AllocIdResponse {
                         header: self.header(None),
@@ -683,7 +749,15 @@ impl Coordinator for CoordinatorGrpc {
                         down_peers: hb.down_peers.clone(),
                         approximate_size_bytes: hb.approximate_size_bytes,
                         approximate_keys: hb.approximate_keys,
+                        size_measured: hb.size_measured,
                         term: hb.term,
+                        flow: Flow {
+                            bytes_written: hb.bytes_written,
+                            keys_written: hb.keys_written,
+                            bytes_read: hb.bytes_read,
+                            keys_read: hb.keys_read,
+                            interval_ms: hb.interval_ms,
+                        },
                     },
                 );
             if changed {
@@ -712,6 +786,11 @@ impl Coordinator for CoordinatorGrpc {
                     }
                 }
             }
+            RangeAge::observe(
+                &mut self.range_ages.lock().unwrap_or_else(|p| p.into_inner()),
+                &region,
+                Instant::now(),
+            );
             if let Some((operator_id, order)) = self.next_order(&hb).await {
                 order.fill(operator_id, &mut resp);
             }
@@ -892,8 +971,7 @@ impl Coordinator for CoordinatorGrpc {
                     header: self.header(None),
                     operator: Some(op),
                 })),
-                Err(Refusal::Status(s)) => Err(s),
-                Err(Refusal::Header(e)) => Ok(Response::new(AddOperatorResponse {
+                Err(e) => Ok(Response::new(AddOperatorResponse {
                     header: self.header(Some(e)),
                     operator: None,
                 })),

@@ -191,9 +191,16 @@ impl Peer {
         for Request { cmd } in cmd.requests {
             let mut out = Response::default();
             match cmd {
-                Some(request::Cmd::Put(p)) => wb.put_cf(cf(db, &p.cf)?, p.key, p.value),
-                Some(request::Cmd::Delete(d)) => wb.delete_cf(cf(db, &d.cf)?, d.key),
+                Some(request::Cmd::Put(p)) => {
+                    self.written.add(p.key.len() + p.value.len());
+                    wb.put_cf(cf(db, &p.cf)?, p.key, p.value)
+                }
+                Some(request::Cmd::Delete(d)) => {
+                    self.written.add(d.key.len());
+                    wb.delete_cf(cf(db, &d.cf)?, d.key)
+                }
                 Some(request::Cmd::DeleteRange(d)) => {
+                    self.written.add(d.start_key.len() + d.end_key.len());
                     let start = if d.start_key.is_empty() {
                         self.region.start_key.clone()
                     } else {
@@ -224,6 +231,7 @@ impl Peer {
                         Some(v) => !c.previous_not_exist && *v == c.previous_value,
                     };
                     if succeed {
+                        self.written.add(c.key.len() + c.value.len());
                         wb.put_cf(cf(db, &c.cf)?, &c.key, c.value);
                     }
                     out.cmd = Some(response::Cmd::CompareAndSwap(CompareAndSwapResponse {
@@ -241,7 +249,12 @@ impl Peer {
                         end: &self.region.end_key,
                     };
                     let (resp, txn) = commands::execute(&reader, range, t)?;
+                    // The batch is empty after the flush: what is in it
+                    // now is this command's writes (locks, data, records).
+                    let empty = WriteBatch::default().size_in_bytes();
                     txn.write_to(db, wb)?;
+                    self.written.bytes += wb.size_in_bytes().saturating_sub(empty) as u64;
+                    self.written.keys += wb.len() as u64;
                     out.cmd = Some(response::Cmd::Txn(resp));
                 }
                 None => {}
@@ -315,6 +328,9 @@ impl Peer {
             }
         }
         self.heartbeat_due = true;
+        // The old count covered the range before the split.
+        self.size_measured = false;
+        self.written_since_split_check = true;
         info!(
             region_id = self.region.id,
             new_regions = ?regions[1..].iter().map(|r| r.id).collect::<Vec<_>>(),

@@ -74,6 +74,10 @@ pub struct RaftConfig {
     pub hibernate_regions: bool,
     /// Idle ticks after which a leader asks its followers to hibernate.
     pub hibernate_after_ticks: u64,
+    /// A leader reports a peer as down (in region heartbeats, shown by
+    /// `nokv regions`) once nothing arrived from its store for this many
+    /// seconds.
+    pub max_peer_down_secs: u64,
     /// Serve reads from the leader lease (4/5 of the election timeout after
     /// a ReadIndex round confirmed leadership) instead of a ReadIndex round
     /// per read batch.
@@ -97,6 +101,7 @@ impl Default for RaftConfig {
             max_inflight_requests: 8192,
             hibernate_regions: true,
             hibernate_after_ticks: 20,
+            max_peer_down_secs: 300,
             lease_reads: true,
         }
     }

@@ -1,4 +1,5 @@
-//! Heartbeats to the coordinator: store liveness and load on a timer, and
+//! Heartbeats to the coordinator: store liveness and load (with the
+//! store's read and write flow, see [`crate::flow`]) on a timer, and
 //! region heartbeats from leaders as the raftstore emits them. A region
 //! heartbeat's answer may carry an order (a membership step), which goes
 //! back to the raftstore.
@@ -50,31 +51,25 @@ pub fn spawn_store_heartbeats(
             every.tick().await;
             let dir = data_dir.clone();
             let db = db.clone();
+            // RocksDB properties are read on a blocking thread; the same
+            // pass refreshes the `nokv_engine_*` gauges.
             let (capacity, available, used) = tokio::task::spawn_blocking(move || {
                 let (cap, avail) = disk_space(&dir);
-                let used = crate::engine::ALL_CFS
-                    .iter()
-                    .filter_map(|name| {
-                        let h = db.cf_handle(name)?;
-                        db.property_int_value_cf(h, "rocksdb.total-sst-files-size")
-                            .ok()
-                            .flatten()
-                    })
-                    .sum::<u64>();
+                let used = crate::metrics::refresh_engine_gauges(&db);
                 (cap, avail, used)
             })
             .await
             .unwrap_or((0, 0, 0));
-            let stats = StoreStats {
+            let mut stats = StoreStats {
                 store_id,
                 capacity_bytes: capacity,
                 used_bytes: used,
                 available_bytes: available,
                 region_count: counters.regions.load(Ordering::Relaxed),
                 leader_count: counters.leaders.load(Ordering::Relaxed),
-                interval_ms: interval.as_millis() as u64,
                 ..Default::default()
             };
+            counters.flows.fill_store_stats(&mut stats);
             if let Err(e) = coordinator.store_heartbeat(stats).await {
                 debug!(store_id, error = %e, "store heartbeat failed");
             }
@@ -104,7 +99,8 @@ pub fn spawn_region_heartbeats(
                         REGION_HEARTBEATS.with_label_values(&["ok"]).inc();
                         let has_order = resp.change_peer.is_some()
                             || resp.transfer_leader.is_some()
-                            || resp.split_region.is_some();
+                            || resp.split_region.is_some()
+                            || resp.merge.is_some();
                         if has_order && router.send(StoreMsg::HeartbeatResponse(resp)).is_err() {
                             debug!(region_id, "raftstore busy; coordinator order dropped");
                         }

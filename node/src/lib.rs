@@ -23,9 +23,11 @@
 //! - [`split`]: where to split a region and what regions a split produces.
 //! - [`split_check`]: automatic split of regions over the size thresholds.
 //! - [`raftstore`]: the thread that drives every peer.
+//! - [`batch`]: a region's writes of one raftstore round, proposed as one entry.
 //! - [`bootstrap`]: store identity and first-region bootstrap.
 //! - [`gc_worker`]: MVCC garbage collection below the coordinator's safe point.
 //! - [`heartbeat`]: store and region heartbeats to the coordinator.
+//! - [`flow`]: bytes and keys each region's leader reads and writes, per heartbeat.
 //! - [`service`]: the `Kv` and `Admin` gRPC services.
 //! - [`server`]: wiring everything together.
 //! - [`metrics`]: node-specific metrics.
@@ -33,11 +35,13 @@
 #![deny(missing_docs)]
 
 pub mod apply;
+pub mod batch;
 pub mod bootstrap;
 pub mod config;
 pub mod diagnostics;
 pub mod engine;
 pub mod error;
+pub mod flow;
 pub mod gc_worker;
 pub mod heartbeat;
 pub mod hibernate;

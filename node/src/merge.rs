@@ -440,6 +440,8 @@ impl Peer {
         epoch.version = epoch.version.max(source_version) + 1;
         self.persist_region(db, PeerState::Normal, wb)?;
         self.heartbeat_due = true;
+        // The old count covered the target's range alone.
+        self.size_measured = false;
         self.written_since_split_check = true;
         Ok(())
     }

@@ -3,7 +3,10 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_int_counter, register_int_gauge, IntCounter, IntGauge};
+use prometheus::{
+    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+};
 
 /// Initialized regions on this store.
 pub static REGIONS: LazyLock<IntGauge> = LazyLock::new(|| {
@@ -120,6 +123,132 @@ pub static HIBERNATING: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Requests per proposed write entry: how much proposal batching
+/// combines (1 when writes arrive one at a time).
+pub static PROPOSAL_BATCH_COMMANDS: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
+    prometheus::register_histogram!(
+        "nokv_raftstore_proposal_batch_requests",
+        "Requests carried by one proposed write entry (writes of a region batched per round)",
+        prometheus::exponential_buckets(1.0, 2.0, 11).expect("valid buckets")
+    )
+    .expect("metric registers once")
+});
+
+/// Peers that regions led by this store report as not caught up.
+pub static PENDING_PEERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "nokv_store_pending_peers",
+        "Peers of regions this store leads that are not caught up"
+    )
+    .expect("metric registers once")
+});
+
+/// Bytes and keys the leaders on this store read and wrote, by `type`
+/// (`read`, `write`): the store-wide sum of the region flow sent in
+/// heartbeats.
+pub static FLOW_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "nokv_store_flow_bytes_total",
+        "Bytes read and written by region leaders on this store, by type",
+        &["type"]
+    )
+    .expect("metric registers once")
+});
+
+/// See [`FLOW_BYTES`].
+pub static FLOW_KEYS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "nokv_store_flow_keys_total",
+        "Keys read and written by region leaders on this store, by type",
+        &["type"]
+    )
+    .expect("metric registers once")
+});
+
+/// SST bytes per column family (`rocksdb.total-sst-files-size`).
+pub static ENGINE_SIZE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "nokv_engine_size_bytes",
+        "RocksDB SST file bytes per column family",
+        &["cf"]
+    )
+    .expect("metric registers once")
+});
+
+/// Bytes compaction still has to rewrite per column family
+/// (`rocksdb.estimate-pending-compaction-bytes`); RocksDB slows and then
+/// stops writes when it grows past its limits.
+pub static ENGINE_PENDING_COMPACTION: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "nokv_engine_pending_compaction_bytes",
+        "RocksDB estimate of bytes compaction still has to rewrite, per column family",
+        &["cf"]
+    )
+    .expect("metric registers once")
+});
+
+/// Memtable bytes per column family (`rocksdb.cur-size-all-mem-tables`).
+pub static ENGINE_MEMTABLE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "nokv_engine_memtable_bytes",
+        "RocksDB memtable bytes (active and immutable) per column family",
+        &["cf"]
+    )
+    .expect("metric registers once")
+});
+
+/// 1 while RocksDB stops writes (`rocksdb.is-write-stopped`).
+pub static ENGINE_WRITE_STOPPED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "nokv_engine_write_stopped",
+        "1 while RocksDB stops writes (write stall)"
+    )
+    .expect("metric registers once")
+});
+
+/// The rate RocksDB slows writes to, 0 when it does not slow them
+/// (`rocksdb.actual-delayed-write-rate`).
+pub static ENGINE_DELAYED_WRITE_RATE: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "nokv_engine_delayed_write_rate_bytes_per_second",
+        "Rate RocksDB slows writes to (0: no slowdown)"
+    )
+    .expect("metric registers once")
+});
+
+/// Reads the RocksDB properties behind the `nokv_engine_*` gauges and
+/// sets them; returns the SST bytes summed over every column family.
+/// Blocking (it asks RocksDB): call it from a blocking thread.
+pub fn refresh_engine_gauges(db: &rocksdb::DB) -> u64 {
+    let int =
+        |cf: &rocksdb::ColumnFamily, name: &str| db.property_int_value_cf(cf, name).ok().flatten();
+    let mut sst_total = 0;
+    for name in crate::engine::ALL_CFS {
+        let Some(cf) = db.cf_handle(name) else {
+            continue;
+        };
+        if let Some(n) = int(cf, "rocksdb.total-sst-files-size") {
+            sst_total += n;
+            ENGINE_SIZE.with_label_values(&[name]).set(n as i64);
+        }
+        if let Some(n) = int(cf, "rocksdb.estimate-pending-compaction-bytes") {
+            ENGINE_PENDING_COMPACTION
+                .with_label_values(&[name])
+                .set(n as i64);
+        }
+        if let Some(n) = int(cf, "rocksdb.cur-size-all-mem-tables") {
+            ENGINE_MEMTABLE.with_label_values(&[name]).set(n as i64);
+        }
+    }
+    if let Ok(Some(n)) = db.property_int_value("rocksdb.is-write-stopped") {
+        ENGINE_WRITE_STOPPED.set(n as i64);
+    }
+    if let Ok(Some(n)) = db.property_int_value("rocksdb.actual-delayed-write-rate") {
+        ENGINE_DELAYED_WRITE_RATE.set(n as i64);
+    }
+    sst_total
+}
+
 /// Makes every metric visible from the first scrape.
 pub fn register() {
     nokv_consensus::metrics::register_shared();
@@ -136,4 +265,17 @@ pub fn register() {
     LazyLock::force(&MERGES);
     LazyLock::force(&MERGE_CATCH_UPS);
     LazyLock::force(&HIBERNATING);
+    LazyLock::force(&PENDING_PEERS);
+    LazyLock::force(&PROPOSAL_BATCH_COMMANDS);
+    for kind in ["read", "write"] {
+        FLOW_BYTES.with_label_values(&[kind]);
+        FLOW_KEYS.with_label_values(&[kind]);
+    }
+    for cf in crate::engine::ALL_CFS {
+        ENGINE_SIZE.with_label_values(&[cf]);
+        ENGINE_PENDING_COMPACTION.with_label_values(&[cf]);
+        ENGINE_MEMTABLE.with_label_values(&[cf]);
+    }
+    LazyLock::force(&ENGINE_WRITE_STOPPED);
+    LazyLock::force(&ENGINE_DELAYED_WRITE_RATE);
 }

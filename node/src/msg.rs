@@ -119,5 +119,8 @@ pub enum StoreMsg {
         approximate_keys: u64,
         /// Bytes counted (capped).
         approximate_size_bytes: u64,
+        /// The region's epoch version when counted: a count from before a
+        /// split or merge describes another range and is dropped.
+        version: u64,
     },
 }

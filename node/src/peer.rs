@@ -115,12 +115,27 @@ pub struct Peer {
     pub approximate_keys: u64,
     /// Bytes in the region, as last counted.
     pub approximate_size_bytes: u64,
+    /// The counts above were measured while this replica leads; until
+    /// then the coordinator must not take the region for empty.
+    pub size_measured: bool,
+    /// Bytes and keys of data this replica applied since the raftstore
+    /// last took them (it counts them as region flow while leading).
+    pub written: crate::flow::FlowCount,
+    /// Writes received this round, proposed as one entry when it ends.
+    pub proposal_batch: crate::batch::ProposalBatch,
     /// Leadership as of the previous round, to notice changes.
     pub was_leader: bool,
     /// Ticks since the last region heartbeat.
     pub ticks_since_heartbeat: u64,
     /// Send a region heartbeat at the next opportunity.
     pub heartbeat_due: bool,
+    /// Peers the last region heartbeat reported as not caught up; while
+    /// some are, a change is reported at once (the coordinator promotes a
+    /// learner, or moves on, as soon as it hears).
+    pub reported_pending: usize,
+    /// Peers the last region heartbeat reported as down; a change is
+    /// reported at once.
+    pub reported_down: usize,
     /// Set from the PrepareMerge that froze this region (as a merge
     /// source) until the merge commits or rolls back.
     pub merge_state: Option<MergeState>,
@@ -222,9 +237,14 @@ impl Peer {
             written_since_split_check: true,
             approximate_keys: 0,
             approximate_size_bytes: 0,
+            size_measured: false,
+            proposal_batch: Default::default(),
+            written: Default::default(),
             was_leader: false,
             ticks_since_heartbeat: 0,
             heartbeat_due: true,
+            reported_pending: 0,
+            reported_down: 0,
             merge_state,
             blocked_entries: Vec::new(),
             ticks_since_merge_step: 0,
@@ -379,6 +399,7 @@ impl Peer {
             pending_peers: self.pending_peers(),
             approximate_size_bytes: self.approximate_size_bytes,
             approximate_keys: self.approximate_keys,
+            size_measured: self.size_measured,
             ..Default::default()
         }
     }

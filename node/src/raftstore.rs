@@ -134,6 +134,8 @@ pub struct StoreCounters {
     pub regions: AtomicU64,
     /// Regions this store leads.
     pub leaders: AtomicU64,
+    /// Bytes and keys its leaders read and wrote, taken by heartbeats.
+    pub flows: crate::flow::RegionFlows,
 }
 
 fn map_propose_error(region_id: u64, peers: &[metapb::Peer], e: ProposeError) -> RegionError {
@@ -241,6 +243,7 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
         ticks: 0,
         rx,
         stopping: false,
+        batched: Vec::new(),
     };
     let join = std::thread::Builder::new()
         .name("raftstore".into())
@@ -280,6 +283,8 @@ struct Raftstore {
     ticks: u64,
     rx: Receiver<StoreMsg>,
     stopping: bool,
+    /// Regions holding writes to propose at the end of this round.
+    batched: Vec<u64>,
 }
 
 /// Most inbox messages handled per round before persisting, so a flood of
@@ -296,6 +301,24 @@ fn wake(peer: &mut Peer) {
     peer.hibernation.wake();
     if peer.raft.is_leader() {
         peer.raft.raw_mut().raft.election_elapsed = 0;
+    }
+}
+
+/// Proposes `cmd` on `peer` as one raft entry.
+fn propose_command(peer: &mut Peer, cmd: RaftCmdRequest, cb: CmdCallback) {
+    let region_id = peer.region.id;
+    let peers = peer.region.peers.clone();
+    peer.raft.propose(
+        cmd.encode_to_vec(),
+        Box::new(move |r| cb(r.map_err(|e| map_propose_error(region_id, &peers, e)))),
+    );
+}
+
+/// Proposes the writes `peer` gathered this round, if any, as one entry.
+fn propose_batch(peer: &mut Peer) {
+    if let Some((cmd, cb)) = peer.proposal_batch.take() {
+        crate::metrics::PROPOSAL_BATCH_COMMANDS.observe(cmd.requests.len() as f64);
+        propose_command(peer, cmd, cb);
     }
 }
 
@@ -326,6 +349,7 @@ impl Raftstore {
                 }
                 n += 1;
             }
+            self.propose_batches();
             if Instant::now() >= next_tick {
                 self.on_tick();
                 next_tick = Instant::now() + self.tick;
@@ -340,6 +364,7 @@ impl Raftstore {
                 break;
             }
         }
+        self.propose_batches();
         for p in self.peers.values_mut() {
             p.raft
                 .fail_all(ProposeError::Dropped("store is stopping".into()));
@@ -397,10 +422,21 @@ impl Raftstore {
                 region_id,
                 approximate_keys,
                 approximate_size_bytes,
+                version,
             } => {
-                if let Some(p) = self.peers.get_mut(&region_id) {
+                let current = |p: &&mut Peer| p.region.epoch.map_or(0, |e| e.version) == version;
+                if let Some(p) = self.peers.get_mut(&region_id).filter(current) {
+                    let measured = p.raft.is_leader();
+                    // Tell the coordinator now rather than at the next
+                    // interval (10× longer when asleep): its merge checker
+                    // acts on these counts.
+                    p.heartbeat_due |= measured
+                        && (!p.size_measured
+                            || p.approximate_keys != approximate_keys
+                            || p.approximate_size_bytes != approximate_size_bytes);
                     p.approximate_keys = approximate_keys;
                     p.approximate_size_bytes = approximate_size_bytes;
+                    p.size_measured = measured;
                 }
             }
         }
@@ -511,6 +547,26 @@ impl Raftstore {
         };
         if let Some(from) = &env.from_peer {
             peer.peer_stores.insert(from.id, from.store_id);
+        }
+        // A replica that just started forgets which leader it heard from,
+        // and raft-rs would grant votes at once; the old leader may still
+        // hold a read lease counted from this replica's acknowledgement. So
+        // for one election timeout after start, votes are refused, as if
+        // the leader had just been heard (transfer campaigns excepted).
+        let vote = matches!(
+            msg.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        ) && msg.get_context() != raft::CAMPAIGN_TRANSFER;
+        if vote
+            && self.config.lease_reads
+            && self.started.elapsed()
+                < self.tick * u32::try_from(self.config.election_ticks).unwrap_or(u32::MAX)
+        {
+            debug!(
+                region_id = env.region_id,
+                "vote request dropped: this store started less than an election timeout ago"
+            );
+            return;
         }
         // Heartbeats of the current term keep a sleeping region asleep;
         // anything else means there is work.
@@ -658,7 +714,7 @@ impl Raftstore {
         if peer.hibernation.asleep {
             wake(peer);
         }
-        if peer.raft.pending_requests() >= max_inflight {
+        if peer.raft.pending_requests() + peer.proposal_batch.len() >= max_inflight {
             return Err(crate::region::server_is_busy(
                 "too many requests waiting for raft in this region",
             ));
@@ -709,11 +765,29 @@ impl Raftstore {
             }
         }
         let region_id = peer.region.id;
-        let peers = peer.region.peers.clone();
-        peer.raft.propose(
-            cmd.encode_to_vec(),
-            Box::new(move |r| cb(r.map_err(|e| map_propose_error(region_id, &peers, e)))),
-        );
+        if cmd.admin_request.is_some() {
+            // Writes that arrived earlier this round go first.
+            propose_batch(peer);
+            propose_command(peer, cmd, cb);
+            return;
+        }
+        if !peer.proposal_batch.fits(&cmd) {
+            propose_batch(peer);
+        }
+        let first = peer.proposal_batch.is_empty();
+        peer.proposal_batch.push(cmd, cb);
+        if first {
+            self.batched.push(region_id);
+        }
+    }
+
+    /// Proposes every region's writes gathered this round.
+    fn propose_batches(&mut self) {
+        for id in std::mem::take(&mut self.batched) {
+            if let Some(p) = self.peers.get_mut(&id) {
+                propose_batch(p);
+            }
+        }
     }
 
     fn on_read(
@@ -895,6 +969,10 @@ impl Raftstore {
             });
             return;
         }
+        if let Some(merge) = resp.merge {
+            self.run_merge_order(region_id, resp.operator_id, merge);
+            return;
+        }
         let Some(order) = resp.change_peer else {
             return;
         };
@@ -950,6 +1028,12 @@ impl Raftstore {
         let mut asleep = 0;
         let mut sleep_requests = Vec::new();
         self.ticks += 1;
+        // Pending peers and replication lag walk raft progress: refreshed
+        // once a heartbeat interval, not every tick.
+        let gauge_round = self
+            .ticks
+            .is_multiple_of(self.config.heartbeat_ticks.max(1) as u64);
+        let (mut pending_peers, mut log_lag) = (0, 0);
         let silent_after = self.tick * self.config.election_ticks.max(1) as u32;
         let now = Instant::now();
         for p in self.peers.values_mut() {
@@ -958,6 +1042,10 @@ impl Raftstore {
             }
             if p.raft.is_leader() {
                 leaders += 1;
+                if gauge_round {
+                    pending_peers += p.pending_peers().len() as i64;
+                    log_lag = log_lag.max(p.raft.replication_lag());
+                }
             }
             if p.hibernation.asleep {
                 let leader_store = p.store_of(p.raft.leader_id()).unwrap_or(0);
@@ -1036,6 +1124,10 @@ impl Raftstore {
         self.counters.leaders.store(leaders, Ordering::Relaxed);
         metrics::REGIONS.set(regions as i64);
         metrics::LEADERS.set(leaders as i64);
+        if gauge_round {
+            metrics::PENDING_PEERS.set(pending_peers);
+            nokv_consensus::metrics::RAFT_LOG_LAG.set(log_lag as i64);
+        }
     }
 
     /// Sends `msgs`; returns, for each snapshot among them, the target
@@ -1172,6 +1264,7 @@ impl Raftstore {
         opts.set_sync(true);
         self.db.write_opt(wb, &opts)?;
         RAFT_PERSIST_SECONDS.observe(start.elapsed().as_secs_f64());
+        nokv_consensus::metrics::RAFT_READY_BATCH_SIZE.observe(pending.len() as f64);
         for dir in self.snapshot_dirs_to_remove.drain(..) {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 warn!(dir = %dir.display(), error = %e, "removing an installed snapshot failed");
@@ -1322,6 +1415,10 @@ impl Raftstore {
         wb: WriteBatch,
     ) -> Result<()> {
         let answers = peer.apply_entries(&self.db, entries, wb, &mut self.peers)?;
+        let written = std::mem::take(&mut peer.written);
+        if peer.raft.is_leader() {
+            self.counters.flows.record_write(peer.region.id, written);
+        }
         let applied = peer.apply_state.applied_index;
         for (cb, resp) in answers {
             cb(Ok(resp));
@@ -1369,6 +1466,49 @@ impl Raftstore {
         Ok(())
     }
 
+    /// Runs the coordinator's order to merge `source` into another region:
+    /// the same PrepareMerge an operator's `nokv merge` starts, tracked as
+    /// a transition in the execution diagnostics.
+    fn run_merge_order(
+        &mut self,
+        source: u64,
+        operator_id: u64,
+        order: nokv_proto::coordinatorpb::MergeRegion,
+    ) {
+        let target = order.target.map_or(0, |t| t.id);
+        // Not leading, or already frozen by this merge (the coordinator
+        // resends the step until the source is gone): nothing to start.
+        if !self
+            .peers
+            .get(&source)
+            .is_some_and(|p| p.raft.is_leader() && p.merge_state.is_none())
+        {
+            return;
+        }
+        info!(
+            source,
+            target, operator_id, "running coordinator order: merge"
+        );
+        let diagnostics = self.diagnostics.clone();
+        let t = diagnostics.plan(
+            source,
+            "merge",
+            format!("coordinator order: merge region {source} into {target}"),
+        );
+        diagnostics.advance(t, nokv_proto::adminpb::TransitionStage::Proposed);
+        self.on_prepare_merge(
+            source,
+            target,
+            Some(t),
+            Box::new(move |r| {
+                if let Err(e) = r.and_then(crate::msg::command_result) {
+                    debug!(source, target, error = %e.message, "coordinator merge refused");
+                    diagnostics.fail(t, e.message);
+                }
+            }),
+        );
+    }
+
     /// Starts merging `source` into `target`: checks both as this store
     /// sees them and proposes the PrepareMerge. `cb` answers once it
     /// applied; the merge driver takes it from there.
@@ -1402,6 +1542,9 @@ impl Raftstore {
         let Some(src) = self.peers.get_mut(&source) else {
             return cb(Err(region_not_found(source)));
         };
+        // Writes that arrived earlier this round go first (they would fail
+        // against the frozen region otherwise).
+        propose_batch(src);
         src.merge_transition = transition;
         src.ticks_since_merge_step = 0;
         let peers = src.region.peers.clone();
@@ -1652,12 +1795,37 @@ impl Raftstore {
     /// region or leadership changed.
     fn heartbeat_round(&mut self) {
         let every = self.config.region_heartbeat_ticks.max(1);
+        let now = Instant::now();
+        let down_after = Duration::from_secs(self.config.max_peer_down_secs);
+        let (store_seen, started, self_store) = (&self.store_seen, self.started, self.store_id);
+        // A peer is down when nothing from its store (raft traffic or the
+        // store pings every store sends, asleep or not) arrived for
+        // `max_peer_down_secs`.
+        let down_peers = |p: &Peer| -> Vec<metapb::Peer> {
+            p.region
+                .peers
+                .iter()
+                .filter(|q| q.store_id != self_store)
+                .filter(|q| {
+                    let seen = store_seen.get(&q.store_id).copied().unwrap_or(started);
+                    now.saturating_duration_since(seen) > down_after
+                })
+                .copied()
+                .collect()
+        };
         for p in self.peers.values_mut() {
             let leader = p.raft.is_leader();
             if leader != p.was_leader {
                 p.was_leader = leader;
                 p.heartbeat_due = true;
                 metrics::LEADER_CHANGES.inc();
+                // Counts from an earlier term may be stale: measure again
+                // before the coordinator's merge checker relies on them.
+                p.size_measured = false;
+                p.written_since_split_check = true;
+                if !leader {
+                    self.counters.flows.forget(p.region.id);
+                }
             }
             if !leader || !p.is_initialized() {
                 continue;
@@ -1667,10 +1835,22 @@ impl Raftstore {
             } else {
                 every
             };
+            if p.reported_pending > 0 && p.pending_peers().len() != p.reported_pending {
+                p.heartbeat_due = true;
+            }
+            let down = down_peers(p);
+            if down.len() != p.reported_down {
+                p.heartbeat_due = true;
+            }
             if p.heartbeat_due || p.ticks_since_heartbeat >= every {
                 p.heartbeat_due = false;
                 p.ticks_since_heartbeat = 0;
-                let _ = self.heartbeats.send(p.heartbeat());
+                let mut hb = p.heartbeat();
+                p.reported_pending = hb.pending_peers.len();
+                p.reported_down = down.len();
+                hb.down_peers = down;
+                self.counters.flows.fill_region_heartbeat(&mut hb);
+                let _ = self.heartbeats.send(hb);
             }
         }
     }
@@ -1700,6 +1880,7 @@ impl Raftstore {
         self.db.write_opt(wb, &opts).map_err(Error::from)?;
         peer.raft
             .fail_all(ProposeError::Dropped("peer removed".into()));
+        self.counters.flows.forget(region_id);
         info!(region_id, peer_id = peer.meta.id, "peer destroyed");
         Ok(())
     }

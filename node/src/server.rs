@@ -127,6 +127,7 @@ pub async fn run_with(
     // node before it binds or registers anything.
     let security = config.security.as_ref().map(|s| s.load()).transpose()?;
     let tls = security.as_ref().map(|s| s.tls.clone());
+    let status_tls = security.as_ref().and_then(|s| s.status_tls.clone());
     let mut grpc = tonic::transport::Server::builder();
     if let Some(tls) = &tls {
         grpc = grpc
@@ -168,7 +169,7 @@ pub async fn run_with(
     // The status port comes up first so /health answers while the node
     // registers; /ready stays false until it can serve.
     let status_task = tokio::spawn(async move {
-        if let Err(e) = status::serve(status_listener, status_state).await {
+        if let Err(e) = status::serve(status_listener, status_state, status_tls).await {
             tracing::error!(error = %e, "status server stopped");
         }
     });
@@ -282,6 +283,7 @@ pub async fn run_with(
         handle.clone(),
         config.limits.clone(),
         diagnostics.clone(),
+        counters.clone(),
         crate::service::txn::TxnParts {
             memory_locks: Default::default(),
             coordinator: coordinator.clone(),

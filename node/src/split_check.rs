@@ -75,6 +75,7 @@ pub fn spawn(
                 region_id: check.region.id,
                 approximate_keys: scan.keys,
                 approximate_size_bytes: scan.bytes,
+                version: check.region.epoch.map_or(0, |e| e.version),
             });
             let over = (limits.keys > 0 && scan.keys > limits.keys)
                 || (limits.bytes > 0 && scan.bytes > limits.bytes);

@@ -11,8 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// Longest a TLS handshake may take, on either side: a peer that connects
@@ -132,6 +135,68 @@ impl TlsConfig {
 
     fn identity(&self) -> Identity {
         Identity::from_pem(&self.cert_pem, &self.key_pem)
+    }
+
+    /// For an HTTPS status port: present this certificate. No client
+    /// certificate is asked for: health probes and metric scrapers read
+    /// it, and it serves nothing but health and metrics.
+    ///
+    /// # Errors
+    /// [`TlsError::BadPem`] when rustls refuses the certificate or key.
+    pub fn https_server(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| rustls_refused("certificate", e))?
+            .with_no_client_auth()
+            .with_single_cert(self.certs()?, self.key()?)
+            .map_err(|e| rustls_refused("certificate", e))?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(cfg))
+    }
+
+    /// For reading an HTTPS status port: trust only the CA (and present
+    /// this certificate, should the server ask).
+    ///
+    /// # Errors
+    /// [`TlsError::BadPem`] when rustls refuses a certificate or the key.
+    pub fn https_client(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            let ca = ca.map_err(|e| rustls_refused("CA certificate", e))?;
+            roots
+                .add(ca)
+                .map_err(|e| rustls_refused("CA certificate", e))?;
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| rustls_refused("CA certificate", e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(self.certs()?, self.key()?)
+            .map_err(|e| rustls_refused("certificate", e))?;
+        Ok(Arc::new(cfg))
+    }
+
+    fn certs(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| rustls_refused("certificate", e))
+    }
+
+    fn key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
+        PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| rustls_refused("private key", e))
+    }
+}
+
+/// rustls with the ring provider, the one tonic's `tls-ring` uses.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn rustls_refused(what: &'static str, e: impl std::fmt::Display) -> TlsError {
+    TlsError::BadPem {
+        what,
+        origin: "(loaded)".into(),
+        detail: e.to_string(),
     }
 }
 

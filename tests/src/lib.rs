@@ -10,6 +10,8 @@
 //! - [`linearizability`]: a Wing–Gong–Lowe checker for register histories.
 //! - [`list_append`]: an Elle-style checker for list-append transaction
 //!   histories under snapshot isolation.
+//! - [`pinned_wheel`]: tools from PyPI (Helm, BuildKit's Dockerfile parser)
+//!   for the deployment checks, pinned by version and hash.
 //! - [`scenario`]: the TinyKV raftstore scenario driver.
 #![deny(missing_docs)]
 
@@ -17,6 +19,7 @@ pub mod chaos;
 pub mod harness;
 pub mod linearizability;
 pub mod list_append;
+pub mod pinned_wheel;
 pub mod scenario;
 
 use std::net::TcpListener;
@@ -258,10 +261,27 @@ impl LocalCluster {
             .into_iter()
             .filter(|p| p.kind == "node")
             .map(|p| {
-                let (_, body) = http_get(&p.status, "/metrics").expect("metrics");
+                let (_, body) = self.status_get(&p.status, "/metrics").expect("metrics");
                 metric(&body, name, label)
             })
             .collect()
+    }
+
+    /// GETs `path` from a status port of this cluster: over HTTPS (trusting
+    /// the cluster's CA) when it was started with `--tls`, which sets
+    /// `security.status_tls`; else plain HTTP. Returns (status code, body).
+    pub fn status_get(&self, addr: &str, path: &str) -> Option<(u16, String)> {
+        let tls = self.data_dir().join("tls");
+        if !tls.join("ca.crt").exists() {
+            return http_get(addr, path);
+        }
+        let material = nokv_client::TlsConfig::from_pem_files(
+            &tls.join("ca.crt"),
+            &tls.join("client.crt"),
+            &tls.join("client.key"),
+        )
+        .ok()?;
+        runtime().block_on(https_get(addr, path, &material))
     }
 
     /// The processes as last recorded.
@@ -421,6 +441,37 @@ pub async fn applied_index(address: &str, region_id: u64) -> Option<u64> {
         .ok()?
         .into_inner();
     resp.regions.first().map(|r| r.applied_index)
+}
+
+/// Fetches `path` over HTTPS from `addr` (`127.0.0.1:port`), trusting
+/// `tls`'s CA; returns (status code, body).
+pub async fn https_get(
+    addr: &str,
+    path: &str,
+    tls: &nokv_client::TlsConfig,
+) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host).ok()?;
+        let connector = tokio_rustls::TlsConnector::from(tls.https_client().ok()?);
+        let mut s = connector.connect(name, tcp).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut raw = Vec::new();
+        // A peer closing without close_notify after the answer is fine.
+        let _ = s.read_to_end(&mut raw).await;
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Fetches `path` over HTTP from `addr`; returns (status code, body).

@@ -23,6 +23,7 @@ fn security_keys(out: &mut BTreeSet<String>) {
         cert_path: "tls.crt".into(),
         key_path: "tls.key".into(),
         admin_allowed_cn: vec!["admin".into()],
+        status_tls: true,
     };
     out.insert("security".into());
     let sample = serde_json::to_value(sample).expect("SecurityConfig serializes");

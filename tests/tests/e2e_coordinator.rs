@@ -120,6 +120,18 @@ fn coordinator_leader_crash_never_repeats_timestamps_or_ids() {
         }
     }
     assert!(total > 0);
+    // No invariant was violated on the members still running.
+    let violations: Vec<f64> = c
+        .processes()
+        .iter()
+        .filter(|p| p.kind == "coordinator")
+        .filter_map(|p| nokv_tests::http_get(&p.status, "/metrics"))
+        .map(|(_, body)| {
+            nokv_tests::metric(&body, "nokv_coordinator_invariant_violations_total", None)
+        })
+        .collect();
+    assert!(!violations.is_empty(), "a coordinator answered /metrics");
+    assert!(violations.iter().all(|v| *v == 0.0), "{violations:?}");
 }
 
 #[test]

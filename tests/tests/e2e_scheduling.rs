@@ -158,7 +158,8 @@ fn replicas_on_a_down_store_are_replaced_on_the_remaining_stores() {
     let c = LocalCluster::start(
         1,
         4,
-        "coordinator_config:\n  schedule_interval_ms: 200\n  store_disconnect_ms: 4000\n  max_store_down_time_ms: 6000\n",
+        "coordinator_config:\n  schedule_interval_ms: 200\n  store_disconnect_ms: 4000\n  max_store_down_time_ms: 6000\n\
+         node_config:\n  raft:\n    max_peer_down_secs: 1\n",
     );
     write_keys(&c, 300);
     for k in ["k00060", "k00120", "k00180", "k00240"] {
@@ -179,6 +180,25 @@ fn replicas_on_a_down_store_are_replaced_on_the_remaining_stores() {
         .expect("a store");
     c.kill9(&node_of_store(&c, victim));
     let killed = Instant::now();
+    // Leaders report the dead store's replicas as down peers (after
+    // max_peer_down_secs), before the store counts as Down.
+    wait_until(
+        "a down peer on the killed store",
+        Duration::from_secs(30),
+        || {
+            regions(&c)
+                .iter()
+                .any(|r| {
+                    let down = r["down_peers"].as_array().cloned().unwrap_or_default();
+                    r["peers"].as_array().is_some_and(|peers| {
+                        peers
+                            .iter()
+                            .any(|p| p["store_id"] == victim && down.contains(&p["id"]))
+                    })
+                })
+                .then_some(())
+        },
+    );
     wait_until("the store to be Down", Duration::from_secs(60), || {
         (store_state(&c, victim) == "Down").then_some(())
     });
@@ -504,4 +524,112 @@ fn operators_added_by_hand_are_listed_cancelled_and_time_out() {
     assert_keys(&c, 50);
     assert_eq!(invariant_violations(&c), 0.0);
     c.assert_no_panics();
+}
+
+/// Issue 5, acceptance 5: writes past the split threshold split regions
+/// automatically; deleting most keys leaves small neighbours that the merge
+/// checker folds together (moving replicas onto common stores first, since
+/// balance-region spreads them over four stores) until one region remains;
+/// the ranges tile throughout and the surviving data reads back.
+#[test]
+fn writes_split_regions_and_the_merge_checker_merges_them_back_once_emptied() {
+    let c = LocalCluster::start(
+        1,
+        4,
+        "coordinator_config:\n  schedule_interval_ms: 200\n  region_schedule_limit: 8\n  \
+         max_merge_region_keys: 20\n  max_merge_region_size_bytes: 1048576\n  \
+         split_merge_interval_ms: 2000\n\
+         node_config:\n  raft:\n    split_check_ticks: 5\n    region_split_keys: 60\n    \
+         region_heartbeat_ticks: 5\n",
+    );
+    // Splits are not undone while the data is still there.
+    c.nokv_ok(&["scheduler", "pause", "merge-checker"]);
+    let client = write_keys(&c, 400);
+    let split = wait_until("automatic splits", Duration::from_secs(90), || {
+        let rs = regions(&c);
+        (rs.len() >= 5).then_some(rs)
+    });
+    assert_tiles(&split);
+    println!("{} regions after writing 400 keys", split.len());
+    c.nokv_ok(&["scheduler", "resume", "merge-checker"]);
+
+    // Keep every 50th key; delete the rest.
+    let kept: Vec<u32> = (0..400).step_by(50).collect();
+    let rt = runtime();
+    rt.block_on(async {
+        for i in (0..400u32).filter(|i| !kept.contains(i)) {
+            client
+                .delete(format!("k{i:05}").as_bytes())
+                .await
+                .expect("delete");
+        }
+    });
+    let started = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let merged = loop {
+        let rs = regions(&c);
+        assert_tiles(&rs);
+        if rs.len() == 1 {
+            break rs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the merge checker left {} regions\n{}\n{}\n{}",
+            rs.len(),
+            c.nokv_ok(&["regions", "-o", "json"]),
+            c.nokv_ok(&["operator", "list", "--history"]),
+            c.nokv_ok(&["scheduler", "list"])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    println!(
+        "{} regions merged into one in {:?}",
+        split.len(),
+        started.elapsed()
+    );
+    assert_tiles(&merged);
+
+    let history = json(&c.nokv_ok(&["operator", "list", "--history", "-o", "json"]));
+    let ops = history.as_array().expect("operators");
+    let merges = ops
+        .iter()
+        .filter(|o| o["kind"] == "merge-region" && o["state"] == "Succeeded")
+        .count();
+    assert!(
+        merges >= split.len() - 1,
+        "{merges} merge operators succeeded for {} regions\n{history:#}",
+        split.len()
+    );
+    assert!(
+        ops.iter()
+            .filter(|o| o["source"] == "merge-checker")
+            .all(|o| matches!(o["state"].as_str(), Some("Succeeded" | "Running"))),
+        "a merge-checker operator failed\n{history:#}"
+    );
+    println!(
+        "merges that moved replicas onto the target's stores first: {}",
+        ops.iter()
+            .filter(|o| o["kind"] == "merge-region")
+            .filter(|o| o["steps"].as_array().is_some_and(|s| s.len() > 1))
+            .count()
+    );
+
+    rt.block_on(async {
+        for i in 0..400u32 {
+            let v = client
+                .get(format!("k{i:05}").as_bytes())
+                .await
+                .expect("get");
+            if kept.contains(&i) {
+                assert_eq!(
+                    v.as_deref(),
+                    Some(format!("v{i}").as_bytes()),
+                    "k{i:05} lost"
+                );
+            } else {
+                assert_eq!(v, None, "deleted k{i:05} came back");
+            }
+        }
+    });
+    assert_eq!(invariant_violations(&c), 0.0);
 }

@@ -7,8 +7,9 @@
 //! from another CA, and plaintext raft handshakes; a replica catches up by
 //! a snapshot streamed over TLS; and a client with a
 //! valid but non-admin certificate can read regions but not split or
-//! transfer a leader. A second test checks that bad TLS material stops a
-//! process with a clear error.
+//! transfer a leader; the status ports answer HTTPS (read by the CLI with
+//! the cluster's CA) and never plain HTTP. A second test checks that bad
+//! TLS material stops a process with a clear error.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -366,6 +367,33 @@ fn tls_cluster_serves_over_mtls_refuses_strangers_and_restricts_admin_calls() {
     c.nokv_ok(&["split", "--region", &region_id, "--key", "m"]);
     let after = json(&c.nokv_ok(&["region", "--key", "m", "-o", "json"]));
     assert_eq!(after["start_key"], "m");
+
+    // 6. The status ports speak HTTPS too: the CLI reads a store's /status
+    //    with the cluster's CA, and plain HTTP gets no answer from any
+    //    process.
+    let shown = json(&c.nokv_ok(&[
+        "config",
+        "show",
+        "--store",
+        &leader.to_string(),
+        "-o",
+        "json",
+    ]));
+    assert_eq!(shown["store"]["status"]["component"], "node", "{shown}");
+    for p in c.processes() {
+        assert_eq!(
+            c.status_get(&p.status, "/ready").map(|r| r.0),
+            Some(200),
+            "{} /ready over HTTPS",
+            p.name
+        );
+        assert_eq!(
+            nokv_tests::http_get(&p.status, "/health"),
+            None,
+            "{} answered plain HTTP on its status port",
+            p.name
+        );
+    }
     c.assert_no_panics();
 }
 

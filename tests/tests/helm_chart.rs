@@ -7,23 +7,25 @@
 //! is what CI can reach (it already reaches crates.io); the wheel is
 //! installed once, with pip checking the pinned hashes below, into
 //! `~/.cache/nokv-tools/` (or `$NOKV_TOOLS_DIR`), outside the repository,
-//! and reused on later runs. If it cannot be installed the tests fail and
-//! say why; they never pass without rendering.
+//! and reused on later runs (`nokv_tests::pinned_wheel`). If it cannot be
+//! installed the tests fail and say why; they never pass without rendering.
 //!
 //! What is asserted: replica counts, probes on the status port the config
 //! listens on, PVCs mounted at the config's data directory, the coordinator
 //! member list equal to the StatefulSet's pod DNS names (and the nodes'
 //! coordinator list and advertised address likewise), TLS mounts when
-//! enabled, and that every rendered config file deserializes into the
-//! binaries' own config structs, which reject unknown keys, so the chart
-//! and `NodeConfig` / `CoordinatorConfig` cannot drift apart.
+//! enabled, HTTPS probes and scrapes exactly when the configs set
+//! `security.status_tls`, and that every rendered config file deserializes
+//! into the binaries' own config structs, which reject unknown keys, so the
+//! chart and `NodeConfig` / `CoordinatorConfig` cannot drift apart.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 
 use nokv_coordinator::CoordinatorConfig;
 use nokv_node::NodeConfig;
+use nokv_tests::pinned_wheel::{python, PinnedWheel};
 use serde::Deserialize as _;
 use serde_json::json;
 use serde_yaml::Value;
@@ -76,98 +78,29 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn python() -> Command {
-    let mut c = Command::new("python3");
-    // Isolated: no user site-packages or PYTHON* variables change what runs.
-    c.arg("-I");
-    c
-}
+/// The `helm-python-sdk` wheel, checked to bundle [`HELM_VERSION`].
+const HELM_WHEEL: PinnedWheel = PinnedWheel {
+    package: "helm-python-sdk",
+    version: SDK_VERSION,
+    sha256: WHEEL_SHA256,
+    marker: "helm_python/__init__.py",
+    probe: Some((
+        "import helm_python; print(helm_python.helm_sdk_version())",
+        HELM_VERSION,
+    )),
+};
 
 /// The directory holding the installed `helm_python` package, installing it
 /// on first use.
 fn helm_site() -> &'static Path {
     static SITE: OnceLock<PathBuf> = OnceLock::new();
-    SITE.get_or_init(|| match install_helm() {
+    SITE.get_or_init(|| match HELM_WHEEL.install() {
         Ok(site) => site,
         Err(why) => panic!(
             "cannot get the Helm engine (helm-python-sdk {SDK_VERSION} from PyPI, which \
              bundles Helm {HELM_VERSION}); the chart tests need it and do not skip: {why}"
         ),
     })
-}
-
-fn install_helm() -> Result<PathBuf, String> {
-    let tools = match std::env::var_os("NOKV_TOOLS_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let home = std::env::var_os("HOME").ok_or("HOME is not set")?;
-            Path::new(&home).join(".cache/nokv-tools")
-        }
-    };
-    let site = tools.join(format!("helm-python-sdk-{SDK_VERSION}"));
-    if site.join("helm_python/__init__.py").is_file() {
-        return Ok(site);
-    }
-    std::fs::create_dir_all(&tools).map_err(|e| format!("creating {}: {e}", tools.display()))?;
-    // Install into a private staging directory and rename it into place, so
-    // test processes racing here never see a half-installed package.
-    let staging = tempfile::Builder::new()
-        .prefix(".helm-python-sdk-staging-")
-        .tempdir_in(&tools)
-        .map_err(|e| format!("creating a staging directory in {}: {e}", tools.display()))?;
-    let requirements = staging.path().join("requirements.txt");
-    let hashes: String = WHEEL_SHA256
-        .iter()
-        .map(|h| format!(" --hash=sha256:{h}"))
-        .collect();
-    std::fs::write(
-        &requirements,
-        format!("helm-python-sdk=={SDK_VERSION}{hashes}\n"),
-    )
-    .map_err(|e| format!("writing {}: {e}", requirements.display()))?;
-    let target = staging.path().join("site");
-    let out = python()
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(["--no-deps", "--only-binary", ":all:", "--require-hashes"])
-        .arg("--target")
-        .arg(&target)
-        .arg("-r")
-        .arg(&requirements)
-        .env("PIP_ROOT_USER_ACTION", "ignore")
-        .output()
-        .map_err(|e| format!("running python3 -m pip: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "pip install failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    let version = python()
-        .arg("-c")
-        .arg("import sys; sys.path.insert(0, sys.argv[1]); import helm_python; print(helm_python.helm_sdk_version())")
-        .arg(&target)
-        .output()
-        .map_err(|e| format!("running python3: {e}"))?;
-    let reported = String::from_utf8_lossy(&version.stdout).trim().to_string();
-    if reported != HELM_VERSION {
-        return Err(format!(
-            "the installed SDK reports Helm {reported:?}, expected {HELM_VERSION}: {}",
-            String::from_utf8_lossy(&version.stderr).trim()
-        ));
-    }
-    match std::fs::rename(&target, &site) {
-        Ok(()) => Ok(site),
-        // Another test process finished first; its copy is as good.
-        Err(_) if site.join("helm_python/__init__.py").is_file() => Ok(site),
-        Err(e) => Err(format!("moving the SDK into {}: {e}", site.display())),
-    }
 }
 
 /// One rendered chart (already linted clean): its manifests and NOTES.txt.
@@ -313,6 +246,25 @@ fn volume<'a>(sts: &'a Value, name: &str) -> Option<&'a Value> {
         .find(|v| v["name"] == name)
 }
 
+/// The liveness and readiness probes of a StatefulSet's container, with
+/// their names.
+fn probes(sts: &Value) -> [(&Value, &str); 2] {
+    let c = container(sts);
+    [
+        (&c["livenessProbe"], "livenessProbe"),
+        (&c["readinessProbe"], "readinessProbe"),
+    ]
+}
+
+/// The one endpoint of the chart's ServiceMonitor.
+fn monitor_endpoint(r: &Rendered) -> &Value {
+    let endpoints = seq(&r.get("ServiceMonitor", "nokv")["spec"]["endpoints"]);
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0]["port"], "status");
+    assert_eq!(endpoints[0]["path"], "/metrics");
+    &endpoints[0]
+}
+
 /// `<pod>.<headless service>.<namespace>.svc.cluster.local:<port>` for
 /// every pod of a StatefulSet, from the StatefulSet itself.
 fn pod_addresses(sts: &Value, port: u64) -> Vec<String> {
@@ -449,10 +401,19 @@ fn check_cluster_shape(r: &Rendered, coordinators: u64, nodes: u64) -> (Vec<Valu
         let c = container(sts);
         let status = named_port(c, "status");
         assert_eq!(port_of(str_of(&config["status_listen"])), status);
+        // The probes speak what the status port serves: HTTPS exactly when
+        // the config sets security.status_tls.
+        let https = config["security"]["status_tls"] == true;
         for (probe, path) in [("livenessProbe", "/health"), ("readinessProbe", "/ready")] {
             let get = &c[probe]["httpGet"];
             assert_eq!(get["path"], path, "{probe}");
             assert_eq!(get["port"], "status", "{probe} uses the status port");
+            assert_eq!(
+                get["scheme"] == "HTTPS",
+                https,
+                "{probe} scheme {:?} vs status_tls {https}",
+                get["scheme"]
+            );
         }
         let claims = seq(&sts["spec"]["volumeClaimTemplates"]);
         assert_eq!(claims.len(), 1);
@@ -596,9 +557,26 @@ fn tls_values_mount_the_secret_and_point_the_security_keys_at_it() {
     // The binaries accept the section as rendered.
     check_configs_load(&coordinators, &node);
     let node_config: NodeConfig = serde_yaml::from_value(node.clone()).expect("node config");
+    let security = node_config.security.expect("security");
     assert_eq!(
-        node_config.security.expect("security").ca_path,
+        security.ca_path,
         std::path::PathBuf::from("/etc/nokv/tls/ca.crt")
+    );
+    // Without tls.statusTls the status ports stay plain HTTP: no
+    // status_tls in the configs, no HTTPS probes.
+    assert!(!security.status_tls);
+    for file in coordinators.iter().chain([&node]) {
+        assert!(file["security"].get("status_tls").is_none());
+    }
+    for name in ["nokv-coordinator", "nokv-node"] {
+        for (probe, _) in probes(r.get("StatefulSet", name)) {
+            assert_ne!(probe["httpGet"]["scheme"], "HTTPS", "{name}");
+        }
+    }
+    assert!(
+        r.notes.contains("status ports stay plaintext HTTP"),
+        "{}",
+        r.notes
     );
 
     // The in-pod CLI presents the mounted certificate.
@@ -640,6 +618,90 @@ fn tls_values_mount_the_secret_and_point_the_security_keys_at_it() {
 }
 
 #[test]
+fn status_tls_serves_the_status_ports_over_https_to_probes_and_prometheus() {
+    let server_name = "nokv-coordinator.nokv-test.svc.cluster.local";
+    let r = render(json!({
+        "tls": {
+            "enabled": true,
+            "secretName": "nokv-certs",
+            "caKey": "root.crt",
+            "statusTls": true,
+        },
+        "node": { "config": { "security": { "admin_allowed_cn": ["ops"] } } },
+        "metrics": { "serviceMonitor": { "enabled": true, "serverName": server_name } },
+    }));
+    let (coordinators, node) = check_cluster_shape(&r, 3, 3);
+
+    // Every config turns status_tls on, next to the chart's paths (and a
+    // merged admin list), and the binaries accept it.
+    for file in coordinators.iter().chain([&node]) {
+        assert_eq!(file["security"]["status_tls"], true, "{file:?}");
+        assert_eq!(file["security"]["cert_path"], "/etc/nokv/tls/tls.crt");
+        assert_eq!(file["security"]["key_path"], "/etc/nokv/tls/tls.key");
+    }
+    assert_eq!(node["security"]["admin_allowed_cn"][0], "ops");
+    check_configs_load(&coordinators, &node);
+    let node_config: NodeConfig = serde_yaml::from_value(node.clone()).expect("node config");
+    assert!(node_config.security.expect("security").status_tls);
+    for file in &coordinators {
+        let config: CoordinatorConfig =
+            serde_yaml::from_value(file.clone()).expect("coordinator config");
+        assert!(config.security.expect("security").status_tls);
+    }
+
+    // Every probe speaks HTTPS to the status port.
+    for name in ["nokv-coordinator", "nokv-node"] {
+        for (probe, which) in probes(r.get("StatefulSet", name)) {
+            assert_eq!(probe["httpGet"]["scheme"], "HTTPS", "{name} {which}");
+            assert_eq!(probe["httpGet"]["port"], "status", "{name} {which}");
+        }
+    }
+
+    // Prometheus scrapes https, trusting the CA from the TLS Secret and
+    // checking the certificate for the name given.
+    let endpoint = monitor_endpoint(&r);
+    assert_eq!(endpoint["scheme"], "https");
+    let tls = &endpoint["tlsConfig"];
+    assert_eq!(tls["ca"]["secret"]["name"], "nokv-certs");
+    assert_eq!(tls["ca"]["secret"]["key"], "root.crt");
+    assert_eq!(tls["serverName"], server_name);
+    assert!(tls.get("insecureSkipVerify").is_none());
+    assert!(tls.get("cert").is_none(), "no client certificate needed");
+    assert!(r.notes.contains("serve HTTPS"), "{}", r.notes);
+    assert!(!r.notes.contains("WARNING"), "{}", r.notes);
+
+    // Without a serverName the key is left out, and NOTES warns.
+    let r = render(json!({
+        "tls": { "enabled": true, "secretName": "nokv-certs", "statusTls": true },
+        "metrics": { "serviceMonitor": { "enabled": true } },
+    }));
+    check_cluster_shape(&r, 3, 3);
+    let endpoint = monitor_endpoint(&r);
+    assert_eq!(endpoint["scheme"], "https");
+    assert_eq!(endpoint["tlsConfig"]["ca"]["secret"]["key"], "ca.crt");
+    assert!(endpoint["tlsConfig"].get("serverName").is_none());
+    assert!(
+        r.notes
+            .contains("metrics.serviceMonitor.serverName is empty"),
+        "{}",
+        r.notes
+    );
+
+    // TLS without statusTls: the ServiceMonitor stays on plain http.
+    let r = render(json!({
+        "tls": { "enabled": true, "secretName": "nokv-certs" },
+        "metrics": { "serviceMonitor": { "enabled": true, "serverName": server_name } },
+    }));
+    let (coordinators, node) = check_cluster_shape(&r, 3, 3);
+    for file in coordinators.iter().chain([&node]) {
+        assert!(file["security"].get("status_tls").is_none());
+    }
+    let endpoint = monitor_endpoint(&r);
+    assert_eq!(endpoint["scheme"], "http");
+    assert!(endpoint.get("tlsConfig").is_none());
+}
+
+#[test]
 fn overrides_reach_the_configs_and_impossible_values_are_refused() {
     let r = render(json!({
         "coordinator": {
@@ -669,6 +731,8 @@ fn overrides_reach_the_configs_and_impossible_values_are_refused() {
     let endpoints = seq(&monitor["spec"]["endpoints"]);
     assert_eq!(endpoints[0]["port"], "status");
     assert_eq!(endpoints[0]["path"], "/metrics");
+    assert_eq!(endpoints[0]["scheme"], "http");
+    assert!(endpoints[0].get("tlsConfig").is_none());
 
     // A key the structs lack, given through the values, is caught by the
     // same check that guards the chart's own keys.
@@ -689,6 +753,26 @@ fn overrides_reach_the_configs_and_impossible_values_are_refused() {
         (
             json!({ "node": { "antiAffinity": "maybe" } }),
             "node.antiAffinity must be",
+        ),
+        (
+            json!({ "tls": { "statusTls": true } }),
+            "tls.statusTls needs tls.enabled",
+        ),
+        // status_tls is the chart's: the probes and the ServiceMonitor
+        // follow tls.statusTls, so a config key could only contradict them.
+        (
+            json!({
+                "tls": { "enabled": true, "secretName": "nokv-certs" },
+                "node": { "config": { "security": { "status_tls": true } } },
+            }),
+            "set tls.statusTls, not node.config.security.status_tls",
+        ),
+        (
+            json!({
+                "tls": { "enabled": true, "secretName": "nokv-certs", "statusTls": true },
+                "coordinator": { "config": { "security": { "status_tls": false } } },
+            }),
+            "set tls.statusTls, not coordinator.config.security.status_tls",
         ),
     ] {
         match try_render(values.clone()) {

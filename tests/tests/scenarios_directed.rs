@@ -279,3 +279,87 @@ fn one_split() {
     assert_eq!(rs.len(), 2);
     assert_eq!(rs[0].0.end_key, b"k050".to_vec());
 }
+
+fn proposals(kind: &str) -> u64 {
+    nokv_consensus::metrics::RAFT_PROPOSALS
+        .with_label_values(&[kind])
+        .get()
+}
+
+/// Lease reads: once a ReadIndex round confirmed leadership, the leader
+/// answers reads from its lease without another round; and a leader cut
+/// off from its followers never answers a read with a value the new
+/// majority has overwritten (its lease ends before anyone else can be
+/// elected, and a ReadIndex round cannot complete without a quorum).
+#[test]
+fn lease_reads_skip_read_index_rounds_and_never_outlive_leadership() {
+    let h = Harness::start(
+        HarnessConfig {
+            nodes: 3,
+            ..Default::default()
+        },
+        seed_from_env(),
+    );
+    put(&h, "k", "old");
+    let (before_lease, before_index) = (proposals("lease_read"), proposals("read_index"));
+    for _ in 0..50 {
+        assert_eq!(get(&h, "k").as_deref(), Some("old"));
+    }
+    let lease = proposals("lease_read") - before_lease;
+    let rounds = proposals("read_index") - before_index;
+    println!("50 reads: {lease} from the lease, {rounds} ReadIndex rounds");
+    assert!(
+        lease > rounds && lease + rounds >= 50,
+        "{lease} lease reads, {rounds} ReadIndex rounds"
+    );
+
+    let (region, old_leader) = region_1(&h);
+    let others: Vec<u64> = h
+        .store_ids()
+        .into_iter()
+        .filter(|s| *s != old_leader)
+        .collect();
+    h.chaos.partition(&[old_leader], &others);
+    let c = h.raw_client(Duration::from_secs(30));
+    h.wait_until(
+        "the majority to elect a leader and take a write",
+        Duration::from_secs(30),
+        |h| h.rt.block_on(c.put(b"k", b"new")).ok(),
+    );
+    // Ask the old leader directly, as a client with a stale cache would.
+    let peer = region
+        .peers
+        .iter()
+        .find(|p| p.store_id == old_leader)
+        .copied();
+    let address = h.admin_addresses()[&old_leader].clone();
+    let answer = h.rt.block_on(async {
+        let mut kv = nokv_proto::kvrpcpb::kv_client::KvClient::connect(format!("http://{address}"))
+            .await
+            .expect("connect to the old leader");
+        kv.raw_get(nokv_proto::kvrpcpb::RawGetRequest {
+            context: Some(nokv_proto::kvrpcpb::Context {
+                region_id: region.id,
+                region_epoch: region.epoch,
+                peer,
+                max_execution_duration_ms: 3000,
+                ..Default::default()
+            }),
+            key: b"k".to_vec(),
+        })
+        .await
+    });
+    match answer {
+        Ok(resp) => {
+            let resp = resp.into_inner();
+            assert!(
+                resp.region_error.is_some(),
+                "the cut-off leader answered {:?}",
+                String::from_utf8_lossy(&resp.value)
+            );
+        }
+        Err(status) => println!("the cut-off leader refused: {status}"),
+    }
+    h.chaos.clear();
+    assert_eq!(get(&h, "k").as_deref(), Some("new"));
+}

@@ -94,8 +94,9 @@ NOKV_COORDINATOR).
 
 {{/*
 Where the TLS Secret is mounted, and the `security` config section pointing
-at it (docs/deploy.md, "Security"). Keys under coordinator.config.security
-or node.config.security (admin_allowed_cn) are merged with these.
+at it (docs/deploy.md, "Security"), with status_tls when tls.statusTls is
+on. Keys under coordinator.config.security or node.config.security
+(admin_allowed_cn) are merged with these.
 */}}
 {{- define "nokv.tlsDir" -}}
 /etc/nokv/tls
@@ -103,7 +104,19 @@ or node.config.security (admin_allowed_cn) are merged with these.
 
 {{- define "nokv.security" -}}
 {{- $dir := include "nokv.tlsDir" . }}
-{{- dict "ca_path" (printf "%s/ca.crt" $dir) "cert_path" (printf "%s/tls.crt" $dir) "key_path" (printf "%s/tls.key" $dir) | toYaml }}
+{{- $security := dict "ca_path" (printf "%s/ca.crt" $dir) "cert_path" (printf "%s/tls.crt" $dir) "key_path" (printf "%s/tls.key" $dir) }}
+{{- if .Values.tls.statusTls }}
+{{- $_ := set $security "status_tls" true }}
+{{- end }}
+{{- $security | toYaml }}
+{{- end }}
+
+{{/*
+Whether the status ports serve HTTPS (tls.statusTls: the process's own
+certificate, no client certificate asked for): "true" or "".
+*/}}
+{{- define "nokv.statusTls" -}}
+{{- if and .Values.tls.enabled .Values.tls.statusTls }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -197,6 +210,15 @@ podAntiAffinity:
 {{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
 {{- fail "tls.enabled needs tls.secretName: the Secret holding the CA, certificate and key" }}
+{{- end }}
+{{- if and .Values.tls.statusTls (not .Values.tls.enabled) }}
+{{- fail "tls.statusTls needs tls.enabled: the status ports serve HTTPS with the certificate from tls.secretName" }}
+{{- end }}
+{{- range $component := list "coordinator" "node" }}
+{{- $security := (index $.Values $component).config.security }}
+{{- if and (kindIs "map" $security) (hasKey $security "status_tls") }}
+{{- fail (printf "set tls.statusTls, not %s.config.security.status_tls: the probes and the ServiceMonitor follow tls.statusTls" $component) }}
+{{- end }}
 {{- end }}
 {{- end }}
 

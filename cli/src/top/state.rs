@@ -75,6 +75,8 @@ pub enum RegionSort {
     Lag,
     /// Leader's store id, ascending (no leader first).
     Leader,
+    /// Read plus write bytes per second, busiest first.
+    Flow,
 }
 
 impl RegionSort {
@@ -86,7 +88,8 @@ impl RegionSort {
             RegionSort::Size => RegionSort::Keys,
             RegionSort::Keys => RegionSort::Lag,
             RegionSort::Lag => RegionSort::Leader,
-            RegionSort::Leader => RegionSort::StartKey,
+            RegionSort::Leader => RegionSort::Flow,
+            RegionSort::Flow => RegionSort::StartKey,
         }
     }
 
@@ -99,6 +102,7 @@ impl RegionSort {
             RegionSort::Keys => "keys",
             RegionSort::Lag => "lag",
             RegionSort::Leader => "leader",
+            RegionSort::Flow => "flow",
         }
     }
 }
@@ -281,6 +285,9 @@ impl State {
             RegionSort::Keys => out.sort_by_key(|r| std::cmp::Reverse(r.approximate_keys)),
             RegionSort::Lag => out.sort_by_key(|r| std::cmp::Reverse(r.max_lag())),
             RegionSort::Leader => out.sort_by_key(|r| (r.leader_store_id, r.id)),
+            RegionSort::Flow => out.sort_by_key(|r| {
+                std::cmp::Reverse(r.flow.read_bytes_per_sec + r.flow.write_bytes_per_sec)
+            }),
         }
         out
     }
@@ -447,11 +454,17 @@ mod tests {
         assert_eq!(ids(&s), [1, 2]);
         s.sort = RegionSort::Leader;
         assert_eq!(ids(&s), [1, 2]);
+        if let Some(sv) = s.survey.as_mut() {
+            sv.regions[0].flow = Default::default();
+            sv.regions[1].flow.read_bytes_per_sec = 10;
+        }
+        s.sort = RegionSort::Flow;
+        assert_eq!(ids(&s), [2, 1], "the busiest region first");
         let mut order = vec![RegionSort::StartKey];
-        while order.len() < 7 {
+        while order.len() < 8 {
             order.push(order[order.len() - 1].next());
         }
-        assert_eq!(order[6], RegionSort::StartKey, "the cycle has six orders");
+        assert_eq!(order[7], RegionSort::StartKey, "the cycle has seven orders");
     }
 
     #[test]

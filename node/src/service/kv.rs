@@ -23,8 +23,9 @@ use tonic::{Request, Response, Status};
 use crate::config::Limits;
 use crate::diagnostics::Diagnostics;
 use crate::engine::{DbHandle, CF_RAW};
+use crate::flow::FlowCount;
 use crate::msg::{ReadGrant, StoreMsg};
-use crate::raftstore::Router;
+use crate::raftstore::{Router, StoreCounters};
 use crate::raw_value;
 use crate::region::timeout;
 use crate::service::txn::TxnParts;
@@ -38,6 +39,8 @@ pub struct KvService {
     db: Arc<DbHandle>,
     limits: Limits,
     diagnostics: Arc<Diagnostics>,
+    /// Where reads are counted as region flow.
+    counters: Arc<StoreCounters>,
     pub(super) txn: TxnParts,
 }
 
@@ -52,6 +55,7 @@ impl KvService {
         db: Arc<DbHandle>,
         limits: Limits,
         diagnostics: Arc<Diagnostics>,
+        counters: Arc<StoreCounters>,
         txn: TxnParts,
     ) -> Self {
         KvService {
@@ -59,8 +63,23 @@ impl KvService {
             db,
             limits,
             diagnostics,
+            counters,
             txn,
         }
+    }
+
+    /// Counts the pairs a read of `region_id` answers with as that
+    /// region's read flow (key and value bytes, one key per pair).
+    pub(super) fn record_read<'a>(
+        &self,
+        region_id: u64,
+        pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) {
+        let mut read = FlowCount::default();
+        for (k, v) in pairs {
+            read.add(k.len() + v.len());
+        }
+        self.counters.flows.record_read(region_id, read);
     }
 
     /// The open database, or `None` once the store is stopping.
@@ -277,10 +296,13 @@ impl Kv for KvService {
                     ..Default::default()
                 }));
             }
-            let key = req.key;
+            let key = req.key.clone();
             let value = self
                 .read_db(move |db| get_raw(db, &key, raw_value::now_secs()))
                 .await?;
+            if let Some(v) = &value {
+                self.record_read(ctx.region_id, [(req.key.as_slice(), v.as_slice())]);
+            }
             Ok(Response::new(RawGetResponse {
                 region_error: None,
                 not_found: value.is_none(),
@@ -324,6 +346,10 @@ impl Kv for KvService {
                     Ok(out)
                 })
                 .await?;
+            self.record_read(
+                ctx.region_id,
+                pairs.iter().map(|p| (p.key.as_slice(), p.value.as_slice())),
+            );
             Ok(Response::new(RawBatchGetResponse {
                 region_error: None,
                 pairs,
@@ -465,6 +491,10 @@ impl Kv for KvService {
             let kvs = self
                 .read_db(move |db| scan_raw(db, &lower, &upper, limit, key_only, reverse))
                 .await?;
+            self.record_read(
+                ctx.region_id,
+                kvs.iter().map(|p| (p.key.as_slice(), p.value.as_slice())),
+            );
             Ok(Response::new(RawScanResponse {
                 region_error: None,
                 kvs,

@@ -135,10 +135,13 @@ impl KvService {
                 ..Default::default()
             });
         }
-        let (key, ts) = (req.key, req.version);
+        let (key, ts) = (req.key.clone(), req.version);
         let r = self
             .read_mvcc(move |reader| Ok(reader.get_checked(&key, ts)))
             .await?;
+        if let Ok(Some(v)) = &r {
+            self.record_read(ctx.region_id, [(req.key.as_slice(), v.as_slice())]);
+        }
         Ok(match r {
             Ok(value) => KvGetResponse {
                 region_error: None,
@@ -205,6 +208,13 @@ impl KvService {
         for (key, r) in read {
             pairs.push(kv_pair(key, r)?);
         }
+        self.record_read(
+            ctx.region_id,
+            pairs
+                .iter()
+                .filter(|p| p.error.is_none())
+                .map(|p| (p.key.as_slice(), p.value.as_slice())),
+        );
         Ok(KvBatchGetResponse {
             region_error: None,
             pairs,
@@ -276,6 +286,13 @@ impl KvService {
             .into_iter()
             .map(|(key, r)| kv_pair(key, r))
             .collect::<Result<Vec<_>, Status>>()?;
+        self.record_read(
+            ctx.region_id,
+            pairs
+                .iter()
+                .filter(|p| p.error.is_none())
+                .map(|p| (p.key.as_slice(), p.value.as_slice())),
+        );
         Ok(KvScanResponse {
             region_error: None,
             pairs,

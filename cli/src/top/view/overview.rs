@@ -1,6 +1,7 @@
 //! The Overview: cluster id, the coordinator members with the leader
-//! marked, a one-line summary, the store table, and read/write rate
-//! sparklines of the selected store.
+//! marked, a one-line summary, the store table, and read/write request
+//! rate sparklines of the selected store, titled with its read/write bytes
+//! per second from its last heartbeat.
 
 use nokv_proto::metapb::StoreState;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -140,9 +141,12 @@ fn render_rates(state: &State, s: &Survey, frame: &mut Frame, area: Rect) {
     let Some(store) = s.stores.get(state.selected()) else {
         return;
     };
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .title(format!("store {} requests per second", store.id));
+    let block = Block::default().borders(Borders::TOP).title(format!(
+        "store {} requests per second · {}/s read, {}/s written",
+        store.id,
+        output::bytes(store.flow.read_bytes_per_sec),
+        output::bytes(store.flow.write_bytes_per_sec)
+    ));
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let rates = state.rates.get(&store.id);
@@ -233,6 +237,10 @@ mod tests {
         let b = draw(&state(), 80, 24);
         let text = screen(&b);
         assert!(text.contains("store 1 requests per second"), "{text}");
+        assert!(
+            text.contains("2.0 KiB/s read, 1.0 KiB/s written"),
+            "byte rates from the store's heartbeat: {text}"
+        );
         assert!(text.contains("read      30/s"), "{text}");
         assert!(text.contains("write      7/s"), "{text}");
         let (x, y) = find(&b, "read ").expect("read label");

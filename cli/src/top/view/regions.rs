@@ -1,5 +1,6 @@
-//! The Regions view: the region table (filtered and sorted by the State)
-//! and, under it, the selected region's peers with their raft progress.
+//! The Regions view: the region table (filtered and sorted by the State,
+//! with each leader's read/write bytes per second) and, under it, the
+//! selected region's peers with their raft progress.
 //! Lagging peers and peers that need a snapshot are highlighted in both.
 
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -79,7 +80,7 @@ fn peer_label(r: &Region, p: &Peer) -> String {
 
 fn render_table(state: &State, regions: &[&Region], frame: &mut Frame, area: Rect) {
     let header = Row::new([
-        "ID", "START", "END", "LEADER", "PEERS", "EPOCH", "SIZE", "KEYS",
+        "ID", "START", "END", "LEADER", "PEERS", "EPOCH", "SIZE", "KEYS", "R/W B/s",
     ])
     .style(theme::HEADER);
     let rows = regions.iter().map(|r| {
@@ -104,6 +105,11 @@ fn render_table(state: &State, regions: &[&Region], frame: &mut Frame, area: Rec
             Cell::from(format!("v{}/c{}", r.version, r.conf_ver)),
             Cell::from(output::bytes(r.approximate_size_bytes)),
             Cell::from(r.approximate_keys.to_string()),
+            Cell::from(format!(
+                "{}/{}",
+                output::bytes_compact(r.flow.read_bytes_per_sec),
+                output::bytes_compact(r.flow.write_bytes_per_sec)
+            )),
         ])
     });
     let widest_peers = regions
@@ -139,6 +145,8 @@ fn render_table(state: &State, regions: &[&Region], frame: &mut Frame, area: Rec
             Constraint::Length(7),
             Constraint::Length(9),
             Constraint::Length(7),
+            // Two compact rates: at most "999.9K/999.9K".
+            Constraint::Length(11),
         ],
     )
     .header(header)
@@ -238,7 +246,9 @@ mod tests {
         let text = screen(&b);
         let (_, y1) = find(&b, "-inf").expect("region 1 row");
         let r1 = row(&b, y1);
-        for part in ["1", "m", "s1", "*11@1", "12@2", "v2/c3", "64.0 KiB", "1000"] {
+        for part in [
+            "1", "m", "s1", "*11@1", "12@2", "v2/c3", "64.0 KiB", "1000", "0/3.0M",
+        ] {
             assert!(r1.contains(part), "{part:?} missing in {r1:?}");
         }
         let (_, y2) = find(&b, "+inf").expect("region 2 row");
