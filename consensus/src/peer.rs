@@ -497,6 +497,13 @@ impl<R> RaftPeer<R> {
                 }
             }
         }
+        // Reads whose read index is already applied need no apply to wait
+        // for: answer them now.
+        let applied = self.applied;
+        self.reads.retain_mut(|w| match w.read_index {
+            Some(i) if i <= applied => !send_read(&mut w.cb, Ok(applied)),
+            _ => true,
+        });
         let messages = rd.take_messages();
         let snapshot = if rd.snapshot().is_empty() {
             None
@@ -533,7 +540,10 @@ impl<R> RaftPeer<R> {
         let mut rd = pending.ready;
         let mut messages = rd.take_persisted_messages();
         let mut committed = rd.take_committed_entries();
-        let mut light = self.raw.advance(rd);
+        // Not `advance`: it would mark this Ready's committed entries
+        // applied, and they may apply later (in another thread). The owner
+        // reports progress with `advance_apply`.
+        let mut light = self.raw.advance_append(rd);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit, apply_wb)?;
         }

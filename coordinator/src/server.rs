@@ -98,16 +98,25 @@ pub async fn run(
 
     let ready = Arc::new(AtomicBool::new(false));
     {
-        let service = service.clone();
+        // Its own task: readiness must never wait behind a proposal.
         let raft = raft.clone();
         let ready = ready.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                every.tick().await;
+                ready.store(raft.leadership().leader_id != 0, Ordering::Release);
+            }
+        });
+    }
+    {
+        let service = service.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 every.tick().await;
                 service.refresh_metrics();
                 service.advance_gc_safe_point().await;
-                ready.store(raft.leadership().leader_id != 0, Ordering::Release);
             }
         });
     }

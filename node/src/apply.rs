@@ -6,21 +6,23 @@
 
 use std::collections::HashMap;
 
+use nokv_consensus::keys::apply_state_key;
 use nokv_consensus::metrics::RAFT_APPLIED_ENTRIES;
 use nokv_consensus::peer::ProposalCallback;
-use nokv_proto::metapb::{Peer as PeerMeta, PeerRole};
+use nokv_proto::metapb::{Peer as PeerMeta, PeerRole, Region};
 use nokv_proto::raft_cmdpb::{
     admin_request, admin_response, request, response, AdminResponse, ChangePeerResponse,
     CompareAndSwapResponse, RaftCmdRequest, RaftCmdResponse, RaftResponseHeader, Request, Response,
 };
-use nokv_proto::raft_serverpb::PeerState;
+use nokv_proto::raft_serverpb::{ApplyState, PeerState};
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, Entry, EntryType};
 use rocksdb::{WriteBatch, DB};
 use tracing::{info, warn};
 
-use crate::engine::{cf, CF_RAW};
+use crate::engine::{cf, CF_META, CF_RAW};
+use crate::flow::FlowCount;
 use crate::keys::unbounded_upper;
 use crate::mvcc::commands::{self, RegionRange};
 use crate::mvcc::MvccReader;
@@ -61,10 +63,11 @@ pub(crate) fn error_response(e: nokv_proto::errorpb::RegionError) -> RaftCmdResp
 
 impl Peer {
     /// Applies `entries` (in order) into `wb` and writes it with the new
-    /// apply state. Returns the proposers to answer. `others` are the
-    /// other replicas on this store: a CommitMerge absorbs its source
-    /// replica from them. Entries from a CommitMerge whose source replica
-    /// is not ready onward are kept in `blocked_entries` for a later call.
+    /// apply state, on the calling thread. Returns the proposers to answer.
+    /// `others` are the other replicas on this store: a CommitMerge absorbs
+    /// its source replica from them. Entries from a CommitMerge whose
+    /// source replica is not ready onward go back to the front of
+    /// `unapplied` for a later call.
     pub fn apply_entries(
         &mut self,
         db: &DB,
@@ -85,8 +88,8 @@ impl Peer {
                     match self.apply_command(db, cmd, e.index, &mut wb, others)? {
                         Some(resp) => Some(resp),
                         None => {
-                            self.blocked_entries.push(e);
-                            self.blocked_entries.extend(entries);
+                            let rest: Vec<Entry> = std::iter::once(e).chain(entries).collect();
+                            self.unapplied.splice(0..0, rest);
                             break;
                         }
                     }
@@ -114,15 +117,6 @@ impl Peer {
         self.persist_apply_state(db, &mut wb)?;
         db.write(wb)?;
         Ok(answers)
-    }
-
-    fn flush(&self, db: &DB, wb: &mut WriteBatch) -> Result<()> {
-        if wb.is_empty() {
-            return Ok(());
-        }
-        self.persist_apply_state(db, wb)?;
-        db.write(std::mem::take(wb))?;
-        Ok(())
     }
 
     /// Applies one command. `None` means it cannot apply yet (a CommitMerge
@@ -176,100 +170,21 @@ impl Peer {
                 kind: None,
             })));
         }
-        // The epoch may have moved between proposal and apply.
-        if let Err(e) = check_epoch(&self.region, header.region_epoch.as_ref(), false) {
-            return Ok(Some(error_response(e)));
-        }
-        if self.merge_state.is_some() {
-            return Ok(Some(error_response(merging(self.region.id))));
-        }
-        let raw = cf(db, CF_RAW)?;
-        if !cmd.requests.is_empty() {
-            self.written_since_split_check = true;
-        }
-        let mut responses = Vec::with_capacity(cmd.requests.len());
-        for Request { cmd } in cmd.requests {
-            let mut out = Response::default();
-            match cmd {
-                Some(request::Cmd::Put(p)) => {
-                    self.written.add(p.key.len() + p.value.len());
-                    wb.put_cf(cf(db, &p.cf)?, p.key, p.value)
-                }
-                Some(request::Cmd::Delete(d)) => {
-                    self.written.add(d.key.len());
-                    wb.delete_cf(cf(db, &d.cf)?, d.key)
-                }
-                Some(request::Cmd::DeleteRange(d)) => {
-                    self.written.add(d.start_key.len() + d.end_key.len());
-                    let start = if d.start_key.is_empty() {
-                        self.region.start_key.clone()
-                    } else {
-                        d.start_key.max(self.region.start_key.clone())
-                    };
-                    let end = if d.end_key.is_empty() {
-                        if self.region.end_key.is_empty() {
-                            unbounded_upper()
-                        } else {
-                            self.region.end_key.clone()
-                        }
-                    } else {
-                        d.end_key
-                    };
-                    wb.delete_range_cf(cf(db, &d.cf)?, start, end);
-                }
-                Some(request::Cmd::CompareAndSwap(c)) => {
-                    self.flush(db, wb)?;
-                    // Judge expiry at the proposer's time, never the local
-                    // clock: every replica must reach the same outcome.
-                    let current = db.get_cf(raw, &c.key)?;
-                    let current = current
-                        .as_deref()
-                        .and_then(|v| raw_value::decode(v, c.evaluated_at_secs))
-                        .map(|v| v.to_vec());
-                    let succeed = match &current {
-                        None => c.previous_not_exist,
-                        Some(v) => !c.previous_not_exist && *v == c.previous_value,
-                    };
-                    if succeed {
-                        self.written.add(c.key.len() + c.value.len());
-                        wb.put_cf(cf(db, &c.cf)?, &c.key, c.value);
-                    }
-                    out.cmd = Some(response::Cmd::CompareAndSwap(CompareAndSwapResponse {
-                        succeed,
-                        previous_not_exist: current.is_none(),
-                        previous_value: current.unwrap_or_default(),
-                    }));
-                }
-                Some(request::Cmd::Txn(t)) => {
-                    // Evaluate against everything applied before it.
-                    self.flush(db, wb)?;
-                    let reader = MvccReader::new(db);
-                    let range = RegionRange {
-                        start: &self.region.start_key,
-                        end: &self.region.end_key,
-                    };
-                    let (resp, txn) = commands::execute(&reader, range, t)?;
-                    // The batch is empty after the flush: what is in it
-                    // now is this command's writes (locks, data, records).
-                    let empty = WriteBatch::default().size_in_bytes();
-                    txn.write_to(db, wb)?;
-                    self.written.bytes += wb.size_in_bytes().saturating_sub(empty) as u64;
-                    self.written.keys += wb.len() as u64;
-                    out.cmd = Some(response::Cmd::Txn(resp));
-                }
-                None => {}
-            }
-            responses.push(out);
-        }
-        Ok(Some(RaftCmdResponse {
-            header: Some(RaftResponseHeader {
-                request_id: header.request_id,
-                current_term: self.raft.term(),
-                error: None,
-            }),
-            responses,
-            admin_response: None,
-        }))
+        let scope = DataScope {
+            region: &self.region,
+            frozen: self.merge_state.is_some(),
+            term: self.raft.term(),
+        };
+        let mut outcome = DataOutcome::default();
+        let cmd = RaftCmdRequest {
+            header: Some(header),
+            admin_request: None,
+            requests: cmd.requests,
+        };
+        let resp = apply_data(db, &scope, cmd, &self.apply_state, wb, &mut outcome)?;
+        self.written.merge(outcome.written);
+        self.written_since_split_check |= outcome.wrote;
+        Ok(Some(resp))
     }
 
     fn apply_compact_log(
@@ -448,4 +363,159 @@ impl Peer {
             }),
         })
     }
+}
+
+/// The region facts a data command is applied against. Admin entries apply
+/// only while none of the region's data entries is in flight, so these stay
+/// fixed while a batch of data entries applies (here or in the apply pool).
+pub struct DataScope<'a> {
+    /// The region as applied so far.
+    pub region: &'a Region,
+    /// Frozen by a merge: every data command fails with `RegionMerging`.
+    pub frozen: bool,
+    /// The raft term reported in responses.
+    pub term: u64,
+}
+
+/// What applying data commands changed besides RocksDB.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DataOutcome {
+    /// Bytes and keys written.
+    pub written: FlowCount,
+    /// Some command carried writes (the region is due a split check).
+    pub wrote: bool,
+}
+
+/// Writes `state` as the apply state of `region_id` into `wb`.
+pub fn write_apply_state(
+    db: &DB,
+    region_id: u64,
+    state: &ApplyState,
+    wb: &mut WriteBatch,
+) -> Result<()> {
+    wb.put_cf(
+        cf(db, CF_META)?,
+        apply_state_key(region_id),
+        state.encode_to_vec(),
+    );
+    Ok(())
+}
+
+/// Writes what `wb` holds so far, with `state` (the apply state of the
+/// entries before the current one), so a command can read what they wrote.
+fn flush(db: &DB, region_id: u64, state: &ApplyState, wb: &mut WriteBatch) -> Result<()> {
+    if wb.is_empty() {
+        return Ok(());
+    }
+    write_apply_state(db, region_id, state, wb)?;
+    db.write(std::mem::take(wb))?;
+    Ok(())
+}
+
+/// Applies one data command (no admin request) at the current position of
+/// `state` into `wb`. Errors found here (epoch moved, region frozen) are
+/// the response's; `Err` is a storage or decoding failure.
+pub fn apply_data(
+    db: &DB,
+    scope: &DataScope<'_>,
+    cmd: RaftCmdRequest,
+    state: &ApplyState,
+    wb: &mut WriteBatch,
+    outcome: &mut DataOutcome,
+) -> Result<RaftCmdResponse> {
+    let header = cmd.header.unwrap_or_default();
+    // The epoch may have moved between proposal and apply.
+    if let Err(e) = check_epoch(scope.region, header.region_epoch.as_ref(), false) {
+        return Ok(error_response(e));
+    }
+    if scope.frozen {
+        return Ok(error_response(merging(scope.region.id)));
+    }
+    let raw = cf(db, CF_RAW)?;
+    if !cmd.requests.is_empty() {
+        outcome.wrote = true;
+    }
+    let mut responses = Vec::with_capacity(cmd.requests.len());
+    for Request { cmd } in cmd.requests {
+        let mut out = Response::default();
+        match cmd {
+            Some(request::Cmd::Put(p)) => {
+                outcome.written.add(p.key.len() + p.value.len());
+                wb.put_cf(cf(db, &p.cf)?, p.key, p.value)
+            }
+            Some(request::Cmd::Delete(d)) => {
+                outcome.written.add(d.key.len());
+                wb.delete_cf(cf(db, &d.cf)?, d.key)
+            }
+            Some(request::Cmd::DeleteRange(d)) => {
+                outcome.written.add(d.start_key.len() + d.end_key.len());
+                let start = if d.start_key.is_empty() {
+                    scope.region.start_key.clone()
+                } else {
+                    d.start_key.max(scope.region.start_key.clone())
+                };
+                let end = if d.end_key.is_empty() {
+                    if scope.region.end_key.is_empty() {
+                        unbounded_upper()
+                    } else {
+                        scope.region.end_key.clone()
+                    }
+                } else {
+                    d.end_key
+                };
+                wb.delete_range_cf(cf(db, &d.cf)?, start, end);
+            }
+            Some(request::Cmd::CompareAndSwap(c)) => {
+                flush(db, scope.region.id, state, wb)?;
+                // Judge expiry at the proposer's time, never the local
+                // clock: every replica must reach the same outcome.
+                let current = db.get_cf(raw, &c.key)?;
+                let current = current
+                    .as_deref()
+                    .and_then(|v| raw_value::decode(v, c.evaluated_at_secs))
+                    .map(|v| v.to_vec());
+                let succeed = match &current {
+                    None => c.previous_not_exist,
+                    Some(v) => !c.previous_not_exist && *v == c.previous_value,
+                };
+                if succeed {
+                    outcome.written.add(c.key.len() + c.value.len());
+                    wb.put_cf(cf(db, &c.cf)?, &c.key, c.value);
+                }
+                out.cmd = Some(response::Cmd::CompareAndSwap(CompareAndSwapResponse {
+                    succeed,
+                    previous_not_exist: current.is_none(),
+                    previous_value: current.unwrap_or_default(),
+                }));
+            }
+            Some(request::Cmd::Txn(t)) => {
+                // Evaluate against everything applied before it.
+                flush(db, scope.region.id, state, wb)?;
+                let reader = MvccReader::new(db);
+                let range = RegionRange {
+                    start: &scope.region.start_key,
+                    end: &scope.region.end_key,
+                };
+                let (resp, txn) = commands::execute(&reader, range, t)?;
+                // The batch is empty after the flush: what is in it
+                // now is this command's writes (locks, data, records).
+                let empty = WriteBatch::default().size_in_bytes();
+                txn.write_to(db, wb)?;
+                outcome.written.bytes += wb.size_in_bytes().saturating_sub(empty) as u64;
+                outcome.written.keys += wb.len() as u64;
+                out.cmd = Some(response::Cmd::Txn(resp));
+            }
+            None => {}
+        }
+        responses.push(out);
+    }
+    Ok(RaftCmdResponse {
+        header: Some(RaftResponseHeader {
+            request_id: header.request_id,
+            current_term: scope.term,
+            error: None,
+        }),
+        responses,
+        admin_response: None,
+    })
 }

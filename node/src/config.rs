@@ -82,6 +82,12 @@ pub struct RaftConfig {
     /// a ReadIndex round confirmed leadership) instead of a ReadIndex round
     /// per read batch.
     pub lease_reads: bool,
+    /// Threads applying committed data entries off the raftstore thread
+    /// (at least 1).
+    pub apply_pool_size: usize,
+    /// Committed entries the store may have waiting in the apply pool;
+    /// beyond it new writes get ServerIsBusy until the pool catches up.
+    pub max_apply_queue_entries: usize,
 }
 
 impl Default for RaftConfig {
@@ -103,6 +109,8 @@ impl Default for RaftConfig {
             hibernate_after_ticks: 20,
             max_peer_down_secs: 300,
             lease_reads: true,
+            apply_pool_size: 2,
+            max_apply_queue_entries: 16_384,
         }
     }
 }

@@ -35,7 +35,8 @@ impl FlowCount {
         self.keys += 1;
     }
 
-    fn merge(&mut self, other: FlowCount) {
+    /// Adds `other` to this count.
+    pub fn merge(&mut self, other: FlowCount) {
         self.bytes += other.bytes;
         self.keys += other.keys;
     }

@@ -57,7 +57,8 @@ impl Peer {
         if !self.raft.is_leader()
             || !self.is_initialized()
             || self.merge_state.is_some()
-            || !self.blocked_entries.is_empty()
+            || !self.unapplied.is_empty()
+            || self.applying.tasks > 0
             || self.raft.pending_requests() > 0
         {
             return false;
@@ -85,7 +86,8 @@ impl Peer {
             && raft.term == leader_term
             && self.last_log() == (index, term)
             && raft.raft_log.committed == index
-            && self.blocked_entries.is_empty()
+            && self.unapplied.is_empty()
+            && self.applying.tasks == 0
     }
 }
 

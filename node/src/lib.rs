@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 pub mod apply;
+pub mod apply_pool;
 pub mod batch;
 pub mod bootstrap;
 pub mod config;

@@ -355,7 +355,9 @@ impl Peer {
             );
             return Ok(None);
         };
-        if !source.is_initialized() {
+        // A source still applying in the pool is not where its apply state
+        // says; it reports back within a round.
+        if !source.is_initialized() || source.applying.tasks > 0 {
             others.insert(source_id, source);
             return Ok(None);
         }

@@ -134,6 +134,26 @@ pub static PROPOSAL_BATCH_COMMANDS: LazyLock<prometheus::Histogram> = LazyLock::
     .expect("metric registers once")
 });
 
+/// Committed entries handed to the apply pool and not applied yet: how
+/// far applying trails committing.
+pub static APPLY_QUEUE_ENTRIES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "nokv_raftstore_apply_queue_entries",
+        "Committed entries waiting in the apply pool"
+    )
+    .expect("metric registers once")
+});
+
+/// Batches of data entries the apply pool wrote, and what they held.
+pub static APPLY_BATCH_ENTRIES: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
+    prometheus::register_histogram!(
+        "nokv_raftstore_apply_batch_entries",
+        "Committed entries applied by one write of the apply pool",
+        prometheus::exponential_buckets(1.0, 2.0, 11).expect("valid buckets")
+    )
+    .expect("metric registers once")
+});
+
 /// Peers that regions led by this store report as not caught up.
 pub static PENDING_PEERS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
@@ -266,6 +286,8 @@ pub fn register() {
     LazyLock::force(&MERGE_CATCH_UPS);
     LazyLock::force(&HIBERNATING);
     LazyLock::force(&PENDING_PEERS);
+    LazyLock::force(&APPLY_QUEUE_ENTRIES);
+    LazyLock::force(&APPLY_BATCH_ENTRIES);
     LazyLock::force(&PROPOSAL_BATCH_COMMANDS);
     for kind in ["read", "write"] {
         FLOW_BYTES.with_label_values(&[kind]);

@@ -86,6 +86,18 @@ pub fn write_initial_state(db: &DB, region: &Region, wb: &mut WriteBatch) -> Res
 /// reported as pending (not caught up).
 const PENDING_LAG_ENTRIES: u64 = 100;
 
+/// Data entries of one region handed to the apply pool and not reported
+/// back yet.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Applying {
+    /// Tasks in flight.
+    pub tasks: usize,
+    /// Entries in those tasks.
+    pub entries: usize,
+    /// Index and term of the last entry handed over.
+    pub last: (u64, u64),
+}
+
 /// One region replica.
 pub struct Peer {
     /// The region as this replica has applied it. Empty peers and range
@@ -139,9 +151,13 @@ pub struct Peer {
     /// Set from the PrepareMerge that froze this region (as a merge
     /// source) until the merge commits or rolls back.
     pub merge_state: Option<MergeState>,
-    /// Committed entries not applied yet because a CommitMerge waits for
-    /// its source replica on this store; retried every tick.
-    pub blocked_entries: Vec<Entry>,
+    /// Committed entries not handed to apply yet, in log order: behind an
+    /// admin entry that waits for the apply pool to finish this region's
+    /// data entries, or from a CommitMerge that waits for its source
+    /// replica on this store (retried every tick).
+    pub unapplied: Vec<Entry>,
+    /// Data entries in the apply pool, not reported back yet.
+    pub applying: Applying,
     /// Ticks since this merge source leader last pushed its merge on.
     pub ticks_since_merge_step: u64,
     /// Source replicas a CommitMerge just absorbed, for the raftstore to
@@ -246,7 +262,8 @@ impl Peer {
             reported_pending: 0,
             reported_down: 0,
             merge_state,
-            blocked_entries: Vec::new(),
+            unapplied: Vec::new(),
+            applying: Applying::default(),
             ticks_since_merge_step: 0,
             merged_sources: Vec::new(),
             merge_transition: None,
@@ -306,12 +323,17 @@ impl Peer {
 
     /// Writes the apply state into `wb`.
     pub fn persist_apply_state(&self, db: &DB, wb: &mut WriteBatch) -> Result<()> {
-        wb.put_cf(
-            cf(db, CF_META)?,
-            apply_state_key(self.region.id),
-            self.apply_state.encode_to_vec(),
-        );
-        Ok(())
+        crate::apply::write_apply_state(db, self.region.id, &self.apply_state, wb)
+    }
+
+    /// The apply state the next entry handed to apply starts from: the
+    /// applied state once the apply pool finishes what it holds.
+    pub fn dispatch_apply_state(&self) -> ApplyState {
+        let mut state = self.apply_state;
+        if self.applying.tasks > 0 {
+            (state.applied_index, state.applied_term) = self.applying.last;
+        }
+        state
     }
 
     /// The truncated index (the log starts right after it).
@@ -385,7 +407,7 @@ impl Peer {
                 .as_ref()
                 .and_then(|m| m.target.as_ref())
                 .map_or(0, |t| t.id),
-            blocked_entries: self.blocked_entries.len() as u64,
+            blocked_entries: self.unapplied.len() as u64,
             asleep: self.hibernation.asleep,
         }
     }

@@ -1,19 +1,23 @@
 //! The raftstore: one dedicated thread drives every region replica of the
 //! store. Each round it takes messages and requests from its inbox, ticks
 //! the peers on time, collects every peer's Ready into one batch written
-//! with one fsync (group commit), sends messages, applies committed entries
-//! and answers proposers. Async code reaches it through [`Router`].
+//! with one fsync (group commit), sends messages and hands committed
+//! entries to the apply pool, which answers the proposers. Async code
+//! reaches it through [`Router`].
+
+mod applying;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
 use nokv_consensus::engine::{cf, CF_META};
 use nokv_consensus::keys::{apply_state_key, region_state_key};
-use nokv_consensus::metrics::{RAFT_APPLIED_INDEX, RAFT_APPLY_SECONDS, RAFT_PERSIST_SECONDS};
+use nokv_consensus::metrics::RAFT_PERSIST_SECONDS;
 use nokv_consensus::peer::{PendingReady, ProposeError};
 use nokv_consensus::service::RaftMessageSink;
 use nokv_consensus::transport::{decode_message, encode_message};
@@ -32,6 +36,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, error, info, warn};
 
+use crate::apply_pool::{ApplyPool, ApplyResult};
 use crate::config::RaftConfig;
 use crate::metrics;
 use crate::msg::{CmdCallback, ReadCallback, ReadGrant, StoreMsg};
@@ -50,7 +55,7 @@ pub struct RouterBusy;
 /// Sends requests to the raftstore thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Router {
-    tx: SyncSender<StoreMsg>,
+    tx: Sender<StoreMsg>,
     /// Set when the raftstore thread has exited.
     stopped: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -213,7 +218,13 @@ pub struct RaftstoreParts {
 
 /// Starts the raftstore thread.
 pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
-    let (tx, rx) = sync_channel(parts.config.inbox_capacity.max(16));
+    let (tx, rx) = crossbeam_channel::bounded(parts.config.inbox_capacity.max(16));
+    let (applied_tx, applied_rx) = crossbeam_channel::unbounded();
+    let apply_pool = ApplyPool::spawn(
+        parts.db.clone(),
+        parts.config.apply_pool_size,
+        applied_tx.clone(),
+    )?;
     let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let router = Router {
         tx: tx.clone(),
@@ -244,6 +255,10 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
         rx,
         stopping: false,
         batched: Vec::new(),
+        apply_pool: Some(apply_pool),
+        applied_rx,
+        _applied_tx: applied_tx,
+        apply_queue_entries: 0,
     };
     let join = std::thread::Builder::new()
         .name("raftstore".into())
@@ -285,6 +300,14 @@ struct Raftstore {
     stopping: bool,
     /// Regions holding writes to propose at the end of this round.
     batched: Vec<u64>,
+    /// Applies committed data entries; taken when the raftstore stops.
+    apply_pool: Option<ApplyPool>,
+    /// What the apply pool finished.
+    applied_rx: Receiver<ApplyResult>,
+    /// Keeps `applied_rx` connected even if every apply thread died.
+    _applied_tx: Sender<ApplyResult>,
+    /// Entries handed to the apply pool and not reported back.
+    apply_queue_entries: usize,
 }
 
 /// Most inbox messages handled per round before persisting, so a flood of
@@ -336,10 +359,20 @@ impl Raftstore {
         let mut next_tick = Instant::now() + self.tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(wait) {
-                Ok(m) => self.handle(m),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            crossbeam_channel::select! {
+                recv(self.rx) -> m => match m {
+                    Ok(m) => self.handle(m),
+                    Err(_) => break,
+                },
+                recv(self.applied_rx) -> r => {
+                    if let Ok(r) = r {
+                        self.take_apply_result(r);
+                    }
+                }
+                default(wait) => {}
+            }
+            while let Ok(r) = self.applied_rx.try_recv() {
+                self.take_apply_result(r);
             }
             let mut n = 0;
             while n < MAX_MSGS_PER_ROUND {
@@ -368,6 +401,19 @@ impl Raftstore {
         for p in self.peers.values_mut() {
             p.raft
                 .fail_all(ProposeError::Dropped("store is stopping".into()));
+        }
+        // Nothing may write into the database once the raftstore is gone.
+        if let Some(pool) = self.apply_pool.take() {
+            pool.shutdown();
+        }
+    }
+
+    /// Takes in one apply pool result; a failed apply stops the process,
+    /// as any failure to keep this store's state does.
+    fn take_apply_result(&mut self, r: ApplyResult) {
+        if let Err(e) = self.on_apply_result(r) {
+            error!(store_id = self.store_id, error = %e, "applying committed entries failed; exiting");
+            std::process::exit(70);
         }
     }
 
@@ -478,11 +524,12 @@ impl Raftstore {
         // Peer ids only grow: a message for a newer peer of a region we hold
         // means our replica was removed without learning it (it missed the
         // entry). Make way for the new replica.
-        if self
-            .peers
-            .get(&env.region_id)
-            .is_some_and(|p| to.id > p.meta.id)
-        {
+        if let Some(old) = self.peers.get(&env.region_id).filter(|p| to.id > p.meta.id) {
+            if old.applying.tasks > 0 {
+                // Destroyed once the pool is done with it; the leader
+                // retries this message.
+                return;
+            }
             info!(
                 region_id = env.region_id,
                 new_peer = to.id,
@@ -591,6 +638,10 @@ impl Raftstore {
         let theirs = env.region_epoch.map(|e| e.conf_ver).unwrap_or(0);
         let ours = peer.region.epoch.map(|e| e.conf_ver).unwrap_or(0);
         if peer.meta.id != to_peer || (peer.is_initialized() && theirs <= ours) {
+            return;
+        }
+        if peer.applying.tasks > 0 {
+            // The member says it again later.
             return;
         }
         info!(
@@ -714,7 +765,9 @@ impl Raftstore {
         if peer.hibernation.asleep {
             wake(peer);
         }
-        if peer.raft.pending_requests() + peer.proposal_batch.len() >= max_inflight {
+        let waiting =
+            peer.raft.pending_requests() + peer.proposal_batch.len() + peer.applying.entries;
+        if waiting >= max_inflight {
             return Err(crate::region::server_is_busy(
                 "too many requests waiting for raft in this region",
             ));
@@ -734,6 +787,13 @@ impl Raftstore {
         } else {
             EpochCheck::Data(header.region_epoch.as_ref())
         };
+        if cmd.admin_request.is_none()
+            && self.apply_queue_entries >= self.config.max_apply_queue_entries.max(1)
+        {
+            return cb(Err(crate::region::server_is_busy(
+                "the apply queue is full; writes wait until it drains",
+            )));
+        }
         let peer = match self.admit(header.region_id, header.peer.as_ref(), check) {
             Ok(p) => p,
             Err(e) => return cb(Err(e)),
@@ -1116,7 +1176,7 @@ impl Raftstore {
         // not on every loop iteration: it walks every peer.
         self.heartbeat_round();
         self.drive_merges();
-        if let Err(e) = self.retry_blocked_applies() {
+        if let Err(e) = self.retry_unapplied() {
             error!(store_id = self.store_id, error = %e, "raftstore storage failure; exiting");
             std::process::exit(70);
         }
@@ -1222,7 +1282,7 @@ impl Raftstore {
             }
         }
         let mut wb = WriteBatch::default();
-        let mut pending: Vec<(u64, PendingReady)> = Vec::new();
+        let mut pending: Vec<(u64, PendingReady, bool)> = Vec::new();
         let mut snapshot_reports = Vec::new();
         let ids: Vec<u64> = self.peers.keys().copied().collect();
         for id in &ids {
@@ -1232,6 +1292,12 @@ impl Raftstore {
             if !peer.raft.has_ready() {
                 continue;
             }
+            if self.snapshot_waits_for_apply(*id) {
+                continue;
+            }
+            let Some(peer) = self.peers.get_mut(id) else {
+                continue;
+            };
             let Some((ready, msgs)) = peer.raft.collect_ready(&mut wb)? else {
                 continue;
             };
@@ -1253,7 +1319,8 @@ impl Raftstore {
             }
             let peer = &self.peers[id];
             snapshot_reports.extend(self.send_messages(peer, msgs));
-            pending.push((*id, ready));
+            let installed = ready.snapshot.is_some();
+            pending.push((*id, ready, installed));
         }
         if pending.is_empty() {
             self.report_snapshots(snapshot_reports);
@@ -1271,37 +1338,41 @@ impl Raftstore {
             }
         }
 
-        let start = Instant::now();
-        let mut destroyed = Vec::new();
-        let mut split_parents = Vec::new();
-        for (id, ready) in pending {
+        // The commit indexes these Readies advanced go first: an apply
+        // state must never be ahead of the commit index on disk, and
+        // RocksDB recovers its write-ahead log in order.
+        let mut commit_wb = WriteBatch::default();
+        let mut finished = Vec::with_capacity(pending.len());
+        for (id, ready, installed) in pending {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            finished.push((
+                id,
+                peer.raft.finish_ready(ready, &mut commit_wb)?,
+                installed,
+            ));
+        }
+        if !commit_wb.is_empty() {
+            self.db.write(commit_wb)?;
+        }
+        for (id, out, installed) in finished {
             // Out of the map while it applies: a CommitMerge takes its
             // source replica from the others.
             let Some(mut peer) = self.peers.remove(&id) else {
                 continue;
             };
-            let mut apply_wb = WriteBatch::default();
-            let out = peer.raft.finish_ready(ready, &mut apply_wb)?;
-            let mut committed = std::mem::take(&mut peer.blocked_entries);
-            committed.extend(out.committed);
-            self.apply(&mut peer, committed, apply_wb)?;
-            if peer.pending_destroy {
-                destroyed.push(id);
+            if installed {
+                // The snapshot is the applied state now.
+                self.after_apply(&mut peer);
             }
-            if !peer.pending_splits.is_empty() {
-                split_parents.push(id);
-            }
+            peer.unapplied.extend(out.committed);
+            let driven = self.drive_apply(&mut peer);
             snapshot_reports.extend(self.send_messages(&peer, out.messages));
-            self.peers.insert(id, peer);
+            self.settle(peer)?;
+            driven?;
         }
-        RAFT_APPLY_SECONDS.observe(start.elapsed().as_secs_f64());
         self.report_snapshots(snapshot_reports);
-        for id in split_parents {
-            self.open_split_regions(id)?;
-        }
-        for id in destroyed {
-            self.destroy_peer(id)?;
-        }
         Ok(())
     }
 
@@ -1404,66 +1475,6 @@ impl Raftstore {
             };
             self.transport.send(store, ping);
         }
-    }
-
-    /// Applies `entries` to `peer` (out of the map) and answers proposers
-    /// and reads; records merges it completed or rolled back.
-    fn apply(
-        &mut self,
-        peer: &mut Peer,
-        entries: Vec<raft::prelude::Entry>,
-        wb: WriteBatch,
-    ) -> Result<()> {
-        let answers = peer.apply_entries(&self.db, entries, wb, &mut self.peers)?;
-        let written = std::mem::take(&mut peer.written);
-        if peer.raft.is_leader() {
-            self.counters.flows.record_write(peer.region.id, written);
-        }
-        let applied = peer.apply_state.applied_index;
-        for (cb, resp) in answers {
-            cb(Ok(resp));
-        }
-        peer.raft.advance_apply(applied);
-        RAFT_APPLIED_INDEX
-            .with_label_values(&[&peer.region.id.to_string()])
-            .set(applied as i64);
-        for merged in peer.merged_sources.drain(..) {
-            metrics::MERGES.inc();
-            if let Some(t) = merged.transition {
-                self.diagnostics
-                    .advance(t, nokv_proto::adminpb::TransitionStage::Applied);
-            }
-        }
-        if std::mem::take(&mut peer.merge_rolled_back) {
-            if let Some(t) = peer.merge_transition.take() {
-                self.diagnostics.fail(
-                    t,
-                    "rolled back: the target region changed before the merge committed",
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Retries the entries of regions whose CommitMerge waited for its
-    /// source replica.
-    fn retry_blocked_applies(&mut self) -> Result<()> {
-        let blocked: Vec<u64> = self
-            .peers
-            .values()
-            .filter(|p| !p.blocked_entries.is_empty())
-            .map(|p| p.region.id)
-            .collect();
-        for id in blocked {
-            let Some(mut peer) = self.peers.remove(&id) else {
-                continue;
-            };
-            let entries = std::mem::take(&mut peer.blocked_entries);
-            let r = self.apply(&mut peer, entries, WriteBatch::default());
-            self.peers.insert(id, peer);
-            r?;
-        }
-        Ok(())
     }
 
     /// Runs the coordinator's order to merge `source` into another region:
@@ -1856,6 +1867,14 @@ impl Raftstore {
     }
 
     fn destroy_peer(&mut self, region_id: u64) -> Result<()> {
+        if let Some(p) = self.peers.get_mut(&region_id) {
+            if p.applying.tasks > 0 {
+                // The pool still writes into the range: destroyed when it
+                // reports back.
+                p.pending_destroy = true;
+                return Ok(());
+            }
+        }
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Ok(());
         };

@@ -319,6 +319,29 @@ impl LocalCluster {
         self.nokv_ok(&["cluster", "restart", name]);
     }
 
+    /// Waits until process `name` answers `/ready` with 200; on timeout the
+    /// panic carries the tail of its log.
+    pub fn wait_ready(&self, name: &str, timeout: Duration) {
+        let status = self.process(name).status;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self
+                .status_get(&status, "/ready")
+                .is_some_and(|(code, _)| code == 200)
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let log = self.log(name);
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "{name} not ready after {timeout:?}; its last log lines:\n{}",
+            tail.join("\n")
+        );
+    }
+
     /// Stops every process cleanly (data is kept).
     pub fn down(&self) {
         self.nokv_ok(&["cluster", "down"]);

@@ -3,7 +3,7 @@
 //! unavailability of each failover.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,30 +19,43 @@ fn coordinator_leader_crash_never_repeats_timestamps_or_ids() {
         .build()
         .expect("runtime");
     let stop = Arc::new(AtomicBool::new(false));
+    // Successful calls across the workers, to wait for progress.
+    let served = Arc::new(AtomicU64::new(0));
+    let progress = |what: &str| {
+        let from = served.load(Ordering::Relaxed);
+        wait_until(what, Duration::from_secs(30), || {
+            (served.load(Ordering::Relaxed) >= from + 40).then_some(())
+        });
+    };
     let mut workers = Vec::new();
     for _ in 0..4 {
         let client =
             CoordinatorClient::new(c.coordinators.clone(), Duration::from_secs(2)).expect("client");
-        let stop = stop.clone();
+        let (stop, served) = (stop.clone(), served.clone());
         workers.push(rt.spawn(async move {
             let mut ts = Vec::new();
             let mut ids = Vec::new();
             let mut failures = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 match client.get_timestamp(3).await {
-                    Ok(first) => ts.push(first),
+                    Ok(first) => {
+                        ts.push(first);
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(_) => failures += 1,
                 }
                 match client.alloc_id(2).await {
-                    Ok(first) => ids.extend([first, first + 1]),
+                    Ok(first) => {
+                        ids.extend([first, first + 1]);
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(_) => failures += 1,
                 }
             }
             (ts, ids, failures)
         }));
     }
-    // Let the workers run against the first leader.
-    std::thread::sleep(Duration::from_millis(800));
+    progress("the workers to run against the first leader");
     // Kill the leader twice in a row: the second time the leader elected
     // after the first kill, once the first victim is back.
     let mut victims = Vec::new();
@@ -82,16 +95,11 @@ fn coordinator_leader_crash_never_repeats_timestamps_or_ids() {
         );
         // Bring the victim back so the group has a quorum for the next kill.
         c.restart(&victim.name);
-        wait_until(
-            "the restarted member to serve its status",
-            Duration::from_secs(30),
-            || nokv_tests::http_get(&victim.status, "/ready").filter(|(code, _)| *code == 200),
-        );
+        c.wait_ready(&victim.name, Duration::from_secs(30));
         victims.push(victim.name);
-        std::thread::sleep(Duration::from_millis(500));
+        progress("the workers to run with the member back");
     }
     assert_eq!(victims.len(), 2);
-    std::thread::sleep(Duration::from_millis(800));
     stop.store(true, Ordering::Relaxed);
 
     let mut all_ts = HashSet::new();
