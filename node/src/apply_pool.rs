@@ -184,3 +184,252 @@ fn apply_task(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use nokv_proto::errorpb::region_error::Kind;
+    use nokv_proto::metapb::{Peer as PeerMeta, RegionEpoch};
+    use nokv_proto::raft_cmdpb::{
+        request, response, CompareAndSwapRequest, PutRequest, RaftRequestHeader, Request,
+    };
+    use prost::Message as _;
+
+    use super::*;
+    use crate::engine::{cf, ALL_CFS, CF_META, CF_RAW};
+
+    fn region() -> Region {
+        Region {
+            id: 7,
+            start_key: b"a".to_vec(),
+            end_key: b"z".to_vec(),
+            epoch: Some(RegionEpoch {
+                conf_ver: 1,
+                version: 3,
+            }),
+            peers: vec![PeerMeta {
+                id: 8,
+                store_id: 1,
+                role: 0,
+            }],
+        }
+    }
+
+    fn entry(index: u64, requests: Vec<request::Cmd>, version: u64) -> Entry {
+        let cmd = RaftCmdRequest {
+            header: Some(RaftRequestHeader {
+                region_id: 7,
+                region_epoch: Some(RegionEpoch {
+                    conf_ver: 1,
+                    version,
+                }),
+                ..Default::default()
+            }),
+            requests: requests
+                .into_iter()
+                .map(|c| Request { cmd: Some(c) })
+                .collect(),
+            admin_request: None,
+        };
+        Entry {
+            index,
+            term: 2,
+            data: cmd.encode_to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    fn put(key: &[u8], value: &[u8]) -> request::Cmd {
+        request::Cmd::Put(PutRequest {
+            cf: CF_RAW.into(),
+            key: key.to_vec(),
+            value: crate::raw_value::encode(value, 0),
+        })
+    }
+
+    type Answer = (u64, std::result::Result<RaftCmdResponse, String>, u64);
+    type Answers = mpsc::Receiver<Answer>;
+
+    /// A callback that reports its answer and the applied index stored in
+    /// RocksDB when it ran: proposers hear back only after the batch's
+    /// write, which carries the batch's apply state.
+    fn callback(
+        index: u64,
+        db: Arc<DB>,
+        tx: mpsc::Sender<Answer>,
+    ) -> (u64, ProposalCallback<RaftCmdResponse>) {
+        let cb: ProposalCallback<RaftCmdResponse> = Box::new(move |r| {
+            let _ = tx.send((index, r.map_err(|e| e.to_string()), stored_applied(&db)));
+        });
+        (index, cb)
+    }
+
+    fn stored_applied(db: &DB) -> u64 {
+        let meta = cf(db, CF_META).expect("cf");
+        db.get_cf(meta, nokv_consensus::keys::apply_state_key(7))
+            .expect("get")
+            .map(|b| {
+                ApplyState::decode(b.as_slice())
+                    .expect("decode")
+                    .applied_index
+            })
+            .unwrap_or(0)
+    }
+
+    fn setup() -> (tempfile::TempDir, Arc<DB>, ApplyPool, Receiver<ApplyResult>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = nokv_consensus::engine::open(dir.path(), &ALL_CFS).expect("db");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let pool = ApplyPool::spawn(db.clone(), 2, tx).expect("pool");
+        (dir, db, pool, rx)
+    }
+
+    fn task(
+        entries: Vec<Entry>,
+        callbacks: Vec<(u64, ProposalCallback<RaftCmdResponse>)>,
+    ) -> ApplyTask {
+        ApplyTask {
+            region: region(),
+            frozen: false,
+            term: 2,
+            apply_state: ApplyState {
+                applied_index: 10,
+                applied_term: 2,
+                truncated_state: None,
+            },
+            entries,
+            callbacks,
+        }
+    }
+
+    fn recv(answers: &Answers) -> Answer {
+        answers
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("an answer")
+    }
+
+    #[test]
+    fn a_batch_writes_data_and_apply_state_together_and_answers_after_the_write() {
+        let (_dir, db, pool, results) = setup();
+        let (tx, answers) = mpsc::channel();
+        let empty = Entry {
+            index: 12,
+            term: 2,
+            ..Default::default()
+        };
+        let entries = vec![
+            entry(11, vec![put(b"k1", b"v1")], 3),
+            empty,
+            entry(
+                13,
+                vec![request::Cmd::CompareAndSwap(CompareAndSwapRequest {
+                    cf: CF_RAW.into(),
+                    key: b"k1".to_vec(),
+                    value: crate::raw_value::encode(b"v2", 0),
+                    previous_value: b"v1".to_vec(),
+                    previous_not_exist: false,
+                    evaluated_at_secs: crate::raw_value::now_secs(),
+                })],
+                3,
+            ),
+            // Proposed under an older epoch (before a split): refused at
+            // apply, but the entry still counts as applied.
+            entry(14, vec![put(b"k2", b"v")], 2),
+        ];
+        let callbacks = vec![
+            callback(11, db.clone(), tx.clone()),
+            callback(13, db.clone(), tx.clone()),
+            callback(14, db.clone(), tx),
+        ];
+        pool.send(7, task(entries, callbacks)).expect("queued");
+
+        let r = results
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a result");
+        assert!(r.error.is_none(), "{:?}", r.error);
+        assert_eq!((r.region_id, r.entries), (7, 4));
+        assert_eq!(
+            (r.apply_state.applied_index, r.apply_state.applied_term),
+            (14, 2)
+        );
+        assert!(r.outcome.wrote);
+        assert_eq!(r.outcome.written.keys, 2, "the put and the CAS");
+
+        let (i, put_answer, stored) = recv(&answers);
+        assert_eq!(i, 11);
+        assert_eq!(stored, 14, "answered before the batch was written");
+        assert!(put_answer
+            .expect("ok")
+            .header
+            .unwrap_or_default()
+            .error
+            .is_none());
+        let (i, cas_answer, stored) = recv(&answers);
+        assert_eq!((i, stored), (13, 14));
+        let cas = match cas_answer.expect("ok").responses[0].cmd.clone() {
+            Some(response::Cmd::CompareAndSwap(c)) => c,
+            other => panic!("not a CAS answer: {other:?}"),
+        };
+        assert!(cas.succeed, "the put before it in the batch was visible");
+        assert_eq!(cas.previous_value, b"v1");
+        let (i, stale, stored) = recv(&answers);
+        assert_eq!((i, stored), (14, 14));
+        let err = stale.expect("ok").header.unwrap_or_default().error;
+        assert!(
+            matches!(err.and_then(|e| e.kind), Some(Kind::EpochNotMatch(_))),
+            "a stale epoch is refused at apply"
+        );
+
+        let raw = cf(&db, CF_RAW).expect("cf");
+        let stored = db.get_cf(raw, b"k1").expect("get").expect("k1");
+        assert_eq!(crate::raw_value::decode(&stored, 0), Some(&b"v2"[..]));
+        assert!(db.get_cf(raw, b"k2").expect("get").is_none());
+        assert_eq!(stored_applied(&db), 14);
+        pool.shutdown();
+    }
+
+    #[test]
+    fn a_frozen_region_refuses_writes_and_batches_of_a_region_apply_in_order() {
+        let (_dir, db, pool, results) = setup();
+        let (tx, answers) = mpsc::channel();
+        let first = task(
+            vec![entry(11, vec![put(b"k1", b"one")], 3)],
+            vec![callback(11, db.clone(), tx.clone())],
+        );
+        let mut second = task(
+            vec![entry(12, vec![put(b"k1", b"two")], 3)],
+            vec![callback(12, db.clone(), tx.clone())],
+        );
+        second.apply_state.applied_index = 11;
+        let mut frozen = task(
+            vec![entry(13, vec![put(b"k1", b"three")], 3)],
+            vec![callback(13, db.clone(), tx)],
+        );
+        frozen.apply_state.applied_index = 12;
+        frozen.frozen = true;
+        for t in [first, second, frozen] {
+            pool.send(7, t).expect("queued");
+        }
+        let applied: Vec<u64> = (0..3)
+            .map(|_| {
+                results
+                    .recv_timeout(std::time::Duration::from_secs(10))
+                    .expect("a result")
+                    .apply_state
+                    .applied_index
+            })
+            .collect();
+        assert_eq!(applied, vec![11, 12, 13], "one region's batches in order");
+        let answered: Vec<u64> = (0..3).map(|_| recv(&answers).0).collect();
+        assert_eq!(answered, vec![11, 12, 13]);
+        let raw = cf(&db, CF_RAW).expect("cf");
+        let stored = db.get_cf(raw, b"k1").expect("get").expect("k1");
+        assert_eq!(
+            crate::raw_value::decode(&stored, 0),
+            Some(&b"two"[..]),
+            "the frozen region's write was refused"
+        );
+        pool.shutdown();
+    }
+}

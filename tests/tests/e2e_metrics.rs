@@ -35,6 +35,8 @@ const SHARED: &[&str] = &[
 /// Metrics every node serves besides [`SHARED`].
 const NODE: &[&str] = &[
     "nokv_store_regions",
+    "nokv_raftstore_apply_queue_entries",
+    "nokv_raftstore_apply_batch_entries",
     "nokv_store_leaders",
     "nokv_store_pending_peers",
     "nokv_store_hibernating_regions",
@@ -388,6 +390,8 @@ fn every_process_serves_the_issue_metrics_counters_move_and_the_dashboard_querie
             "nokv_raft_applied_entries_total",
             "nokv_raft_ready_total",
             "nokv_raft_apply_duration_seconds",
+            // Writes apply in the apply pool, on every replica.
+            "nokv_raftstore_apply_batch_entries",
         ] {
             let (a, b) = (total(before, m, None), total(s, m, None));
             assert!(b > a, "{m} on {name}: {a} then {b}");

@@ -233,3 +233,60 @@ impl Raftstore {
             .any(|p| p.applying.tasks > 0 && p.is_initialized() && overlaps(&p.region, &region))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use nokv_proto::raft_cmdpb::{
+        admin_request, AdminRequest, CompactLogRequest, PutRequest, RaftCmdRequest, Request,
+    };
+    use raft::prelude::{Entry, EntryType};
+
+    use super::is_data_entry;
+
+    fn normal(cmd: &RaftCmdRequest) -> Entry {
+        Entry {
+            data: prost::Message::encode_to_vec(cmd).into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_writes_and_empty_entries_go_to_the_pool() {
+        let write = RaftCmdRequest {
+            requests: vec![Request {
+                cmd: Some(nokv_proto::raft_cmdpb::request::Cmd::Put(PutRequest {
+                    cf: "raw".into(),
+                    key: b"k".to_vec(),
+                    value: b"v".to_vec(),
+                })),
+            }],
+            ..Default::default()
+        };
+        let admin = RaftCmdRequest {
+            admin_request: Some(AdminRequest {
+                cmd: Some(admin_request::Cmd::CompactLog(CompactLogRequest {
+                    compact_index: 9,
+                    compact_term: 2,
+                })),
+            }),
+            ..Default::default()
+        };
+        assert!(
+            is_data_entry(&Entry::default()),
+            "a new leader's empty entry"
+        );
+        assert!(is_data_entry(&normal(&write)));
+        assert!(!is_data_entry(&normal(&admin)));
+        let mut conf_change = normal(&write);
+        conf_change.set_entry_type(EntryType::EntryConfChange);
+        assert!(!is_data_entry(&conf_change));
+        let garbage = Entry {
+            data: vec![0xff, 0xff, 0xff].into(),
+            ..Default::default()
+        };
+        assert!(
+            !is_data_entry(&garbage),
+            "undecodable: the raftstore reports it"
+        );
+    }
+}
