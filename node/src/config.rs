@@ -49,8 +49,8 @@ pub struct RaftConfig {
     pub heartbeat_ticks: usize,
     /// Ticks between region heartbeats to the coordinator.
     pub region_heartbeat_ticks: u64,
-    /// Most messages the raftstore inbox holds before answering
-    /// ServerIsBusy.
+    /// Most messages the store's own inbox (store-wide requests, regions
+    /// without a mailbox yet) holds before answering ServerIsBusy.
     pub inbox_capacity: usize,
     /// Ticks between raft log GC checks on each leader.
     pub log_gc_interval_ticks: u64,
@@ -88,6 +88,10 @@ pub struct RaftConfig {
     /// Committed entries the store may have waiting in the apply pool;
     /// beyond it new writes get ServerIsBusy until the pool catches up.
     pub max_apply_queue_entries: usize,
+    /// Requests and raft messages one region may have queued for the
+    /// raftstore; beyond it that region's requests get ServerIsBusy while
+    /// other regions are unaffected.
+    pub region_mailbox_capacity: usize,
 }
 
 impl Default for RaftConfig {
@@ -111,6 +115,7 @@ impl Default for RaftConfig {
             lease_reads: true,
             apply_pool_size: 2,
             max_apply_queue_entries: 16_384,
+            region_mailbox_capacity: 4096,
         }
     }
 }

@@ -55,6 +55,7 @@ pub mod peer;
 pub mod raftstore;
 pub mod raw_value;
 pub mod region;
+pub mod router;
 pub mod server;
 pub mod service;
 pub mod snapshot;

@@ -124,3 +124,21 @@ pub enum StoreMsg {
         version: u64,
     },
 }
+
+impl StoreMsg {
+    /// The region the message is for; `None` for store-wide messages,
+    /// which go to the store's own inbox.
+    pub fn region_id(&self) -> Option<u64> {
+        match self {
+            StoreMsg::Raft(env) => Some(env.region_id),
+            StoreMsg::Command { cmd, .. } => cmd.header.as_ref().map(|h| h.region_id),
+            StoreMsg::Read { region_id, .. }
+            | StoreMsg::ChangePeer { region_id, .. }
+            | StoreMsg::TransferLeader { region_id, .. }
+            | StoreMsg::SnapshotReport { region_id, .. }
+            | StoreMsg::RegionStats { region_id, .. } => Some(*region_id),
+            StoreMsg::PrepareMerge { source, .. } => Some(*source),
+            StoreMsg::Status { .. } | StoreMsg::HeartbeatResponse(_) | StoreMsg::Stop => None,
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! reaches it through [`Router`].
 
 mod applying;
+mod inbox;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,13 +14,12 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 
 use nokv_consensus::engine::{cf, CF_META};
 use nokv_consensus::keys::{apply_state_key, region_state_key};
 use nokv_consensus::metrics::RAFT_PERSIST_SECONDS;
 use nokv_consensus::peer::{PendingReady, ProposeError};
-use nokv_consensus::service::RaftMessageSink;
 use nokv_consensus::transport::{decode_message, encode_message};
 use nokv_consensus::Transport;
 use nokv_proto::coordinatorpb::{change_peer, RegionHeartbeatRequest, RegionHeartbeatResponse};
@@ -48,79 +48,8 @@ use crate::region::{
 use crate::snapshot::{clear_range, install, RegionSnapshotSource};
 use crate::{Error, Result};
 
-/// The raftstore inbox refused a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouterBusy;
-
-/// Sends requests to the raftstore thread. Cheap to clone.
-#[derive(Clone)]
-pub struct Router {
-    tx: Sender<StoreMsg>,
-    /// Set when the raftstore thread has exited.
-    stopped: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Router {
-    /// Queues `msg`. When the inbox is full (or the raftstore stopped) the
-    /// message is dropped unanswered and the caller answers
-    /// `ServerIsBusy` itself.
-    pub fn send(&self, msg: StoreMsg) -> std::result::Result<(), RouterBusy> {
-        match self.tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => Err(RouterBusy),
-        }
-    }
-
-    /// The error for a message the raftstore did not take.
-    pub fn busy(&self) -> RegionError {
-        if self.stopped.load(Ordering::Acquire) {
-            crate::region::server_is_busy("the store is stopping")
-        } else {
-            crate::region::server_is_busy("raftstore inbox is full")
-        }
-    }
-
-    /// Replicates `cmd` and waits up to `wait` for its apply result. The
-    /// typed region errors cover every way it can fail: a full inbox is
-    /// `ServerIsBusy`, a dropped callback `RegionNotFound`, the deadline
-    /// `Timeout`, and errors found at apply come from the response header.
-    pub async fn command(
-        &self,
-        cmd: nokv_proto::raft_cmdpb::RaftCmdRequest,
-        wait: Duration,
-    ) -> std::result::Result<nokv_proto::raft_cmdpb::RaftCmdResponse, RegionError> {
-        let region_id = cmd.header.as_ref().map_or(0, |h| h.region_id);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let msg = StoreMsg::Command {
-            cmd,
-            cb: Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        };
-        if self.send(msg).is_err() {
-            return Err(self.busy());
-        }
-        match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(r)) => r.and_then(crate::msg::command_result),
-            Ok(Err(_)) => Err(crate::region::region_not_found(region_id)),
-            Err(_) => Err(crate::region::timeout(region_id)),
-        }
-    }
-}
-
-impl RaftMessageSink for Router {
-    fn deliver(&self, msg: RaftMessage) {
-        if self.send(StoreMsg::Raft(msg)).is_err() {
-            nokv_consensus::metrics::RAFT_MESSAGES
-                .with_label_values(&["inbox_full"])
-                .inc();
-        }
-    }
-
-    fn closed(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
-    }
-}
+use crate::router::{MailboxReceiver, RouterInbox};
+pub use crate::router::{Router, RouterBusy};
 
 /// Which epoch check a request needs.
 enum EpochCheck<'a> {
@@ -218,18 +147,17 @@ pub struct RaftstoreParts {
 
 /// Starts the raftstore thread.
 pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
-    let (tx, rx) = crossbeam_channel::bounded(parts.config.inbox_capacity.max(16));
+    let (router, inbox) = Router::new(
+        parts.config.inbox_capacity,
+        parts.config.region_mailbox_capacity,
+    );
+    let stopped = router.stopped.clone();
     let (applied_tx, applied_rx) = crossbeam_channel::unbounded();
     let apply_pool = ApplyPool::spawn(
         parts.db.clone(),
         parts.config.apply_pool_size,
         applied_tx.clone(),
     )?;
-    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let router = Router {
-        tx: tx.clone(),
-        stopped: stopped.clone(),
-    };
     let mut store = Raftstore {
         store_id: parts.store_id,
         db: parts.db,
@@ -252,7 +180,9 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
         store_seen: HashMap::new(),
         started: Instant::now(),
         ticks: 0,
-        rx,
+        inbox,
+        mailboxes: HashMap::new(),
+        requeued: Vec::new(),
         stopping: false,
         batched: Vec::new(),
         apply_pool: Some(apply_pool),
@@ -260,6 +190,10 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
         _applied_tx: applied_tx,
         apply_queue_entries: 0,
     };
+    let recovered: Vec<u64> = store.peers.keys().copied().collect();
+    for id in recovered {
+        store.open_mailbox(id);
+    }
     let join = std::thread::Builder::new()
         .name("raftstore".into())
         .spawn(move || {
@@ -296,7 +230,12 @@ struct Raftstore {
     started: Instant,
     /// Ticks since start, to pace store pings.
     ticks: u64,
-    rx: Receiver<StoreMsg>,
+    inbox: RouterInbox,
+    /// The raftstore's ends of the region mailboxes.
+    mailboxes: HashMap<u64, MailboxReceiver>,
+    /// Messages left in the mailbox of a region that went away, handled
+    /// at the start of the next round.
+    requeued: Vec<StoreMsg>,
     stopping: bool,
     /// Regions holding writes to propose at the end of this round.
     batched: Vec<u64>,
@@ -309,10 +248,6 @@ struct Raftstore {
     /// Entries handed to the apply pool and not reported back.
     apply_queue_entries: usize,
 }
-
-/// Most inbox messages handled per round before persisting, so a flood of
-/// requests cannot starve Ready handling.
-const MAX_MSGS_PER_ROUND: usize = 4096;
 
 /// A hibernating leader reports to the coordinator this many times less
 /// often (it still reports, so the coordinator knows it is alive).
@@ -360,10 +295,15 @@ impl Raftstore {
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
-                recv(self.rx) -> m => match m {
-                    Ok(m) => self.handle(m),
+                recv(self.inbox.store) -> m => match m {
+                    Ok(m) => self.handle_from_store(m),
                     Err(_) => break,
                 },
+                recv(self.inbox.wake) -> id => {
+                    if let Ok(id) = id {
+                        self.drain_mailbox(id);
+                    }
+                }
                 recv(self.applied_rx) -> r => {
                     if let Ok(r) = r {
                         self.take_apply_result(r);
@@ -374,14 +314,7 @@ impl Raftstore {
             while let Ok(r) = self.applied_rx.try_recv() {
                 self.take_apply_result(r);
             }
-            let mut n = 0;
-            while n < MAX_MSGS_PER_ROUND {
-                match self.rx.try_recv() {
-                    Ok(m) => self.handle(m),
-                    Err(_) => break,
-                }
-                n += 1;
-            }
+            self.drain_inbox();
             self.propose_batches();
             if Instant::now() >= next_tick {
                 self.on_tick();
@@ -1663,6 +1596,7 @@ impl Raftstore {
             let Some(mut src) = self.peers.remove(&id) else {
                 continue;
             };
+            self.close_mailbox(id);
             src.raft.raw_mut().mut_store().clear(wb)?;
             let tombstone = RegionLocalState {
                 region: Some(src.region.clone()),
@@ -1878,6 +1812,7 @@ impl Raftstore {
         let Some(mut peer) = self.peers.remove(&region_id) else {
             return Ok(());
         };
+        self.close_mailbox(region_id);
         let mut wb = WriteBatch::default();
         peer.raft.raw_mut().mut_store().clear(&mut wb)?;
         let still_owned = self

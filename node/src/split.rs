@@ -315,8 +315,8 @@ impl SplitDriver {
                 let _ = tx.send(r);
             }),
         };
-        let resp = if self.router.send(msg).is_err() {
-            Err(self.router.busy())
+        let resp = if let Err(busy) = self.router.send(msg) {
+            Err(busy.0)
         } else {
             match tokio::time::timeout(std::time::Duration::from_secs(10), rx).await {
                 Ok(Ok(r)) => r,

@@ -157,7 +157,8 @@ impl Raftstore {
         RAFT_APPLIED_INDEX
             .with_label_values(&[&peer.region.id.to_string()])
             .set(applied as i64);
-        for merged in peer.merged_sources.drain(..) {
+        for merged in std::mem::take(&mut peer.merged_sources) {
+            self.close_mailbox(merged.region_id);
             metrics::MERGES.inc();
             if let Some(t) = merged.transition {
                 self.diagnostics

@@ -202,8 +202,8 @@ impl AdminService {
         let msg = make(Box::new(move |v| {
             let _ = tx.send(v);
         }));
-        if self.router.send(msg).is_err() {
-            return Err(self.router.busy());
+        if let Err(busy) = self.router.send(msg) {
+            return Err(busy.0);
         }
         match tokio::time::timeout(WAIT, rx).await {
             Ok(Ok(v)) => Ok(v),

@@ -210,8 +210,8 @@ impl KvService {
                 let _ = tx.send(r);
             }),
         };
-        if self.router.send(msg).is_err() {
-            return Err(self.router.busy());
+        if let Err(busy) = self.router.send(msg) {
+            return Err(busy.0);
         }
         match tokio::time::timeout(STORE_WAIT, rx).await {
             Ok(Ok(r)) => r,
