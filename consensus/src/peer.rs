@@ -631,7 +631,7 @@ fn send_read(cb: &mut Option<ReadCallback>, v: std::result::Result<u64, ProposeE
 mod tests {
     use super::*;
     use crate::engine::{self, CF_META, CF_RAFT};
-    use raft::prelude::ConfState;
+    use raft::prelude::{ConfState, MessageType};
     use std::sync::{Arc, Mutex};
 
     type Got = Arc<Mutex<Vec<std::result::Result<u64, ProposeError>>>>;
@@ -807,6 +807,125 @@ mod tests {
             got.lock().unwrap().len(),
             1,
             "answered at once, not left hanging"
+        );
+    }
+
+    /// Peer 1 of three voters, made leader by hand; nobody else answers.
+    fn lone_leader_of_three(
+        cfg: RaftPeerConfig,
+    ) -> (tempfile::TempDir, Arc<rocksdb::DB>, RaftPeer<u64>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = engine::open(dir.path(), &[CF_RAFT, CF_META]).expect("db");
+        let cs = ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        };
+        let log = RocksRaftLog::open(db.clone(), 9, cs, (0, 0), None).expect("log");
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut peer = RaftPeer::new(cfg, log, &logger).expect("peer");
+        peer.raw_mut().raft.become_candidate();
+        peer.raw_mut().raft.become_leader();
+        (dir, db, peer)
+    }
+
+    /// A round that returns the messages raft wants sent.
+    fn round_with_messages(db: &rocksdb::DB, peer: &mut RaftPeer<u64>) -> Vec<Message> {
+        peer.flush_reads();
+        let mut wb = WriteBatch::default();
+        let Some((pending, mut msgs)) = peer.collect_ready(&mut wb).expect("ready") else {
+            return Vec::new();
+        };
+        db.write(wb).expect("persist");
+        let mut apply_wb = WriteBatch::default();
+        let out = peer.finish_ready(pending, &mut apply_wb).expect("finish");
+        db.write(apply_wb).expect("apply");
+        if let Some(last) = out.committed.last() {
+            peer.advance_apply(last.index);
+        }
+        msgs.extend(out.messages);
+        msgs
+    }
+
+    fn read_heartbeat_to_2(msgs: &[Message]) -> Option<Message> {
+        msgs.iter()
+            .find(|m| {
+                m.get_msg_type() == MessageType::MsgHeartbeat && m.to == 2 && !m.context.is_empty()
+            })
+            .cloned()
+    }
+
+    #[test]
+    fn a_read_index_raft_dropped_is_sent_again_and_then_answered() {
+        let mut cfg = RaftPeerConfig::new(1, 0);
+        cfg.read_retry_ticks = 2;
+        let (_d, db, mut peer) = lone_leader_of_three(cfg);
+        round_with_messages(&db, &mut peer);
+        // Nothing of this term is committed yet: raft-rs drops the read
+        // without a word.
+        let (got, cb) = recorder();
+        peer.read_index(cb);
+        let msgs = round_with_messages(&db, &mut peer);
+        assert!(
+            read_heartbeat_to_2(&msgs).is_none(),
+            "raft-rs kept the read"
+        );
+        // Peer 2 acknowledges the leader's entry: it commits.
+        let raft = &peer.raw().raft;
+        let (term, last) = (raft.term, raft.raft_log.last_index());
+        let mut ack = Message::default();
+        ack.set_msg_type(MessageType::MsgAppendResponse);
+        (ack.from, ack.to, ack.term, ack.index) = (2, 1, term, last);
+        peer.step(ack).expect("step");
+        round_with_messages(&db, &mut peer);
+        assert_eq!(peer.raw().raft.raft_log.committed, last);
+        assert!(
+            got.lock().unwrap().is_empty(),
+            "the dropped read still waits"
+        );
+        // The retry sends the read again; peer 2's answer releases it.
+        let mut heartbeat = None;
+        for _ in 0..3 {
+            peer.tick();
+            heartbeat = read_heartbeat_to_2(&round_with_messages(&db, &mut peer));
+            if heartbeat.is_some() {
+                break;
+            }
+        }
+        let heartbeat = heartbeat.expect("the read was sent again within the retry interval");
+        let mut reply = Message::default();
+        reply.set_msg_type(MessageType::MsgHeartbeatResponse);
+        (reply.from, reply.to, reply.term) = (2, 1, term);
+        reply.context = heartbeat.context;
+        peer.step(reply).expect("step");
+        round_with_messages(&db, &mut peer);
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(matches!(got[0], Ok(i) if i == last), "{:?}", got[0]);
+    }
+
+    #[test]
+    fn a_read_index_that_never_gets_a_quorum_times_out() {
+        let mut cfg = RaftPeerConfig::new(1, 0);
+        cfg.read_retry_ticks = 2;
+        cfg.request_timeout_ticks = 6;
+        let (_d, db, mut peer) = lone_leader_of_three(cfg);
+        round_with_messages(&db, &mut peer);
+        let (got, cb) = recorder();
+        peer.read_index(cb);
+        round_with_messages(&db, &mut peer);
+        for _ in 0..5 {
+            peer.tick();
+            round_with_messages(&db, &mut peer);
+        }
+        assert!(
+            got.lock().unwrap().is_empty(),
+            "answered before the timeout"
+        );
+        peer.tick();
+        assert!(peer.is_leader(), "check-quorum has not stepped it down yet");
+        assert_eq!(
+            got.lock().unwrap().as_slice(),
+            &[Err(ProposeError::TimedOut)]
         );
     }
 }
