@@ -216,23 +216,33 @@ mod tests {
             .is_err());
     }
 
-    #[tokio::test]
-    async fn get_returns_the_body_of_a_200_and_fails_otherwise() {
+    /// A server on a free port that reads one request per connection and
+    /// writes the next of `answers`, raw.
+    async fn answer_in_turn(
+        answers: &'static [&'static str],
+    ) -> (String, tokio::task::JoinHandle<()>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = l.local_addr().expect("addr").to_string();
         let server = tokio::spawn(async move {
-            for answer in [
-                "HTTP/1.1 200 OK\r\n\r\n{\"a\":1}",
-                "HTTP/1.1 503 No\r\n\r\nnot ready",
-            ] {
+            for answer in answers {
                 let (mut s, _) = l.accept().await.expect("accept");
-                let mut buf = [0u8; 512];
+                let mut buf = [0u8; 2048];
                 let _ = s.read(&mut buf).await;
                 s.write_all(answer.as_bytes()).await.expect("write");
             }
         });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn get_returns_the_body_of_a_200_and_fails_otherwise() {
+        let (addr, server) = answer_in_turn(&[
+            "HTTP/1.1 200 OK\r\n\r\n{\"a\":1}",
+            "HTTP/1.1 503 No\r\n\r\nnot ready",
+        ])
+        .await;
         assert_eq!(
             get(&addr, "/status", Duration::from_secs(5), None)
                 .await
@@ -253,24 +263,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = crate::tls::generate(dir.path(), "127.0.0.1").expect("certs");
         let tls = TlsConfig::from_pem_files(&files.ca, &files.cert, &files.key).expect("tls");
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr").to_string();
-        let server = tokio::spawn(async move {
-            for answer in [
-                // The ClientHello gets an HTTP error, as from axum.
-                "HTTP/1.1 400 Bad Request\r\n\r\n",
-                "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-                "HTTP/1.1 400 Bad Request\r\n\r\n",
-                "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
-            ] {
-                let (mut s, _) = l.accept().await.expect("accept");
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf).await;
-                s.write_all(answer.as_bytes()).await.expect("write");
-            }
-        });
+        let (addr, server) = answer_in_turn(&[
+            // The ClientHello gets an HTTP error, as from axum.
+            "HTTP/1.1 400 Bad Request\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            "HTTP/1.1 400 Bad Request\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+        ])
+        .await;
         assert_eq!(
             get(&addr, "/health", Duration::from_secs(5), Some(&tls))
                 .await

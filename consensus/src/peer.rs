@@ -641,18 +641,27 @@ mod tests {
         single_voter_with(RaftPeerConfig::new(1, 0))
     }
 
-    fn single_voter_with(
+    /// Peer 1 of a fresh group of `voters`, on its own RocksDB.
+    fn peer_of(
+        voters: Vec<u64>,
         cfg: RaftPeerConfig,
     ) -> (tempfile::TempDir, Arc<rocksdb::DB>, RaftPeer<u64>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = engine::open(dir.path(), &[CF_RAFT, CF_META]).expect("db");
         let cs = ConfState {
-            voters: vec![1],
+            voters,
             ..Default::default()
         };
         let log = RocksRaftLog::open(db.clone(), 9, cs, (0, 0), None).expect("log");
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let mut peer = RaftPeer::new(cfg, log, &logger).expect("peer");
+        let peer = RaftPeer::new(cfg, log, &logger).expect("peer");
+        (dir, db, peer)
+    }
+
+    fn single_voter_with(
+        cfg: RaftPeerConfig,
+    ) -> (tempfile::TempDir, Arc<rocksdb::DB>, RaftPeer<u64>) {
+        let (dir, db, mut peer) = peer_of(vec![1], cfg);
         peer.raw_mut().campaign().expect("campaign");
         (dir, db, peer)
     }
@@ -785,16 +794,7 @@ mod tests {
 
     #[test]
     fn follower_answers_proposals_and_reads_with_not_leader_at_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = engine::open(dir.path(), &[CF_RAFT, CF_META]).expect("db");
-        let cs = ConfState {
-            voters: vec![1, 2, 3],
-            ..Default::default()
-        };
-        let log = RocksRaftLog::open(db, 9, cs, (0, 0), None).expect("log");
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let mut peer: RaftPeer<u64> =
-            RaftPeer::new(RaftPeerConfig::new(1, 0), log, &logger).expect("peer");
+        let (_dir, _db, mut peer) = peer_of(vec![1, 2, 3], RaftPeerConfig::new(1, 0));
         let (got, cb) = recorder();
         peer.propose(b"x".to_vec(), cb);
         assert_eq!(
@@ -814,15 +814,7 @@ mod tests {
     fn lone_leader_of_three(
         cfg: RaftPeerConfig,
     ) -> (tempfile::TempDir, Arc<rocksdb::DB>, RaftPeer<u64>) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = engine::open(dir.path(), &[CF_RAFT, CF_META]).expect("db");
-        let cs = ConfState {
-            voters: vec![1, 2, 3],
-            ..Default::default()
-        };
-        let log = RocksRaftLog::open(db.clone(), 9, cs, (0, 0), None).expect("log");
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let mut peer = RaftPeer::new(cfg, log, &logger).expect("peer");
+        let (dir, db, mut peer) = peer_of(vec![1, 2, 3], cfg);
         peer.raw_mut().raft.become_candidate();
         peer.raw_mut().raft.become_leader();
         (dir, db, peer)

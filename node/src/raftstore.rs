@@ -573,10 +573,6 @@ impl Raftstore {
         if peer.meta.id != to_peer || (peer.is_initialized() && theirs <= ours) {
             return;
         }
-        if peer.applying.tasks > 0 {
-            // The member says it again later.
-            return;
-        }
         info!(
             region_id = env.region_id,
             peer_id = to_peer,

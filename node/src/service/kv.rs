@@ -82,6 +82,18 @@ impl KvService {
         self.counters.flows.record_read(region_id, read);
     }
 
+    /// Counts the pairs of a transactional read that carry a value (not a
+    /// per-key error) as `region_id`'s read flow.
+    pub(super) fn record_read_pairs(&self, region_id: u64, pairs: &[KvPair]) {
+        self.record_read(
+            region_id,
+            pairs
+                .iter()
+                .filter(|p| p.error.is_none())
+                .map(|p| (p.key.as_slice(), p.value.as_slice())),
+        );
+    }
+
     /// The open database, or `None` once the store is stopping.
     pub(super) fn db(&self) -> Option<Arc<DB>> {
         self.db.get()

@@ -208,13 +208,7 @@ impl KvService {
         for (key, r) in read {
             pairs.push(kv_pair(key, r)?);
         }
-        self.record_read(
-            ctx.region_id,
-            pairs
-                .iter()
-                .filter(|p| p.error.is_none())
-                .map(|p| (p.key.as_slice(), p.value.as_slice())),
-        );
+        self.record_read_pairs(ctx.region_id, &pairs);
         Ok(KvBatchGetResponse {
             region_error: None,
             pairs,
@@ -286,13 +280,7 @@ impl KvService {
             .into_iter()
             .map(|(key, r)| kv_pair(key, r))
             .collect::<Result<Vec<_>, Status>>()?;
-        self.record_read(
-            ctx.region_id,
-            pairs
-                .iter()
-                .filter(|p| p.error.is_none())
-                .map(|p| (p.key.as_slice(), p.value.as_slice())),
-        );
+        self.record_read_pairs(ctx.region_id, &pairs);
         Ok(KvScanResponse {
             region_error: None,
             pairs,
