@@ -278,6 +278,8 @@ pub struct PeerProgressRow {
     pub commit_index: Option<u64>,
     /// Applied index on its own store.
     pub applied_index: Option<u64>,
+    /// Client sessions its session table holds (exactly-once writes).
+    pub sessions: Option<u64>,
     /// Entries behind the leader.
     pub lag: Option<u64>,
     /// The leader's replication state for it: probe, replicate, snapshot.
@@ -369,6 +371,7 @@ fn region_detail(
             matched: p.matched,
             commit_index: p.commit_index,
             applied_index: p.applied_index,
+            sessions: p.sessions,
             lag: r.lag(p),
             replication_state: p.progress_state.as_ref().map(|s| s.to_lowercase()),
             pending: p.pending,
@@ -384,7 +387,7 @@ fn region_detail(
 fn progress_table(rows: &[PeerProgressRow]) -> comfy_table::Table {
     let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
     let mut t = output::table(&[
-        "PEER", "STORE", "ROLE", "MATCHED", "COMMIT", "APPLIED", "LAG", "STATE",
+        "PEER", "STORE", "ROLE", "MATCHED", "COMMIT", "APPLIED", "LAG", "SESSIONS", "STATE",
     ]);
     for p in rows {
         let state = if p.is_leader {
@@ -406,6 +409,7 @@ fn progress_table(rows: &[PeerProgressRow]) -> comfy_table::Table {
             opt(p.commit_index),
             opt(p.applied_index),
             opt(p.lag),
+            opt(p.sessions),
             state,
         ]);
     }

@@ -192,6 +192,8 @@ pub struct Peer {
     pub commit_index: Option<u64>,
     /// Applied index on the peer's own store.
     pub applied_index: Option<u64>,
+    /// Client sessions its region's session table holds on its own store.
+    pub sessions: Option<u64>,
     /// The leader reports it as catching up (behind the truncated log, or
     /// not answering yet).
     pub pending: bool,
@@ -456,6 +458,7 @@ fn assemble_region(
                 progress_state: progress.map(|pr| pr.state.clone()),
                 commit_index: own.map(|s| s.commit_index),
                 applied_index: own.map(|s| s.applied_index),
+                sessions: own.map(|s| s.sessions),
                 pending: info.pending_peers.iter().any(|q| q.id == p.id)
                     || leader_status.is_some_and(|s| s.pending_peers.iter().any(|q| q.id == p.id)),
                 down: info.down_peers.iter().any(|q| q.id == p.id),
@@ -702,6 +705,7 @@ pub(crate) mod fixture {
             progress_state: Some("Replicate".into()),
             commit_index: Some(applied),
             applied_index: Some(applied),
+            sessions: None,
             pending: false,
             down: false,
         }
@@ -789,6 +793,7 @@ pub(crate) mod fixture {
                         Peer {
                             commit_index: None,
                             applied_index: None,
+                            sessions: None,
                             ..peer(23, 3, 400, 400)
                         },
                     ],

@@ -36,6 +36,12 @@ pub enum Error {
         /// The last failure.
         last: String,
     },
+    /// A write's outcome is unknown: some attempt may have applied, and it
+    /// can no longer be told whether one did (the deadline passed, or the
+    /// region forgot the write's session). It applied at most once; read
+    /// the keys to find out.
+    #[error("write outcome undetermined: it may or may not have applied; last error: {0}")]
+    Undetermined(String),
     /// A gRPC call failed with a status the client does not retry.
     #[error("rpc failed: {0}")]
     Rpc(#[from] tonic::Status),

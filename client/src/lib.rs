@@ -9,6 +9,8 @@
 //!   under one overall deadline per call.
 //! - [`txn`]: [`TxnClient`] and [`Transaction`], Percolator transactions
 //!   with lock resolution, two-phase and one-phase commit.
+//! - [`session`]: client sessions, so a retried raw write applies exactly
+//!   once; [`RawOptions`].
 //! - [`tso`]: [`TsoBatcher`], timestamps batched across callers.
 //! - [`backoff`]: jittered exponential backoff.
 //!
@@ -25,6 +27,7 @@ pub mod coordinator;
 pub mod error;
 pub mod raw;
 pub mod region_cache;
+pub mod session;
 pub mod tso;
 pub mod txn;
 
@@ -33,5 +36,6 @@ pub use error::{Error, Result};
 pub use nokv_proto::tls::{TlsConfig, TlsError};
 pub use raw::{RawClient, ScanOptions};
 pub use region_cache::{RegionCache, RegionRoute};
+pub use session::RawOptions;
 pub use tso::TsoBatcher;
 pub use txn::{CommittedPrimary, Prewrite, Prewritten, Transaction, TxnClient, TxnOptions};

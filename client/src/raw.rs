@@ -2,6 +2,8 @@
 //! leader through the [`RegionCache`], retried on region errors and store
 //! failures with backoff, and bounded by one overall deadline. Calls that
 //! span regions (scan, delete range, batches) proceed region by region.
+//! Writes carry a client session (see [`crate::session`]), so a retried
+//! write applies exactly once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,6 +18,8 @@ use tonic::transport::Channel;
 use crate::backoff::Backoff;
 use crate::coordinator::CoordinatorClient;
 use crate::region_cache::{RegionCache, RegionRoute};
+use crate::session::{refused_for_certain, RawOptions, SessionPool, WriteTicket};
+use crate::tso::TsoBatcher;
 use crate::{Error, Result};
 
 /// Responses that may carry a region error.
@@ -76,6 +80,28 @@ pub struct RawClient {
     stores: Mutex<HashMap<u64, String>>,
     channels: Mutex<HashMap<String, Channel>>,
     timeout: Duration,
+    opts: RawOptions,
+    /// Sessions for writes.
+    sessions: SessionPool,
+}
+
+/// What one attempt of a call came to.
+enum Step<T> {
+    /// Answered.
+    Done(T),
+    /// Try again; `now` when the answer said where to go next.
+    Retry { now: bool },
+    /// A final error.
+    Fail(Error),
+}
+
+/// The error a write reports: `Undetermined` once some attempt may have
+/// applied, since the caller can no longer be told it did not.
+fn settle(ticket: Option<&WriteTicket<'_>>, e: Error) -> Error {
+    match ticket {
+        Some(t) if t.maybe_applied => Error::Undetermined(e.to_string()),
+        _ => e,
+    }
 }
 
 /// Smaller of two exclusive upper bounds, where empty means unbounded.
@@ -98,13 +124,26 @@ impl RawClient {
 
     /// Creates a client sharing an existing coordinator client.
     pub fn with_coordinator(coordinator: CoordinatorClient) -> Self {
+        Self::with_options(coordinator, RawOptions::default())
+    }
+
+    /// Creates a client sharing an existing coordinator client, writing and
+    /// retrying as `opts` says.
+    pub fn with_options(coordinator: CoordinatorClient, opts: RawOptions) -> Self {
         RawClient {
             timeout: coordinator.timeout(),
+            sessions: SessionPool::new(TsoBatcher::new(coordinator.clone()), &opts),
+            opts,
             coordinator,
             cache: RegionCache::new(),
             stores: Mutex::new(HashMap::new()),
             channels: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How this client writes and retries.
+    pub fn options(&self) -> &RawOptions {
+        &self.opts
     }
 
     /// The overall deadline of each call.
@@ -224,7 +263,8 @@ impl RawClient {
 
     /// Runs `f` against the leader of the region containing `key`, retrying
     /// until the deadline. `f` receives the route it is sent along, so
-    /// range calls can bound themselves to the region.
+    /// range calls can bound themselves to the region, and the time the
+    /// attempt may take.
     pub(crate) async fn run_in_region<T, F, Fut>(
         &self,
         key: &[u8],
@@ -235,6 +275,38 @@ impl RawClient {
         F: FnMut(KvClient<Channel>, &RegionRoute, Context, Duration) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
+        self.run(key, None, |c, route, ctx, _, t| f(c, route, ctx, t))
+            .await
+    }
+
+    /// Runs one write (or one region's piece of it) like
+    /// [`Self::run_in_region`]; every attempt carries the ticket's session,
+    /// and the ticket learns whether some attempt may have applied.
+    pub(crate) async fn run_write_in_region<T, F, Fut>(
+        &self,
+        key: &[u8],
+        ticket: &mut WriteTicket<'_>,
+        f: F,
+    ) -> Result<(T, RegionRoute)>
+    where
+        T: HasRegionError,
+        F: FnMut(KvClient<Channel>, &RegionRoute, Context, Option<WriteSession>, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.run(key, Some(ticket), f).await
+    }
+
+    async fn run<T, F, Fut>(
+        &self,
+        key: &[u8],
+        mut ticket: Option<&mut WriteTicket<'_>>,
+        mut f: F,
+    ) -> Result<(T, RegionRoute)>
+    where
+        T: HasRegionError,
+        F: FnMut(KvClient<Channel>, &RegionRoute, Context, Option<WriteSession>, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
         let mut backoff = Backoff::new(
             Duration::from_millis(10),
             Duration::from_millis(500),
@@ -242,75 +314,158 @@ impl RawClient {
         );
         let mut last = String::from("not attempted");
         let mut quick_retries = 0;
+        let mut sent = 0u32;
         loop {
-            let attempt: std::result::Result<Option<(T, RegionRoute)>, Error> = async {
-                let route = self.route(key).await?;
-                let leader = route
-                    .leader
-                    .filter(|l| l.id != 0)
-                    .or_else(|| route.region.peers.first().cloned())
-                    .ok_or_else(|| Error::StoreUnavailable("region has no peers".into()))?;
-                let ch = self.store_channel(leader.store_id).await?;
-                let ctx = Context {
-                    region_id: route.region.id,
-                    region_epoch: route.region.epoch,
-                    peer: Some(leader),
-                    ..Default::default()
+            let step = self
+                .attempt(
+                    key,
+                    ticket.as_deref_mut(),
+                    &mut f,
+                    &backoff,
+                    &mut sent,
+                    &mut last,
+                )
+                .await;
+            match step {
+                Step::Done(done) => return Ok(done),
+                Step::Retry { now: true } if quick_retries < 5 => {
+                    quick_retries += 1;
+                    continue;
+                }
+                Step::Retry { .. } => {}
+                Step::Fail(e) => return Err(settle(ticket.as_deref(), e)),
+            }
+            quick_retries = 0;
+            if !backoff.wait().await {
+                let e = Error::DeadlineExceeded {
+                    attempts: backoff.attempts,
+                    last,
                 };
-                match f(KvClient::new(ch), &route, ctx, backoff.remaining()).await {
-                    Ok(resp) => {
-                        let resp = resp.into_inner();
-                        match resp.region_error() {
-                            None => Ok(Some((resp, route))),
-                            Some(e) => {
-                                last = format!("region {}: {}", route.region.id, e.message);
-                                if self.on_region_error(&route, e)? && quick_retries < 5 {
-                                    quick_retries += 1;
-                                    return Ok(None);
-                                }
-                                Err(Error::Region(Box::new(e.clone())))
-                            }
+                return Err(settle(ticket.as_deref(), e));
+            }
+        }
+    }
+
+    /// Time the next attempt may take: the rest of the deadline, or the
+    /// configured attempt timeout doubled for each attempt already sent.
+    fn attempt_time(&self, backoff: &Backoff, sent: u32) -> Duration {
+        let remaining = backoff.remaining();
+        match self.opts.attempt_timeout {
+            Some(t) => t.saturating_mul(1 << sent.min(16)).min(remaining),
+            None => remaining,
+        }
+    }
+
+    /// One attempt: route, send, and read the answer.
+    async fn attempt<T, F, Fut>(
+        &self,
+        key: &[u8],
+        mut ticket: Option<&mut WriteTicket<'_>>,
+        f: &mut F,
+        backoff: &Backoff,
+        sent: &mut u32,
+        last: &mut String,
+    ) -> Step<(T, RegionRoute)>
+    where
+        T: HasRegionError,
+        F: FnMut(KvClient<Channel>, &RegionRoute, Context, Option<WriteSession>, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let route = match self.route(key).await {
+            Ok(r) => r,
+            Err(e) => return self.retry_after(e, last),
+        };
+        let Some(leader) = route
+            .leader
+            .filter(|l| l.id != 0)
+            .or_else(|| route.region.peers.first().cloned())
+        else {
+            return self.retry_after(Error::StoreUnavailable("region has no peers".into()), last);
+        };
+        let ch = match self.store_channel(leader.store_id).await {
+            Ok(ch) => ch,
+            Err(e) => return self.retry_after(e, last),
+        };
+        let ctx = Context {
+            region_id: route.region.id,
+            region_epoch: route.region.epoch,
+            peer: Some(leader),
+            ..Default::default()
+        };
+        let session = ticket.as_ref().and_then(|t| t.session());
+        let time = self.attempt_time(backoff, *sent);
+        *sent += 1;
+        let answer = f(KvClient::new(ch), &route, ctx, session, time).await;
+        let resp = match answer {
+            Ok(resp) => resp.into_inner(),
+            Err(s) => {
+                return match s.code() {
+                    tonic::Code::InvalidArgument
+                    | tonic::Code::Unimplemented
+                    | tonic::Code::OutOfRange
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated => Step::Fail(Error::Rpc(s)),
+                    _ => {
+                        // Sent, and no answer: it may apply.
+                        if let Some(t) = ticket.as_deref_mut() {
+                            t.maybe_applied = true;
                         }
-                    }
-                    Err(s) => match s.code() {
-                        tonic::Code::InvalidArgument
-                        | tonic::Code::Unimplemented
-                        | tonic::Code::OutOfRange
-                        | tonic::Code::PermissionDenied
-                        | tonic::Code::Unauthenticated => Err(Error::Rpc(s)),
-                        _ => {
-                            self.forget_store(leader.store_id);
-                            self.cache.rotate_leader(route.region.id);
-                            Err(Error::StoreUnavailable(format!(
+                        self.forget_store(leader.store_id);
+                        self.cache.rotate_leader(route.region.id);
+                        self.retry_after(
+                            Error::StoreUnavailable(format!(
                                 "store {}: {:?} {}",
                                 leader.store_id,
                                 s.code(),
                                 crate::coordinator::status_text(&s)
-                            )))
-                        }
-                    },
-                }
-            }
-            .await;
-            match attempt {
-                Ok(Some(done)) => return Ok(done),
-                Ok(None) => continue,
-                Err(e @ Error::Rpc(_)) | Err(e @ Error::InvalidArgument(_)) => return Err(e),
-                Err(Error::Region(e)) if matches!(e.kind, Some(Kind::RaftEntryTooLarge(_))) => {
-                    return Err(Error::Region(e))
-                }
-                Err(e) => {
-                    if !matches!(e, Error::Region(_)) {
-                        last = e.to_string();
+                            )),
+                            last,
+                        )
                     }
-                }
+                };
             }
-            quick_retries = 0;
-            if !backoff.wait().await {
-                return Err(Error::DeadlineExceeded {
-                    attempts: backoff.attempts,
-                    last,
-                });
+        };
+        let Some(e) = resp.region_error().cloned() else {
+            if let Some(t) = ticket {
+                t.maybe_applied = true;
+            }
+            return Step::Done((resp, route));
+        };
+        *last = format!("region {}: {}", route.region.id, e.message);
+        if let Some(t) = ticket {
+            if !refused_for_certain(&e) {
+                t.maybe_applied = true;
+            }
+            match e.kind {
+                Some(Kind::SessionExpired(_)) if !t.maybe_applied => {
+                    // Refused, and no attempt can have applied: the write
+                    // starts over in a new session.
+                    return match t.renew().await {
+                        Ok(()) => Step::Retry { now: true },
+                        Err(err) => self.retry_after(err, last),
+                    };
+                }
+                Some(Kind::SessionExpired(_)) | Some(Kind::SequenceStale(_)) => {
+                    t.discard();
+                    t.maybe_applied = true;
+                    return Step::Fail(Error::Region(Box::new(e)));
+                }
+                _ => {}
+            }
+        }
+        match self.on_region_error(&route, &e) {
+            Ok(now) => Step::Retry { now },
+            Err(err) => Step::Fail(err),
+        }
+    }
+
+    /// A failure worth retrying after backoff, remembered as the last seen.
+    fn retry_after<T>(&self, e: Error, last: &mut String) -> Step<T> {
+        match e {
+            Error::Rpc(_) | Error::InvalidArgument(_) => Step::Fail(e),
+            e => {
+                *last = e.to_string();
+                Step::Retry { now: false }
             }
         }
     }
@@ -346,12 +501,14 @@ impl RawClient {
     /// Writes `key` = `value`, expiring after `ttl_seconds` (0 = never).
     pub async fn put_with_ttl(&self, key: &[u8], value: &[u8], ttl_seconds: u64) -> Result<()> {
         Self::check_key(key)?;
-        self.run_in_region(key, |mut c, _, ctx, t| {
+        let mut ticket = self.sessions.ticket().await?;
+        self.run_write_in_region(key, &mut ticket, |mut c, _, ctx, session, t| {
             let mut req = tonic::Request::new(RawPutRequest {
                 context: Some(ctx),
                 key: key.to_vec(),
                 value: value.to_vec(),
                 ttl_seconds,
+                session,
             });
             req.set_timeout(t);
             async move { c.raw_put(req).await }
@@ -363,10 +520,12 @@ impl RawClient {
     /// Deletes `key` (absent keys are fine).
     pub async fn delete(&self, key: &[u8]) -> Result<()> {
         Self::check_key(key)?;
-        self.run_in_region(key, |mut c, _, ctx, t| {
+        let mut ticket = self.sessions.ticket().await?;
+        self.run_write_in_region(key, &mut ticket, |mut c, _, ctx, session, t| {
             let mut req = tonic::Request::new(RawDeleteRequest {
                 context: Some(ctx),
                 key: key.to_vec(),
+                session,
             });
             req.set_timeout(t);
             async move { c.raw_delete(req).await }
@@ -378,7 +537,7 @@ impl RawClient {
     /// Atomically sets `key` to `value` if its current value is `previous`
     /// (`None`: if it is absent). Returns whether it swapped and the value
     /// before the call. A retried call whose first attempt applied reports
-    /// the swap as failed; callers needing exactly-once use transactions.
+    /// that attempt's result: the swap is done once, and reported as done.
     pub async fn compare_and_swap(
         &self,
         key: &[u8],
@@ -386,8 +545,9 @@ impl RawClient {
         value: &[u8],
     ) -> Result<(bool, Option<Vec<u8>>)> {
         Self::check_key(key)?;
+        let mut ticket = self.sessions.ticket().await?;
         let (resp, _) = self
-            .run_in_region(key, |mut c, _, ctx, t| {
+            .run_write_in_region(key, &mut ticket, |mut c, _, ctx, session, t| {
                 let mut req = tonic::Request::new(RawCompareAndSwapRequest {
                     context: Some(ctx),
                     key: key.to_vec(),
@@ -395,6 +555,7 @@ impl RawClient {
                     previous_value: previous.map(|p| p.to_vec()).unwrap_or_default(),
                     previous_not_exist: previous.is_none(),
                     ttl_seconds: 0,
+                    session,
                 });
                 req.set_timeout(t);
                 async move { c.raw_compare_and_swap(req).await }
@@ -435,15 +596,19 @@ impl RawClient {
         Ok(out)
     }
 
-    /// Writes many pairs (atomically per region, not across regions).
+    /// Writes many pairs (atomically per region, not across regions). The
+    /// whole call is one write of the session: each region's piece carries
+    /// the same sequence, so a piece that applied before a split or merge
+    /// moved its keys is still recognised.
     pub async fn batch_put(&self, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
         for (k, _) in pairs {
             Self::check_key(k)?;
         }
+        let mut ticket = self.sessions.ticket().await?;
         let mut pending: Vec<(Vec<u8>, Vec<u8>)> = pairs.to_vec();
         while let Some((first, _)) = pending.first().cloned() {
             let (_, route) = self
-                .run_in_region(&first, |mut c, route, ctx, t| {
+                .run_write_in_region(&first, &mut ticket, |mut c, route, ctx, session, t| {
                     let pairs = pending
                         .iter()
                         .filter(|(k, _)| route.contains(k))
@@ -457,6 +622,7 @@ impl RawClient {
                         context: Some(ctx),
                         pairs,
                         ttl_seconds: 0,
+                        session,
                     });
                     req.set_timeout(t);
                     async move { c.raw_batch_put(req).await }
@@ -583,19 +749,22 @@ impl RawClient {
         }
     }
 
-    /// Deletes every key in `[start, end)` (empty `end` = to the end).
+    /// Deletes every key in `[start, end)` (empty `end` = to the end), as
+    /// one write of the session across the regions it spans.
     pub async fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
         if !end.is_empty() && end <= start {
             return Err(Error::InvalidArgument("end must be above start".into()));
         }
+        let mut ticket = self.sessions.ticket().await?;
         let mut cursor = start.to_vec();
         loop {
             let (_, route) = self
-                .run_in_region(&cursor, |mut c, route, ctx, t| {
+                .run_write_in_region(&cursor, &mut ticket, |mut c, route, ctx, session, t| {
                     let mut req = tonic::Request::new(RawDeleteRangeRequest {
                         context: Some(ctx),
                         start_key: cursor.clone(),
                         end_key: min_upper(end, &route.region.end_key),
+                        session,
                     });
                     req.set_timeout(t);
                     async move { c.raw_delete_range(req).await }

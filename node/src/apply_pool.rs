@@ -30,6 +30,7 @@ use rocksdb::{WriteBatch, DB};
 use tracing::error;
 
 use crate::apply::{apply_data, write_apply_state, DataOutcome, DataScope};
+use crate::session::SharedSessions;
 use crate::Result;
 
 /// Committed data entries of one region, handed to the pool.
@@ -47,6 +48,8 @@ pub struct ApplyTask {
     pub entries: Vec<Entry>,
     /// Proposers on this replica to answer, by entry index.
     pub callbacks: Vec<(u64, ProposalCallback<RaftCmdResponse>)>,
+    /// The region's client sessions, updated as the writes apply.
+    pub sessions: SharedSessions,
 }
 
 /// What one task did, sent back to the raftstore.
@@ -149,10 +152,12 @@ fn apply_task(
     state: &mut ApplyState,
     outcome: &mut DataOutcome,
 ) -> Result<()> {
-    let scope = DataScope {
+    let mut sessions = task.sessions.lock();
+    let mut scope = DataScope {
         region: &task.region,
         frozen: task.frozen,
         term: task.term,
+        sessions: &mut sessions,
     };
     let mut wb = WriteBatch::default();
     let mut callbacks = task.callbacks.into_iter().peekable();
@@ -165,7 +170,7 @@ fn apply_task(
             RaftCmdResponse::default()
         } else {
             let cmd = RaftCmdRequest::decode(e.data.as_ref())?;
-            apply_data(db, &scope, cmd, state, &mut wb, outcome)?
+            apply_data(db, &mut scope, cmd, state, &mut wb, outcome)?
         };
         state.applied_index = e.index;
         state.applied_term = e.term;
@@ -178,6 +183,8 @@ fn apply_task(
         }
     }
     write_apply_state(db, task.region.id, state, &mut wb)?;
+    scope.sessions.write_changes(db, task.region.id, &mut wb)?;
+    drop(sessions);
     db.write(wb)?;
     for (cb, resp) in answers {
         cb(Ok(resp));
@@ -231,6 +238,7 @@ mod tests {
                 .map(|c| Request { cmd: Some(c) })
                 .collect(),
             admin_request: None,
+            ..Default::default()
         };
         Entry {
             index,
@@ -300,6 +308,7 @@ mod tests {
             },
             entries,
             callbacks,
+            sessions: Default::default(),
         }
     }
 

@@ -8,9 +8,14 @@
 //! region epoch and peer (the header the combined entry carries). The
 //! combined response is cut back into one response per write, in order; an
 //! error for the entry (epoch changed, leader lost) goes to every write.
+//! Each write keeps its own entry in the command's `writes` (its session
+//! and how many requests are its), so apply can still tell the writes and
+//! their sessions apart; the command's stamp is the largest of theirs.
 
 use nokv_proto::errorpb::RegionError;
-use nokv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, Request};
+use nokv_proto::raft_cmdpb::{
+    RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, Request, SessionWrite,
+};
 use prost::Message as _;
 
 use crate::msg::CmdCallback;
@@ -25,6 +30,13 @@ pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 pub struct ProposalBatch {
     header: Option<RaftRequestHeader>,
     requests: Vec<Request>,
+    /// One entry per write, so apply can tell the writes (and their
+    /// sessions) apart again.
+    writes: Vec<SessionWrite>,
+    /// The largest stamp of the writes, and the session policy they carry.
+    stamp_ms: u64,
+    session_idle_ms: u64,
+    max_sessions: u32,
     /// Each write's callback and how many requests it added.
     callbacks: Vec<(usize, CmdCallback)>,
     bytes: usize,
@@ -56,6 +68,18 @@ impl ProposalBatch {
         if self.header.is_none() {
             self.header = cmd.header;
         }
+        let counted: usize = cmd.writes.iter().map(|w| w.requests as usize).sum();
+        self.writes.extend(cmd.writes);
+        if counted < cmd.requests.len() {
+            self.writes.push(SessionWrite {
+                session_id: 0,
+                sequence: 0,
+                requests: (cmd.requests.len() - counted) as u32,
+            });
+        }
+        self.stamp_ms = self.stamp_ms.max(cmd.stamp_ms);
+        self.session_idle_ms = self.session_idle_ms.max(cmd.session_idle_ms);
+        self.max_sessions = self.max_sessions.max(cmd.max_sessions);
         self.callbacks.push((cmd.requests.len(), cb));
         self.requests.extend(cmd.requests);
     }
@@ -70,6 +94,10 @@ impl ProposalBatch {
             header: batch.header,
             requests: batch.requests,
             admin_request: None,
+            writes: batch.writes,
+            stamp_ms: batch.stamp_ms,
+            session_idle_ms: batch.session_idle_ms,
+            max_sessions: batch.max_sessions,
         };
         let mut callbacks = batch.callbacks;
         if callbacks.len() == 1 {
@@ -137,6 +165,7 @@ mod tests {
                 })),
             }],
             admin_request: None,
+            ..Default::default()
         }
     }
 
@@ -145,6 +174,41 @@ mod tests {
     fn recorder(seen: &Seen, i: usize) -> CmdCallback {
         let seen = seen.clone();
         Box::new(move |r| seen.lock().expect("lock").push((i, r)))
+    }
+
+    #[test]
+    fn each_write_keeps_its_session_and_the_batch_takes_the_latest_stamp() {
+        let mut b = ProposalBatch::default();
+        let mut with_session = put("a", 1);
+        with_session.writes = vec![SessionWrite {
+            session_id: 77,
+            sequence: 3,
+            requests: 1,
+        }];
+        with_session.stamp_ms = 500;
+        with_session.session_idle_ms = 60_000;
+        b.push(with_session, Box::new(|_| {}));
+        let mut later = put("b", 1);
+        later.stamp_ms = 900;
+        b.push(later, Box::new(|_| {}));
+        let (cmd, _) = b.take().expect("a batch");
+        assert_eq!(
+            cmd.writes,
+            vec![
+                SessionWrite {
+                    session_id: 77,
+                    sequence: 3,
+                    requests: 1
+                },
+                SessionWrite {
+                    session_id: 0,
+                    sequence: 0,
+                    requests: 1
+                }
+            ]
+        );
+        assert_eq!(cmd.stamp_ms, 900);
+        assert_eq!(cmd.session_idle_ms, 60_000);
     }
 
     #[test]
@@ -164,11 +228,14 @@ mod tests {
         let (cmd, cb) = b.take().expect("a batch");
         assert!(b.is_empty() && b.take().is_none());
         assert_eq!(cmd.requests.len(), 3);
+        let writes: Vec<u32> = cmd.writes.iter().map(|w| w.requests).collect();
+        assert_eq!(writes, vec![2, 1], "apply can tell the two writes apart");
         let marked = |n: u8| Response {
             cmd: Some(response::Cmd::CompareAndSwap(CompareAndSwapResponse {
                 previous_value: vec![n],
                 ..Default::default()
             })),
+            ..Default::default()
         };
         cb(Ok(RaftCmdResponse {
             header: Some(RaftResponseHeader::default()),

@@ -37,6 +37,27 @@ impl Default for Limits {
     }
 }
 
+/// Client sessions, which make raw writes exactly-once (docs/protocol.md,
+/// "Client sessions"). A leader stamps these into every write it
+/// proposes, so replicas configured differently still agree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Seconds a region keeps a session that has not written there.
+    pub idle_timeout_secs: u64,
+    /// Most sessions one region keeps; the least recently active go first.
+    pub max_per_region: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout_secs: crate::session::DEFAULT_IDLE_MS / 1000,
+            max_per_region: crate::session::DEFAULT_MAX_SESSIONS as u32,
+        }
+    }
+}
+
 /// Raft timing of the node's regions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -143,6 +164,8 @@ pub struct NodeConfig {
     pub raft: RaftConfig,
     /// Request size limits.
     pub limits: Limits,
+    /// Client sessions (exactly-once raw writes).
+    pub sessions: SessionConfig,
     /// Log filter (tracing-subscriber syntax).
     pub log_level: String,
     /// On stop, how long to drain connections (raft streams from peers
@@ -172,6 +195,7 @@ impl Default for NodeConfig {
             store_heartbeat_interval_ms: 2000,
             raft: RaftConfig::default(),
             limits: Limits::default(),
+            sessions: SessionConfig::default(),
             log_level: "info".into(),
             shutdown_grace_ms: 2000,
             gc_interval_ms: 60_000,
@@ -202,6 +226,9 @@ impl NodeConfig {
         }
         if self.limits.max_key_bytes == 0 || self.limits.max_value_bytes == 0 {
             return Err("limits must be positive".into());
+        }
+        if self.sessions.idle_timeout_secs == 0 || self.sessions.max_per_region == 0 {
+            return Err("sessions: idle_timeout_secs and max_per_region must be positive".into());
         }
         if let Some(s) = &self.security {
             if s.admin_allowed_cn.iter().any(|cn| cn.trim().is_empty()) {

@@ -37,6 +37,8 @@ pub fn outcome_of(e: &RegionError) -> &'static str {
         Some(Kind::RaftEntryTooLarge(_)) => "entry_too_large",
         Some(Kind::RegionMerging(_)) => "merging",
         Some(Kind::Timeout(_)) => "timed_out",
+        Some(Kind::SessionExpired(_)) => "session_expired",
+        Some(Kind::SequenceStale(_)) => "sequence_stale",
         None => "rejected",
     }
 }

@@ -11,6 +11,9 @@ pub const CF_LOCK: &str = "lock";
 pub const CF_WRITE: &str = "write";
 /// Raw KV: `key` → value with optional TTL.
 pub const CF_RAW: &str = "raw";
+/// Client-session tables: `region_id` → table state, `region_id ++
+/// session_id` → session record (see `crate::session`).
+pub const CF_SESSION: &str = "session";
 
 /// The database as request handlers see it: it can be closed while
 /// handlers (and connections that outlive a stopping server) still hold the
@@ -38,4 +41,6 @@ impl DbHandle {
 /// Column families holding user data, cleared and copied by region range.
 pub const DATA_CFS: [&str; 4] = [CF_DEFAULT, CF_LOCK, CF_WRITE, CF_RAW];
 /// Every column family of a node's RocksDB.
-pub const ALL_CFS: [&str; 6] = [CF_DEFAULT, CF_LOCK, CF_WRITE, CF_RAW, CF_RAFT, CF_META];
+pub const ALL_CFS: [&str; 7] = [
+    CF_DEFAULT, CF_LOCK, CF_WRITE, CF_RAW, CF_RAFT, CF_META, CF_SESSION,
+];

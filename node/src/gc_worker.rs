@@ -140,6 +140,7 @@ async fn collect_region(
                 })),
             }],
             admin_request: None,
+            ..Default::default()
         };
         let resp = router
             .command(cmd, Duration::from_secs(10))

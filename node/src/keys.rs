@@ -72,6 +72,15 @@ pub fn data_range(cf: &str, start: &[u8], end: &[u8]) -> (Vec<u8>, Option<Vec<u8
     (lower, (!end.is_empty()).then(|| encode_bytes(end)))
 }
 
+/// The smaller of two exclusive upper bounds, where empty is unbounded.
+pub fn min_upper(a: &[u8], b: &[u8]) -> Vec<u8> {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_vec(),
+        (_, true) => a.to_vec(),
+        _ => a.min(b).to_vec(),
+    }
+}
+
 /// Upper bound used when a range is unbounded: sorts after every stored
 /// key of every encoding we use.
 pub fn unbounded_upper() -> Vec<u8> {

@@ -19,6 +19,7 @@
 //! - [`mvcc`]: Percolator transactions over the lock, write and default CFs.
 //! - [`peer`]: one region replica: raft driver plus region and apply state.
 //! - [`apply`]: applying committed commands to RocksDB.
+//! - [`session`]: client-session tables, so a raw write applies exactly once.
 //! - [`snapshot`]: building and installing region snapshots.
 //! - [`split`]: where to split a region and what regions a split produces.
 //! - [`split_check`]: automatic split of regions over the size thresholds.
@@ -58,6 +59,7 @@ pub mod region;
 pub mod router;
 pub mod server;
 pub mod service;
+pub mod session;
 pub mod snapshot;
 pub mod split;
 pub mod split_check;

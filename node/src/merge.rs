@@ -145,6 +145,7 @@ fn admin_command(peer: &Peer, admin: AdminRequest) -> RaftCmdRequest {
         }),
         requests: Vec::new(),
         admin_request: Some(admin),
+        ..Default::default()
     }
 }
 
@@ -185,6 +186,7 @@ pub fn commit_command(source: &Peer, target: &Peer) -> std::result::Result<RaftC
                 entries,
             })),
         }),
+        ..Default::default()
     })
 }
 
@@ -402,6 +404,11 @@ impl Peer {
         }
         let region = source.region.clone();
         self.absorb(db, &region, wb)?;
+        // The source's client sessions come along: a repeat of a write that
+        // applied there is recognised here.
+        let source_sessions = source.sessions.lock().clone();
+        self.sessions.lock().absorb(&source_sessions);
+        crate::session::clear(db, source_id, wb)?;
         source.raft.raw_mut().mut_store().clear(wb)?;
         let tombstone = RegionLocalState {
             region: Some(region),

@@ -20,6 +20,43 @@ pub static LEADERS: LazyLock<IntGauge> = LazyLock::new(|| {
         .expect("metric registers once")
 });
 
+/// Client sessions held in the session tables of this store's replicas.
+pub static SESSIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "nokv_session_table_sessions",
+        "Client sessions held by the session tables of this store's region replicas"
+    )
+    .expect("metric registers once")
+});
+
+/// Sessions evicted from full session tables.
+pub static SESSION_EVICTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "nokv_session_evictions_total",
+        "Sessions evicted from a full session table (least recently active first)"
+    )
+    .expect("metric registers once")
+});
+
+/// Writes answered from the session table instead of applied again.
+pub static SESSION_DUPLICATES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "nokv_session_duplicates_total",
+        "Repeated writes answered from the session table instead of applied again"
+    )
+    .expect("metric registers once")
+});
+
+/// Writes their session refused, by reason (expired, stale).
+pub static SESSION_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "nokv_session_refused_total",
+        "Writes refused by their session: expired (session forgotten) or stale (leftover copy)",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
 /// The GC safe point this store last fetched.
 pub static GC_SAFE_POINT: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
@@ -284,6 +321,12 @@ pub fn register() {
     LazyLock::force(&SNAPSHOTS_GENERATED);
     LazyLock::force(&MERGES);
     LazyLock::force(&MERGE_CATCH_UPS);
+    LazyLock::force(&SESSIONS);
+    LazyLock::force(&SESSION_EVICTIONS);
+    LazyLock::force(&SESSION_DUPLICATES);
+    for reason in ["expired", "stale"] {
+        SESSION_REFUSED.with_label_values(&[reason]);
+    }
     LazyLock::force(&HIBERNATING);
     LazyLock::force(&PENDING_PEERS);
     LazyLock::force(&APPLY_QUEUE_ENTRIES);

@@ -169,6 +169,9 @@ pub struct Peer {
     pub merge_rolled_back: bool,
     /// Whether the replica sleeps (stops ticking) while idle.
     pub hibernation: crate::hibernate::Hibernation,
+    /// The region's client sessions (exactly-once raw writes), shared with
+    /// the apply thread that applies its data entries.
+    pub sessions: crate::session::SharedSessions,
 }
 
 impl Peer {
@@ -195,6 +198,9 @@ impl Peer {
             }
             None => None,
         };
+        let sessions = crate::session::SharedSessions::new(crate::session::SessionTable::load(
+            &db, region.id,
+        )?);
         let truncated = apply_state
             .truncated_state
             .as_ref()
@@ -269,6 +275,7 @@ impl Peer {
             merge_transition: None,
             merge_rolled_back: false,
             hibernation: Default::default(),
+            sessions,
         })
     }
 
@@ -409,6 +416,7 @@ impl Peer {
                 .map_or(0, |t| t.id),
             blocked_entries: self.unapplied.len() as u64,
             asleep: self.hibernation.asleep,
+            sessions: self.sessions.lock().len() as u64,
         }
     }
 

@@ -867,6 +867,7 @@ impl Raftstore {
             admin_request: Some(AdminRequest {
                 cmd: Some(admin_request::Cmd::ChangePeer(change)),
             }),
+            ..Default::default()
         };
         cc.context = ctx.encode_to_vec().into();
         peer.peer_stores.insert(target.id, target.store_id);
@@ -1022,12 +1023,15 @@ impl Raftstore {
         let gauge_round = self
             .ticks
             .is_multiple_of(self.config.heartbeat_ticks.max(1) as u64);
-        let (mut pending_peers, mut log_lag) = (0, 0);
+        let (mut pending_peers, mut log_lag, mut sessions) = (0, 0, 0);
         let silent_after = self.tick * self.config.election_ticks.max(1) as u32;
         let now = Instant::now();
         for p in self.peers.values_mut() {
             if p.is_initialized() {
                 regions += 1;
+            }
+            if gauge_round {
+                sessions += p.sessions.lock().len() as i64;
             }
             if p.raft.is_leader() {
                 leaders += 1;
@@ -1115,6 +1119,7 @@ impl Raftstore {
         metrics::LEADERS.set(leaders as i64);
         if gauge_round {
             metrics::PENDING_PEERS.set(pending_peers);
+            metrics::SESSIONS.set(sessions);
             nokv_consensus::metrics::RAFT_LOG_LAG.set(log_lag as i64);
         }
     }
@@ -1594,6 +1599,7 @@ impl Raftstore {
             };
             self.close_mailbox(id);
             src.raft.raw_mut().mut_store().clear(wb)?;
+            crate::session::clear(&self.db, id, wb)?;
             let tombstone = RegionLocalState {
                 region: Some(src.region.clone()),
                 state: PeerState::Tombstone as i32,
@@ -1723,6 +1729,7 @@ impl Raftstore {
                     },
                 )),
             }),
+            ..Default::default()
         };
         debug!(
             region_id = peer.region.id,
@@ -1811,6 +1818,7 @@ impl Raftstore {
         self.close_mailbox(region_id);
         let mut wb = WriteBatch::default();
         peer.raft.raw_mut().mut_store().clear(&mut wb)?;
+        crate::session::clear(&self.db, region_id, &mut wb)?;
         let still_owned = self
             .peers
             .values()

@@ -15,6 +15,14 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Encodes `value` expiring `ttl_seconds` from now (0 = never).
 pub fn encode(value: &[u8], ttl_seconds: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len() + 9);

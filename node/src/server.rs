@@ -282,6 +282,7 @@ pub async fn run_with(
         router.clone(),
         handle.clone(),
         config.limits.clone(),
+        config.sessions.clone(),
         diagnostics.clone(),
         counters.clone(),
         crate::service::txn::TxnParts {

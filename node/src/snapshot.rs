@@ -1,7 +1,7 @@
 //! Region snapshots as files. A snapshot is generated off the raftstore
 //! thread from one consistent RocksDB snapshot: the region's local and
-//! apply state, and one SST file per data column family holding the
-//! region's keys. The raft message carries only a [`SnapshotMeta`] (region,
+//! apply state, one SST file per data column family holding the region's
+//! keys, and one of its client-session table. The raft message carries only a [`SnapshotMeta`] (region,
 //! id, file sizes and CRC32s); the files stream separately in chunks (see
 //! `nokv_consensus::snapshot_stream`), so neither side ever holds a
 //! snapshot in memory.
@@ -34,7 +34,7 @@ use rocksdb::{
 };
 use tracing::{info, warn};
 
-use crate::engine::DATA_CFS;
+use crate::engine::{CF_SESSION, DATA_CFS};
 use crate::keys::{data_range, unbounded_upper};
 use crate::peer::Peer;
 use crate::region::conf_state_of;
@@ -192,7 +192,7 @@ impl SnapshotReceiver for SnapshotInbox {
             || header
                 .files
                 .iter()
-                .any(|f| !DATA_CFS.contains(&f.cf.as_str()))
+                .any(|f| !DATA_CFS.contains(&f.cf.as_str()) && f.cf != CF_SESSION)
         {
             return Err(std::io::Error::other("malformed snapshot id or file list"));
         }
@@ -235,43 +235,14 @@ fn generate(db: &DB, gen_dir: &Path, region_id: u64) -> Result<Snapshot> {
     let dir = gen_dir.join(&id);
     std::fs::create_dir_all(&dir)?;
     let mut files = Vec::new();
-    let opts = Options::default();
     for name in DATA_CFS {
-        let handle = cf(db, name)?;
         let (lower, upper) = data_range(name, &region.start_key, &region.end_key);
-        let mut ropts = ReadOptions::default();
-        if let Some(u) = upper {
-            ropts.set_iterate_upper_bound(u);
-        }
-        let mut file = SnapshotFileMeta {
-            cf: name.to_string(),
-            size: 0,
-            crc32: 0,
-        };
-        let path = file_path(&dir, &file);
-        let writer = SstFileWriter::create(&opts);
-        let mut opened = false;
-        let mut writer = writer;
-        for item in snap.iterator_cf_opt(
-            handle,
-            ropts,
-            IteratorMode::From(&lower, Direction::Forward),
-        ) {
-            let (k, v) = item?;
-            if !opened {
-                writer.open(&path)?;
-                opened = true;
-            }
-            writer.put(k, v)?;
-        }
-        if !opened {
-            continue;
-        }
-        writer.finish()?;
-        file.size = std::fs::metadata(&path)?.len();
-        file.crc32 = file_crc32(&path)?;
-        files.push(file);
+        files.extend(write_sst(db, &snap, &dir, name, &lower, upper)?);
     }
+    // The region's client sessions travel with its data, so a repeat of a
+    // write that applied before the snapshot is still recognised.
+    let (lower, upper) = crate::session::key_range(region_id);
+    files.extend(write_sst(db, &snap, &dir, CF_SESSION, &lower, Some(upper))?);
     let meta = SnapshotMeta {
         region: Some(region.clone()),
         id,
@@ -290,6 +261,47 @@ fn generate(db: &DB, gen_dir: &Path, region_id: u64) -> Result<Snapshot> {
     m.set_conf_state(conf_state_of(&region));
     crate::metrics::SNAPSHOTS_GENERATED.inc();
     Ok(s)
+}
+
+/// Writes the keys of column family `name` in `[lower, upper)` as seen by
+/// `snap` into one SST file in `dir`; `None` when there are none.
+fn write_sst(
+    db: &DB,
+    snap: &rocksdb::Snapshot<'_>,
+    dir: &Path,
+    name: &str,
+    lower: &[u8],
+    upper: Option<Vec<u8>>,
+) -> Result<Option<SnapshotFileMeta>> {
+    let handle = cf(db, name)?;
+    let mut ropts = ReadOptions::default();
+    if let Some(u) = upper {
+        ropts.set_iterate_upper_bound(u);
+    }
+    let mut file = SnapshotFileMeta {
+        cf: name.to_string(),
+        size: 0,
+        crc32: 0,
+    };
+    let path = file_path(dir, &file);
+    let opts = Options::default();
+    let mut writer = SstFileWriter::create(&opts);
+    let mut opened = false;
+    for item in snap.iterator_cf_opt(handle, ropts, IteratorMode::From(lower, Direction::Forward)) {
+        let (k, v) = item?;
+        if !opened {
+            writer.open(&path)?;
+            opened = true;
+        }
+        writer.put(k, v)?;
+    }
+    if !opened {
+        return Ok(None);
+    }
+    writer.finish()?;
+    file.size = std::fs::metadata(&path)?.len();
+    file.crc32 = file_crc32(&path)?;
+    Ok(Some(file))
 }
 
 /// Deletes every stored key of user range `[start, end)` in every data
@@ -359,6 +371,7 @@ pub fn install(
         clear_range(db, &peer.region.start_key, &peer.region.end_key, &mut pre)?;
     }
     clear_range(db, &region.start_key, &region.end_key, &mut pre)?;
+    crate::session::clear(db, region.id, &mut pre)?;
     let applying = RegionLocalState {
         region: Some(region.clone()),
         state: PeerState::Applying as i32,
@@ -372,6 +385,7 @@ pub fn install(
     );
     synced(db, pre)?;
     ingest(db, &dir, &meta)?;
+    *peer.sessions.lock() = crate::session::SessionTable::load(db, region.id)?;
     let m = snap.get_metadata();
     peer.region = region;
     for p in &peer.region.peers {
@@ -412,6 +426,7 @@ pub fn finish_interrupted_installs(db: &Arc<DB>, source: &RegionSnapshotSource) 
         info!(region_id, snapshot = %meta.id, "finishing an interrupted snapshot install");
         let mut wb = WriteBatch::default();
         clear_range(db, &region.start_key, &region.end_key, &mut wb)?;
+        crate::session::clear(db, region_id, &mut wb)?;
         synced(db, std::mem::take(&mut wb))?;
         ingest(db, &dir, &meta)?;
         let apply = match db.get_cf(meta_cf, apply_state_key(region_id))? {

@@ -306,6 +306,7 @@ impl SplitDriver {
                     right_derive: false,
                 })),
             }),
+            ..Default::default()
         };
         self.diagnostics.advance(t, TransitionStage::Proposed);
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -32,6 +32,8 @@ pub struct HarnessConfig {
     pub tick_ms: u64,
     /// Raft log GC count limit (`None`: defaults).
     pub log_gc_limit: Option<u64>,
+    /// Seconds a region keeps an idle client session (`None`: defaults).
+    pub session_idle_secs: Option<u64>,
 }
 
 impl Default for HarnessConfig {
@@ -40,6 +42,7 @@ impl Default for HarnessConfig {
             nodes: 5,
             tick_ms: 50,
             log_gc_limit: None,
+            session_idle_secs: None,
         }
     }
 }
@@ -146,6 +149,9 @@ impl Harness {
             };
             config.raft.tick_interval_ms = cfg.tick_ms;
             config.raft.region_heartbeat_ticks = 10;
+            if let Some(secs) = cfg.session_idle_secs {
+                config.sessions.idle_timeout_secs = secs;
+            }
             if let Some(limit) = cfg.log_gc_limit {
                 config.raft.log_gc_interval_ticks = 5;
                 config.raft.log_gc_threshold = limit / 2;

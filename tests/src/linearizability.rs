@@ -1,5 +1,5 @@
 //! A Wing–Gong–Lowe linearizability checker for single-key register
-//! histories.
+//! histories: puts, gets and compare-and-swaps.
 //!
 //! Each operation has an invoke time and a completion time; an operation
 //! whose outcome is unknown (the client timed out) completes at
@@ -18,6 +18,54 @@ pub enum RegisterOp {
     Put(Vec<u8>),
     /// Read the value (`None`: the key was absent).
     Get(Option<Vec<u8>>),
+    /// Set the register to `new` if it held `expected` (`None`: absent).
+    Cas {
+        /// The value it had to hold.
+        expected: Option<Vec<u8>>,
+        /// The value it was set to.
+        new: Vec<u8>,
+        /// Whether it swapped and the value it found; `None` when the
+        /// outcome is unknown (then it may have swapped, or not).
+        outcome: Option<(bool, Option<Vec<u8>>)>,
+    },
+}
+
+/// An operation with its values interned (0 = absent).
+#[derive(Clone, Copy)]
+enum Step {
+    Put(u32),
+    Get(u32),
+    Cas {
+        expected: u32,
+        new: u32,
+        outcome: Option<(bool, u32)>,
+    },
+}
+
+impl Step {
+    /// Whether the operation can take effect on a register holding
+    /// `state`, and the state after it.
+    fn apply(self, state: u32) -> (bool, u32) {
+        match self {
+            Step::Put(v) => (true, v),
+            Step::Get(v) => (state == v, state),
+            Step::Cas {
+                expected,
+                new,
+                outcome: None,
+            } => (true, if state == expected { new } else { state }),
+            Step::Cas {
+                expected,
+                new,
+                outcome: Some((true, found)),
+            } => (state == expected && found == expected, new),
+            Step::Cas {
+                expected,
+                outcome: Some((false, found)),
+                ..
+            } => (state != expected && state == found, state),
+        }
+    }
 }
 
 /// One operation of a history.
@@ -53,12 +101,23 @@ pub fn is_linearizable(history: &[Operation]) -> bool {
         let next = ids.len() as u32 + 1;
         *ids.entry(v.clone()).or_insert(next)
     };
-    let ops: Vec<(bool, u32)> = history
+    let mut intern_opt = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, &mut intern);
+    let ops: Vec<Step> = history
         .iter()
         .map(|o| match &o.op {
-            RegisterOp::Put(v) => (true, intern(v)),
-            RegisterOp::Get(None) => (false, 0),
-            RegisterOp::Get(Some(v)) => (false, intern(v)),
+            RegisterOp::Put(v) => Step::Put(intern_opt(&Some(v.clone()))),
+            RegisterOp::Get(v) => Step::Get(intern_opt(v)),
+            RegisterOp::Cas {
+                expected,
+                new,
+                outcome,
+            } => Step::Cas {
+                expected: intern_opt(expected),
+                new: intern_opt(&Some(new.clone())),
+                outcome: outcome
+                    .as_ref()
+                    .map(|(swapped, found)| (*swapped, intern_opt(found))),
+            },
         })
         .collect();
 
@@ -142,12 +201,7 @@ pub fn is_linearizable(history: &[Operation]) -> bool {
         }
         let e = list[entry];
         if e.is_call {
-            let (is_put, value) = ops[e.op];
-            let (ok, new_state) = if is_put {
-                (true, value)
-            } else {
-                (state == value, state)
-            };
+            let (ok, new_state) = ops[e.op].apply(state);
             if ok {
                 let mut next_lin = linearized.clone();
                 next_lin[e.op / 64] |= 1 << (e.op % 64);
@@ -269,6 +323,88 @@ mod tests {
             put("a", 0, u64::MAX),
             get(Some("a"), 50, 60),
             get(None, 70, 80),
+        ]));
+    }
+
+    fn cas(
+        expected: Option<&str>,
+        new: &str,
+        outcome: Option<(bool, Option<&str>)>,
+        invoke: u64,
+        complete: u64,
+    ) -> Operation {
+        Operation {
+            client: 2,
+            op: RegisterOp::Cas {
+                expected: expected.map(|s| s.as_bytes().to_vec()),
+                new: new.as_bytes().to_vec(),
+                outcome: outcome.map(|(ok, found)| (ok, found.map(|s| s.as_bytes().to_vec()))),
+            },
+            invoke,
+            complete,
+        }
+    }
+
+    #[test]
+    fn compare_and_swaps_are_checked_against_the_register() {
+        // A swap from absent, seen by a later read.
+        assert!(is_linearizable(&[
+            cas(None, "a", Some((true, None)), 0, 10),
+            get(Some("a"), 20, 30),
+        ]));
+        // A failed swap reports the value it found.
+        assert!(is_linearizable(&[
+            put("a", 0, 10),
+            cas(Some("x"), "b", Some((false, Some("a"))), 20, 30),
+            get(Some("a"), 40, 50),
+        ]));
+        // A failed swap must not have changed anything.
+        assert!(!is_linearizable(&[
+            put("a", 0, 10),
+            cas(Some("x"), "b", Some((false, Some("a"))), 20, 30),
+            get(Some("b"), 40, 50),
+        ]));
+        // A swap reported as failed that found its own new value: the
+        // signature of a retried swap whose first attempt applied.
+        assert!(!is_linearizable(&[
+            put("a", 0, 10),
+            cas(Some("a"), "b", Some((false, Some("b"))), 20, 30),
+        ]));
+        // A swap cannot succeed against a value the register did not hold.
+        assert!(!is_linearizable(&[
+            put("a", 0, 10),
+            cas(Some("z"), "b", Some((true, Some("z"))), 20, 30),
+        ]));
+        // An unknown swap may have happened (if the register held its
+        // expected value) or not.
+        assert!(is_linearizable(&[
+            put("a", 0, 10),
+            cas(Some("a"), "b", None, 20, u64::MAX),
+            get(Some("b"), 40, 50),
+        ]));
+        assert!(is_linearizable(&[
+            put("a", 0, 10),
+            cas(Some("a"), "b", None, 20, u64::MAX),
+            get(Some("a"), 40, 50),
+        ]));
+        assert!(!is_linearizable(&[
+            put("a", 0, 10),
+            cas(Some("x"), "b", None, 20, u64::MAX),
+            get(Some("b"), 40, 50),
+        ]));
+    }
+
+    #[test]
+    fn a_put_that_took_effect_twice_is_caught() {
+        // The history of the exactly-once issue: v1 is read, v2 is written
+        // and read, then v1 is back; its put, retried inside the SDK,
+        // was still running, but one put cannot take effect twice.
+        assert!(!is_linearizable(&[
+            put("v1", 0, 100),
+            get(Some("v1"), 30, 35),
+            put("v2", 50, 60),
+            get(Some("v2"), 61, 62),
+            get(Some("v1"), 63, 64),
         ]));
     }
 

@@ -57,6 +57,7 @@ fn writes_past_the_raft_and_apply_queue_limits_are_refused_as_busy_and_nothing_i
                             key: key.clone(),
                             value: key.clone(),
                             ttl_seconds: 0,
+                            ..Default::default()
                         })
                         .await
                         .expect("busy is an answer, not a failure")

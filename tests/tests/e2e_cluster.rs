@@ -236,6 +236,7 @@ fn bad_input_gets_typed_errors_and_the_cli_fails_fast() {
                 key: vec![],
                 value: b"v".to_vec(),
                 ttl_seconds: 0,
+                ..Default::default()
             })
             .await
             .expect_err("empty key");
@@ -248,6 +249,7 @@ fn bad_input_gets_typed_errors_and_the_cli_fails_fast() {
                 key: vec![b'k'; 8 * 1024 + 1],
                 value: vec![],
                 ttl_seconds: 0,
+                ..Default::default()
             })
             .await
             .expect_err("key too large");
@@ -260,6 +262,7 @@ fn bad_input_gets_typed_errors_and_the_cli_fails_fast() {
                 key: b"k".to_vec(),
                 value: vec![0u8; 8 * 1024 * 1024 + 1],
                 ttl_seconds: 0,
+                ..Default::default()
             })
             .await
             .expect_err("value too large");

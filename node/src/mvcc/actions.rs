@@ -29,6 +29,27 @@ pub struct PrewriteParams<'a> {
     pub one_pc_commit_ts: Option<u64>,
 }
 
+/// What [`prewrite`] did with a mutation it did not refuse.
+///
+/// A client may send the same prewrite twice and both copies may apply
+/// (docs/decisions.md, "Retried transactional commands are idempotent by
+/// start_ts"); the two `Already*` outcomes are how a copy recognises that
+/// its transaction got there first, so that it writes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prewritten {
+    /// Checked and buffered: the key is locked (two phases), its version
+    /// written (one phase), or only checked (`CheckNotExists`).
+    Done,
+    /// The key already holds this transaction's lock: a retried prewrite.
+    /// Nothing is buffered (the lock may carry a TTL or min_commit_ts
+    /// pushed since, which must not be reset).
+    AlreadyLocked,
+    /// The key holds this transaction's commit record, at this commit ts:
+    /// a retried prewrite of a transaction that has committed. Nothing is
+    /// buffered, and the transaction is committed on every key.
+    AlreadyCommitted(u64),
+}
+
 /// Prewrites one mutation: checks for conflicts, then locks the key (or,
 /// for one-phase commit, writes the committed version directly).
 pub fn prewrite(
@@ -36,12 +57,16 @@ pub fn prewrite(
     txn: &mut MvccTxn,
     p: &PrewriteParams,
     m: &Mutation,
-) -> MvccResult<()> {
+) -> MvccResult<Prewritten> {
     let key = m.key.as_slice();
     if let Some(lock) = reader.load_lock(key)? {
         if lock.start_ts == p.start_ts {
-            // A retried prewrite: the key is already ours.
-            return Ok(());
+            return Ok(Prewritten::AlreadyLocked);
+        }
+        // A later transaction may have locked the key after ours committed
+        // on it: that lock must not hide our own commit from a retry.
+        if let TxnCommitRecord::Committed(commit_ts) = reader.txn_commit_record(key, p.start_ts)? {
+            return Ok(Prewritten::AlreadyCommitted(commit_ts));
         }
         return Err(MvccError::Locked(lock.info(key)));
     }
@@ -49,8 +74,12 @@ pub fn prewrite(
         if commit_ts >= p.start_ts {
             return match reader.txn_commit_record(key, p.start_ts)? {
                 // A late duplicate of a prewrite whose transaction has
-                // already committed: nothing to do.
-                TxnCommitRecord::Committed(_) => Ok(()),
+                // already committed (newer versions may sit above ours).
+                TxnCommitRecord::Committed(commit_ts) => {
+                    Ok(Prewritten::AlreadyCommitted(commit_ts))
+                }
+                // Our own rollback record, or another transaction's newer
+                // version: either way this transaction cannot commit.
                 _ => Err(MvccError::WriteConflict {
                     start_ts: p.start_ts,
                     conflict_start_ts: w.start_ts,
@@ -71,7 +100,7 @@ pub fn prewrite(
         if op == Op::CheckNotExists {
             return match existing {
                 Some(_) => Err(MvccError::AlreadyExist { key: key.to_vec() }),
-                None => Ok(()),
+                None => Ok(Prewritten::Done),
             };
         }
         let failed = match assertion {
@@ -96,7 +125,7 @@ pub fn prewrite(
         Op::Lock => LockKind::Lock,
         // Rolling back through prewrite is not a thing; CheckNotExists was
         // handled above.
-        Op::Rollback | Op::CheckNotExists => return Ok(()),
+        Op::Rollback | Op::CheckNotExists => return Ok(Prewritten::Done),
     };
     let (short_value, long_value) = match kind {
         LockKind::Put if m.value.len() <= SHORT_VALUE_MAX => (Some(m.value.clone()), None),
@@ -129,7 +158,7 @@ pub fn prewrite(
             txn.put_lock(key, &lock);
         }
     }
-    Ok(())
+    Ok(Prewritten::Done)
 }
 
 /// Commits the transaction at `start_ts` on `key` at `commit_ts`.

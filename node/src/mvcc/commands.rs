@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use nokv_proto::kvrpcpb::*;
 use nokv_proto::raft_cmdpb::{txn_request, txn_response, GcResponse, TxnRequest, TxnResponse};
 
-use super::actions::{self, PrewriteParams};
+use super::actions::{self, PrewriteParams, Prewritten};
 use super::error::{MvccError, MvccResult};
 use super::gc::gc_range;
 use super::reader::MvccReader;
@@ -113,13 +113,27 @@ pub fn check_keys<E>(
 
 /// Prewrite: every mutation is checked; if any fails, nothing is written
 /// and every failure is reported.
+///
+/// A retried prewrite (docs/decisions.md, "Retried transactional commands
+/// are idempotent by start_ts") is recognised key by key, and two findings
+/// decide for the whole command:
+/// - a key holding this transaction's commit record means the transaction
+///   has committed. Nothing is written and no error is reported, whatever
+///   the other keys look like by now (a later transaction may have locked
+///   or overwritten them), and a request that asked for one phase is
+///   answered with the commit ts found, not the one proposed with this
+///   copy: each retry through the service takes a fresh one;
+/// - a key holding this transaction's lock in a one-phase command (an
+///   earlier two-phase copy, sent before the region layout changed, locked
+///   it) makes the whole command a two-phase prewrite: committing the
+///   other keys while that lock stays would split the transaction.
 pub fn prewrite(
     reader: &MvccReader,
     txn: &mut MvccTxn,
     r: KvPrewriteRequest,
     one_pc_commit_ts: Option<u64>,
 ) -> MvccResult<KvPrewriteResponse> {
-    let p = PrewriteParams {
+    let mut p = PrewriteParams {
         primary: &r.primary_lock,
         start_ts: r.start_version,
         lock_ttl: r.lock_ttl,
@@ -137,12 +151,30 @@ pub fn prewrite(
         .filter(|m| seen.insert(m.key.as_slice()))
         .collect();
     mutations.reverse();
-    let mut errors = Vec::new();
-    for m in mutations {
-        if let Err(e) = actions::prewrite(reader, txn, &p, m) {
-            errors.push(key_error(e)?);
-        }
+    let mut checked = prewrite_mutations(reader, txn, &p, &mutations)?;
+    // One phase over a key this transaction already locked: evaluate it
+    // again as two phases, so that every key ends up locked.
+    if p.one_pc_commit_ts.is_some()
+        && checked.already_locked
+        && checked.committed_at.is_none()
+        && checked.errors.is_empty()
+    {
+        *txn = MvccTxn::new();
+        p.one_pc_commit_ts = None;
+        checked = prewrite_mutations(reader, txn, &p, &mutations)?;
     }
+    // The transaction has committed: nothing to write, nothing to refuse.
+    if let Some(commit_ts) = checked.committed_at {
+        *txn = MvccTxn::new();
+        let one_phase = r.try_one_pc || one_pc_commit_ts.is_some();
+        return Ok(KvPrewriteResponse {
+            region_error: None,
+            errors: Vec::new(),
+            min_commit_ts: 0,
+            one_pc_commit_ts: if one_phase { commit_ts } else { 0 },
+        });
+    }
+    let errors = checked.errors;
     if !errors.is_empty() {
         *txn = MvccTxn::new();
     }
@@ -150,13 +182,47 @@ pub fn prewrite(
     Ok(KvPrewriteResponse {
         region_error: None,
         errors,
-        min_commit_ts: if ok && one_pc_commit_ts.is_none() {
+        min_commit_ts: if ok && p.one_pc_commit_ts.is_none() {
             r.min_commit_ts.max(r.start_version + 1)
         } else {
             0
         },
-        one_pc_commit_ts: if ok { one_pc_commit_ts.unwrap_or(0) } else { 0 },
+        one_pc_commit_ts: if ok {
+            p.one_pc_commit_ts.unwrap_or(0)
+        } else {
+            0
+        },
     })
+}
+
+/// What the mutations of one prewrite found, key by key.
+#[derive(Debug, Default)]
+struct PrewriteChecks {
+    /// Keys refused, as the client sees them.
+    errors: Vec<KeyError>,
+    /// Some key already holds this transaction's lock.
+    already_locked: bool,
+    /// Some key holds this transaction's commit record, at this ts.
+    committed_at: Option<u64>,
+}
+
+/// Runs [`actions::prewrite`] on every mutation, buffering into `txn`.
+fn prewrite_mutations(
+    reader: &MvccReader,
+    txn: &mut MvccTxn,
+    p: &PrewriteParams,
+    mutations: &[&Mutation],
+) -> MvccResult<PrewriteChecks> {
+    let mut checks = PrewriteChecks::default();
+    for m in mutations {
+        match actions::prewrite(reader, txn, p, m) {
+            Ok(Prewritten::Done) => {}
+            Ok(Prewritten::AlreadyLocked) => checks.already_locked = true,
+            Ok(Prewritten::AlreadyCommitted(commit_ts)) => checks.committed_at = Some(commit_ts),
+            Err(e) => checks.errors.push(key_error(e)?),
+        }
+    }
+    Ok(checks)
 }
 
 /// Commit: all keys or none.

@@ -11,7 +11,7 @@ use tempfile::TempDir;
 use super::commands::{self, RegionRange};
 use super::key::{encode_key, versioned_key};
 use super::reader::MvccReader;
-use super::{Lock, Write, WriteKind, SHORT_VALUE_MAX};
+use super::{Lock, MvccTxn, Write, WriteKind, SHORT_VALUE_MAX};
 use crate::engine::{ALL_CFS, CF_DEFAULT, CF_LOCK, CF_WRITE};
 
 /// A temporary store holding one region that covers every key.
@@ -74,14 +74,20 @@ impl MvccFixture {
         self.put_cf(CF_LOCK, encode_key(key), lock.to_bytes());
     }
 
-    /// Runs one command as the apply path does and writes its changes.
-    pub fn run(&self, req: TxnRequest) -> TxnResponse {
+    /// Evaluates one command against the latest state, as the apply path
+    /// does, without writing its changes.
+    pub fn evaluate(&self, req: TxnRequest) -> (TxnResponse, MvccTxn) {
         let reader = MvccReader::new(&self.db);
         let range = RegionRange {
             start: &[],
             end: &[],
         };
-        let (resp, txn) = commands::execute(&reader, range, req).expect("command runs");
+        commands::execute(&reader, range, req).expect("command runs")
+    }
+
+    /// Runs one command as the apply path does and writes its changes.
+    pub fn run(&self, req: TxnRequest) -> TxnResponse {
+        let (resp, txn) = self.evaluate(req);
         let mut wb = WriteBatch::default();
         txn.write_to(&self.db, &mut wb).expect("buffer writes");
         self.db.write(wb).expect("write");

@@ -22,7 +22,9 @@
 //!   wait for.
 //! - [`gc`]: dropping versions below the GC safe point.
 //!
-//! `tinykv_tests` ports the TinyKV project-4 test cases by name.
+//! `tinykv_tests` ports the TinyKV project-4 test cases by name;
+//! `retry_tests` checks that every transactional command applied a second
+//! time (a client retry whose first copy also applied) changes nothing.
 
 pub mod actions;
 pub mod commands;
@@ -34,6 +36,8 @@ pub mod key;
 pub mod lock;
 pub mod memory_lock;
 pub mod reader;
+#[cfg(test)]
+mod retry_tests;
 #[cfg(test)]
 mod tinykv_tests;
 pub mod txn;

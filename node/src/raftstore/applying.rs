@@ -90,6 +90,7 @@ impl Raftstore {
             apply_state: peer.dispatch_apply_state(),
             entries,
             callbacks,
+            sessions: peer.sessions.clone(),
         };
         let Some(pool) = &self.apply_pool else {
             return Err(Error::Io(std::io::Error::other(

@@ -14,13 +14,13 @@ use nokv_proto::kvrpcpb::kv_server::Kv;
 use nokv_proto::kvrpcpb::*;
 use nokv_proto::raft_cmdpb::{
     request, response, CompareAndSwapRequest, DeleteRangeRequest, DeleteRequest, PutRequest,
-    RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, Request as CmdRequest,
+    RaftCmdRequest, RaftCmdResponse, RaftRequestHeader, Request as CmdRequest, SessionWrite,
 };
 use rocksdb::{Direction, IteratorMode, ReadOptions, DB};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
-use crate::config::Limits;
+use crate::config::{Limits, SessionConfig};
 use crate::diagnostics::Diagnostics;
 use crate::engine::{DbHandle, CF_RAW};
 use crate::flow::FlowCount;
@@ -29,6 +29,7 @@ use crate::raftstore::{Router, StoreCounters};
 use crate::raw_value;
 use crate::region::timeout;
 use crate::service::txn::TxnParts;
+use crate::session::session_start_ms;
 
 /// How long a request may wait inside the store for raft.
 const STORE_WAIT: Duration = Duration::from_secs(10);
@@ -38,6 +39,8 @@ pub struct KvService {
     router: Router,
     db: Arc<DbHandle>,
     limits: Limits,
+    /// The session policy stamped into every write proposed here.
+    sessions: SessionConfig,
     diagnostics: Arc<Diagnostics>,
     /// Where reads are counted as region flow.
     counters: Arc<StoreCounters>,
@@ -54,6 +57,7 @@ impl KvService {
         router: Router,
         db: Arc<DbHandle>,
         limits: Limits,
+        sessions: SessionConfig,
         diagnostics: Arc<Diagnostics>,
         counters: Arc<StoreCounters>,
         txn: TxnParts,
@@ -62,6 +66,7 @@ impl KvService {
             router,
             db,
             limits,
+            sessions,
             diagnostics,
             counters,
             txn,
@@ -160,14 +165,44 @@ impl KvService {
         Ok(())
     }
 
-    /// Replicates `requests` in the context's region, recording the
-    /// admission outcome.
+    /// Checks the session a raw write carries: `None` for a write without
+    /// one. A session id must be a TSO timestamp no further ahead of this
+    /// store's clock than the idle timeout (a session from the future would
+    /// push the region clock past every other session), and sequences
+    /// start at 1.
+    fn check_session(&self, session: Option<WriteSession>) -> Result<Option<WriteSession>, Status> {
+        let Some(s) = session.filter(|s| s.session_id != 0) else {
+            return Ok(None);
+        };
+        if s.sequence == 0 {
+            return Err(invalid("session.sequence must be at least 1"));
+        }
+        let ahead = session_start_ms(s.session_id).saturating_sub(raw_value::now_ms());
+        if ahead > self.sessions.idle_timeout_secs.saturating_mul(1000) {
+            return Err(invalid(format!(
+                "session {} starts {ahead} ms ahead of this store's clock; session ids are TSO timestamps",
+                s.session_id
+            )));
+        }
+        Ok(Some(s))
+    }
+
+    /// Replicates `requests` in the context's region as one client write,
+    /// recording the admission outcome. A write its session refused comes
+    /// back as that region error; nothing of it applied.
     pub(super) async fn propose(
         &self,
         ctx: &Context,
         requests: Vec<CmdRequest>,
+        session: Option<WriteSession>,
     ) -> Result<RaftCmdResponse, RegionError> {
-        let r = self.propose_inner(ctx, requests).await;
+        let r = self
+            .propose_inner(ctx, requests, session)
+            .await
+            .and_then(|resp| match refusal(&resp) {
+                Some(e) => Err(e),
+                None => Ok(resp),
+            });
         self.diagnostics
             .admit_result(ctx.region_id, RequestClass::Write, &r);
         r
@@ -177,7 +212,23 @@ impl KvService {
         &self,
         ctx: &Context,
         requests: Vec<CmdRequest>,
+        session: Option<WriteSession>,
     ) -> Result<RaftCmdResponse, RegionError> {
+        let now = raw_value::now_ms();
+        let (writes, stamp_ms) = match session {
+            Some(s) => (
+                vec![SessionWrite {
+                    session_id: s.session_id,
+                    sequence: s.sequence,
+                    requests: requests.len() as u32,
+                }],
+                // Never below the session's start: a region forgets a
+                // session only once its clock passed the start by the idle
+                // timeout, which is what makes forgetting safe.
+                now.max(session_start_ms(s.session_id)),
+            ),
+            None => (Vec::new(), now),
+        };
         let cmd = RaftCmdRequest {
             header: Some(RaftRequestHeader {
                 region_id: ctx.region_id,
@@ -187,6 +238,10 @@ impl KvService {
             }),
             requests,
             admin_request: None,
+            writes,
+            stamp_ms,
+            session_idle_ms: self.sessions.idle_timeout_secs.saturating_mul(1000),
+            max_sessions: self.sessions.max_per_region,
         };
         self.router.command(cmd, STORE_WAIT).await
     }
@@ -246,6 +301,12 @@ impl KvService {
             .map_err(|e| Status::internal(format!("read task failed: {e}")))?
             .map_err(|e| Status::internal(format!("storage read failed: {e}")))
     }
+}
+
+/// The error of a write its session refused (carried in its first
+/// response).
+fn refusal(resp: &RaftCmdResponse) -> Option<RegionError> {
+    resp.responses.iter().find_map(|r| r.write_error.clone())
 }
 
 pub(super) fn context(ctx: Option<Context>) -> Result<Context, Status> {
@@ -379,8 +440,12 @@ impl Kv for KvService {
             let ctx = context(req.context)?;
             self.check_key(&req.key)?;
             self.check_value(&req.value)?;
+            let session = self.check_session(req.session)?;
             let value = raw_value::encode(&req.value, req.ttl_seconds);
-            let region_error = self.propose(&ctx, vec![put(req.key, value)]).await.err();
+            let region_error = self
+                .propose(&ctx, vec![put(req.key, value)], session)
+                .await
+                .err();
             Ok(Response::new(RawPutResponse { region_error }))
         })
         .await
@@ -401,13 +466,14 @@ impl Kv for KvService {
                 req.pairs.len(),
                 req.pairs.iter().map(|p| p.key.len() + p.value.len()).sum(),
             )?;
+            let session = self.check_session(req.session)?;
             let ttl = req.ttl_seconds;
             let requests = req
                 .pairs
                 .into_iter()
                 .map(|p| put(p.key, raw_value::encode(&p.value, ttl)))
                 .collect();
-            let region_error = self.propose(&ctx, requests).await.err();
+            let region_error = self.propose(&ctx, requests, session).await.err();
             Ok(Response::new(RawBatchPutResponse { region_error }))
         })
         .await
@@ -421,13 +487,14 @@ impl Kv for KvService {
             let req = request.into_inner();
             let ctx = context(req.context)?;
             self.check_key(&req.key)?;
+            let session = self.check_session(req.session)?;
             let del = CmdRequest {
                 cmd: Some(request::Cmd::Delete(DeleteRequest {
                     cf: CF_RAW.into(),
                     key: req.key,
                 })),
             };
-            let region_error = self.propose(&ctx, vec![del]).await.err();
+            let region_error = self.propose(&ctx, vec![del], session).await.err();
             Ok(Response::new(RawDeleteResponse { region_error }))
         })
         .await
@@ -445,6 +512,7 @@ impl Kv for KvService {
             if !req.end_key.is_empty() && req.end_key <= req.start_key {
                 return Err(invalid("end_key must be above start_key"));
             }
+            let session = self.check_session(req.session)?;
             let del = CmdRequest {
                 cmd: Some(request::Cmd::DeleteRange(DeleteRangeRequest {
                     cf: CF_RAW.into(),
@@ -452,7 +520,7 @@ impl Kv for KvService {
                     end_key: req.end_key,
                 })),
             };
-            let region_error = self.propose(&ctx, vec![del]).await.err();
+            let region_error = self.propose(&ctx, vec![del], session).await.err();
             Ok(Response::new(RawDeleteRangeResponse { region_error }))
         })
         .await
@@ -525,6 +593,7 @@ impl Kv for KvService {
             self.check_key(&req.key)?;
             self.check_value(&req.value)?;
             self.check_value(&req.previous_value)?;
+            let session = self.check_session(req.session)?;
             let cas = CmdRequest {
                 cmd: Some(request::Cmd::CompareAndSwap(CompareAndSwapRequest {
                     cf: CF_RAW.into(),
@@ -535,7 +604,7 @@ impl Kv for KvService {
                     evaluated_at_secs: raw_value::now_secs(),
                 })),
             };
-            match self.propose(&ctx, vec![cas]).await {
+            match self.propose(&ctx, vec![cas], session).await {
                 Err(e) => Ok(Response::new(RawCompareAndSwapResponse {
                     region_error: Some(e),
                     ..Default::default()

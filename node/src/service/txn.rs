@@ -88,7 +88,7 @@ impl KvService {
         let cmd = CmdRequest {
             cmd: Some(request::Cmd::Txn(req)),
         };
-        match self.propose(ctx, vec![cmd]).await {
+        match self.propose(ctx, vec![cmd], None).await {
             Err(e) => Ok(Err(e)),
             Ok(resp) => resp
                 .responses
