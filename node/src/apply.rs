@@ -475,45 +475,37 @@ fn write_span(region: &Region, reqs: &[Request]) -> KeySpan {
     span
 }
 
-/// The requests of `reqs` that pieces covering `covered` have not applied:
-/// key writes outside them, and the uncovered parts of range deletes.
-/// `None` marks a request left out (its answer is empty).
-fn uncovered(region: &Region, reqs: Vec<Request>, covered: &[KeySpan]) -> Vec<Option<Request>> {
-    let mut out = Vec::with_capacity(reqs.len());
-    for req in reqs {
-        match &req.cmd {
+/// What of each request of `reqs` pieces covering `covered` have not
+/// applied: the request itself (a key write outside them), nothing (inside
+/// them; its answer is empty), or the uncovered parts of a range delete.
+fn uncovered(region: &Region, reqs: Vec<Request>, covered: &[KeySpan]) -> Vec<Vec<Request>> {
+    reqs.into_iter()
+        .map(|req| match &req.cmd {
             Some(request::Cmd::DeleteRange(d)) => {
-                let span = request_span(region, &req);
-                let rest = span.minus(covered);
-                if rest.is_empty() {
-                    out.push(None);
-                    continue;
-                }
                 let cf = d.cf.clone();
-                // The first remaining part answers for the request; further
-                // parts are extra deletes with no answer of their own.
-                out.extend(rest.into_iter().map(|s| {
-                    Some(Request {
+                request_span(region, &req)
+                    .minus(covered)
+                    .into_iter()
+                    .map(|s| Request {
                         cmd: Some(request::Cmd::DeleteRange(DeleteRangeRequest {
                             cf: cf.clone(),
                             start_key: s.start,
                             end_key: s.end,
                         })),
                     })
-                }));
+                    .collect()
             }
-            Some(request::Cmd::Txn(_)) | None => out.push(Some(req)),
+            Some(request::Cmd::Txn(_)) | None => vec![req],
             Some(_) => {
                 let key = request_span(region, &req).start;
                 if covered.iter().any(|c| c.contains_key(&key)) {
-                    out.push(None);
+                    Vec::new()
                 } else {
-                    out.push(Some(req));
+                    vec![req]
                 }
             }
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 /// Applies one data command (no admin request) at the current position of
@@ -556,8 +548,11 @@ pub fn apply_data(
             }
             continue;
         }
+        if reqs.is_empty() {
+            continue;
+        }
         let span = write_span(scope.region, &reqs);
-        let todo: Vec<Option<Request>> = match scope.sessions.check(w.session_id, w.sequence) {
+        let todo: Vec<Vec<Request>> = match scope.sessions.check(w.session_id, w.sequence) {
             Check::Refused(e) => {
                 let reason = match e.kind {
                     Some(region_error::Kind::SequenceStale(_)) => "stale",
@@ -586,22 +581,28 @@ pub fn apply_data(
                 let covered: Vec<KeySpan> = pieces.iter().map(|p| p.span.clone()).collect();
                 uncovered(scope.region, reqs, &covered)
             }
-            Check::Fresh => reqs.into_iter().map(Some).collect(),
+            Check::Fresh => reqs.into_iter().map(|r| vec![r]).collect(),
         };
+        // One answer per request: a range delete split around what applied
+        // before answers with its first part.
         let mut answers = Vec::with_capacity(todo.len());
-        for r in todo {
-            answers.push(match r {
-                Some(r) => apply_request(db, scope, r, state, wb, outcome)?,
-                None => Response::default(),
-            });
+        for parts in todo {
+            let mut answer = None;
+            for r in parts {
+                let a = apply_request(db, scope, r, state, wb, outcome)?;
+                answer.get_or_insert(a);
+            }
+            answers.push(answer.unwrap_or_default());
         }
-        // Extra parts of a range delete split around what applied before
-        // answer nothing: keep one answer per request of the write.
-        answers.truncate(w.requests as usize);
-        answers.resize(w.requests as usize, Response::default());
+        // Only non-empty answers (compare-and-swap results) are kept.
+        let kept = if answers.iter().all(|a| *a == Response::default()) {
+            Vec::new()
+        } else {
+            answers.clone()
+        };
         scope
             .sessions
-            .record(w.session_id, w.sequence, span, answers.clone(), policy);
+            .record(w.session_id, w.sequence, span, kept, policy);
         responses.extend(answers);
     }
     // Requests past what the writes account for (a malformed command).

@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nokv_consensus::engine::cf;
 use nokv_proto::errorpb::{self, region_error::Kind, RegionError};
 use nokv_proto::raft_cmdpb::{RaftCmdRequest, Response};
-use nokv_proto::raft_serverpb::{AppliedWrite, SessionRecord, SessionTableState};
+use nokv_proto::raft_serverpb::{
+    AppliedWrite, SessionChange, SessionDelta, SessionRecord, SessionTableState,
+};
 use prost::Message as _;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, DB};
 
@@ -44,6 +46,10 @@ use crate::Result;
 pub const DEFAULT_IDLE_MS: u64 = 600_000;
 /// Sessions one region keeps, when a command does not say.
 pub const DEFAULT_MAX_SESSIONS: usize = 4096;
+/// Apply batches whose session changes are kept as deltas before they are
+/// folded into per-session records. Each batch writes one key instead of
+/// one per write; a fold writes each session changed since the last one.
+const FOLD_AFTER_DELTAS: u64 = 64;
 
 /// The start (unix ms) of a session: its id is a TSO timestamp.
 pub fn session_start_ms(session_id: u64) -> u64 {
@@ -209,6 +215,27 @@ pub struct SessionTable {
     /// Sessions changed or removed since the last write to RocksDB.
     dirty: BTreeSet<u64>,
     state_dirty: bool,
+    /// How the table is on disk (not replicated state: replicas fold at
+    /// different batches, and read back the same table).
+    disk: DiskLayout,
+}
+
+/// Deltas written since the last fold, and the sessions they touch.
+#[derive(Debug, Clone, Default)]
+struct DiskLayout {
+    /// Number the next delta key gets.
+    next_delta: u64,
+    /// Deltas on disk.
+    deltas: u64,
+    /// Sessions changed (or removed) by those deltas.
+    unfolded: BTreeSet<u64>,
+}
+
+impl PartialEq for DiskLayout {
+    /// The layout on disk is no part of the table's meaning.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A replica's session table, shared by the raftstore (admin entries,
@@ -424,21 +451,61 @@ impl SessionTable {
         self.raise_floor(floor);
     }
 
-    /// Writes what changed since the last call into `wb`.
+    /// Writes what changed since the last call into `wb`: one delta key,
+    /// or, every [`FOLD_AFTER_DELTAS`] batches, the state and the record of
+    /// every session changed since the last fold, with the deltas deleted.
     pub fn write_changes(&mut self, db: &DB, region_id: u64, wb: &mut WriteBatch) -> Result<()> {
         if self.dirty.is_empty() && !self.state_dirty {
             return Ok(());
         }
         let handle = cf(db, CF_SESSION)?;
-        if std::mem::take(&mut self.state_dirty) {
-            wb.put_cf(handle, state_key(region_id), self.state().encode_to_vec());
+        self.state_dirty = false;
+        let dirty = std::mem::take(&mut self.dirty);
+        if self.disk.deltas + 1 < FOLD_AFTER_DELTAS {
+            let delta = SessionDelta {
+                state: Some(self.state()),
+                changes: dirty
+                    .iter()
+                    .map(|id| SessionChange {
+                        session_id: *id,
+                        record: self.sessions.get(id).map(record_of),
+                    })
+                    .collect(),
+            };
+            wb.put_cf(
+                handle,
+                delta_key(region_id, self.disk.next_delta),
+                delta.encode_to_vec(),
+            );
+            self.disk.next_delta += 1;
+            self.disk.deltas += 1;
+            self.disk.unfolded.extend(dirty);
+            return Ok(());
         }
-        for id in std::mem::take(&mut self.dirty) {
+        let mut changed = std::mem::take(&mut self.disk.unfolded);
+        changed.extend(dirty);
+        wb.put_cf(handle, state_key(region_id), self.state().encode_to_vec());
+        for id in changed {
             match self.sessions.get(&id) {
-                Some(s) => wb.put_cf(handle, session_key(region_id, id), encode(s)),
+                Some(s) => wb.put_cf(
+                    handle,
+                    session_key(region_id, id),
+                    record_of(s).encode_to_vec(),
+                ),
                 None => wb.delete_cf(handle, session_key(region_id, id)),
             }
         }
+        if self.disk.deltas > 0 {
+            wb.delete_range_cf(
+                handle,
+                delta_key(region_id, 0),
+                delta_key(region_id, self.disk.next_delta),
+            );
+        }
+        self.disk = DiskLayout {
+            next_delta: self.disk.next_delta,
+            ..DiskLayout::default()
+        };
         Ok(())
     }
 
@@ -447,9 +514,19 @@ impl SessionTable {
     /// table this way: what a table records holds for keys, not regions.
     pub fn write_all(&mut self, db: &DB, region_id: u64, wb: &mut WriteBatch) -> Result<()> {
         clear(db, region_id, wb)?;
-        self.dirty = self.sessions.keys().copied().collect();
-        self.state_dirty = true;
-        self.write_changes(db, region_id, wb)
+        let handle = cf(db, CF_SESSION)?;
+        wb.put_cf(handle, state_key(region_id), self.state().encode_to_vec());
+        for (id, s) in &self.sessions {
+            wb.put_cf(
+                handle,
+                session_key(region_id, *id),
+                record_of(s).encode_to_vec(),
+            );
+        }
+        self.dirty.clear();
+        self.state_dirty = false;
+        self.disk = DiskLayout::default();
+        Ok(())
     }
 
     fn state(&self) -> SessionTableState {
@@ -459,7 +536,8 @@ impl SessionTable {
         }
     }
 
-    /// Reads the table of `region_id` (empty if it has none).
+    /// Reads the table of `region_id` (empty if it has none): the state and
+    /// records, then the deltas in order.
     pub fn load(db: &DB, region_id: u64) -> Result<SessionTable> {
         let handle = cf(db, CF_SESSION)?;
         let (lower, upper) = key_range(region_id);
@@ -469,20 +547,46 @@ impl SessionTable {
         for item in db.iterator_cf_opt(handle, opts, IteratorMode::From(&lower, Direction::Forward))
         {
             let (k, v) = item?;
-            if k.len() == 8 {
-                let state = SessionTableState::decode(v.as_ref())?;
-                table.clock_ms = state.clock_ms;
-                table.floor_ms = state.floor_ms;
-                continue;
+            match parse_key(region_id, &k) {
+                Some(Key::State) => table.set_state(SessionTableState::decode(v.as_ref())?),
+                Some(Key::Session(id)) => {
+                    table.put_session(id, session_of(SessionRecord::decode(v.as_ref())?))
+                }
+                Some(Key::Delta(n)) => {
+                    let delta = SessionDelta::decode(v.as_ref())?;
+                    if let Some(state) = delta.state {
+                        table.set_state(state);
+                    }
+                    for c in delta.changes {
+                        table.drop_session(c.session_id);
+                        if let Some(r) = c.record {
+                            table.put_session(c.session_id, session_of(r));
+                        }
+                        table.disk.unfolded.insert(c.session_id);
+                    }
+                    table.disk.deltas += 1;
+                    table.disk.next_delta = n + 1;
+                }
+                None => {}
             }
-            let Some(id) = parse_session_key(&k) else {
-                continue;
-            };
-            let s = decode(SessionRecord::decode(v.as_ref())?);
-            table.by_activity.insert((s.last_active_ms, id));
-            table.sessions.insert(id, s);
         }
         Ok(table)
+    }
+
+    fn set_state(&mut self, state: SessionTableState) {
+        self.clock_ms = state.clock_ms;
+        self.floor_ms = state.floor_ms;
+    }
+
+    fn put_session(&mut self, id: u64, s: Session) {
+        self.by_activity.insert((s.last_active_ms, id));
+        self.sessions.insert(id, s);
+    }
+
+    fn drop_session(&mut self, id: u64) {
+        if let Some(s) = self.sessions.remove(&id) {
+            self.by_activity.remove(&(s.last_active_ms, id));
+        }
     }
 }
 
@@ -502,23 +606,57 @@ pub fn key_range(region_id: u64) -> (Vec<u8>, Vec<u8>) {
     (lower, upper)
 }
 
-fn state_key(region_id: u64) -> [u8; 8] {
-    region_id.to_be_bytes()
-}
+const STATE: u8 = 0x00;
+const SESSION: u8 = 0x01;
+const DELTA: u8 = 0x02;
 
-fn session_key(region_id: u64, session_id: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
+fn state_key(region_id: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
     k[..8].copy_from_slice(&region_id.to_be_bytes());
-    k[8..].copy_from_slice(&session_id.to_be_bytes());
+    k[8] = STATE;
     k
 }
 
-fn parse_session_key(k: &[u8]) -> Option<u64> {
-    let b: [u8; 8] = k.get(8..16)?.try_into().ok()?;
-    (k.len() == 16).then_some(u64::from_be_bytes(b))
+fn session_key(region_id: u64, session_id: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[..8].copy_from_slice(&region_id.to_be_bytes());
+    k[8] = SESSION;
+    k[9..].copy_from_slice(&session_id.to_be_bytes());
+    k
 }
 
-fn encode(s: &Session) -> Vec<u8> {
+fn delta_key(region_id: u64, n: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[..8].copy_from_slice(&region_id.to_be_bytes());
+    k[8] = DELTA;
+    k[9..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// What a key of a region's part of the session column family holds.
+enum Key {
+    State,
+    Session(u64),
+    Delta(u64),
+}
+
+fn parse_key(region_id: u64, k: &[u8]) -> Option<Key> {
+    if k.get(..8)? != region_id.to_be_bytes() {
+        return None;
+    }
+    let tail = |k: &[u8]| -> Option<u64> {
+        let b: [u8; 8] = k.get(9..17)?.try_into().ok()?;
+        (k.len() == 17).then_some(u64::from_be_bytes(b))
+    };
+    match (k.get(8)?, k.len()) {
+        (&STATE, 9) => Some(Key::State),
+        (&SESSION, _) => tail(k).map(Key::Session),
+        (&DELTA, _) => tail(k).map(Key::Delta),
+        _ => None,
+    }
+}
+
+fn record_of(s: &Session) -> SessionRecord {
     SessionRecord {
         last_active_ms: s.last_active_ms,
         sequence: s.sequence,
@@ -540,10 +678,9 @@ fn encode(s: &Session) -> Vec<u8> {
             })
             .collect(),
     }
-    .encode_to_vec()
 }
 
-fn decode(r: SessionRecord) -> Session {
+fn session_of(r: SessionRecord) -> Session {
     Session {
         last_active_ms: r.last_active_ms,
         sequence: r.sequence,
@@ -767,5 +904,62 @@ mod tests {
             SessionTable::load(&db, 7).expect("load"),
             SessionTable::default()
         );
+    }
+
+    #[test]
+    fn deltas_fold_into_records_and_every_layout_loads_the_same_table() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = nokv_consensus::engine::open(dir.path(), &ALL_CFS).expect("db");
+        let policy = SessionPolicy {
+            idle_ms: 50,
+            max_sessions: 8,
+        };
+        let keys_on_disk = |db: &DB| {
+            let (lower, upper) = key_range(7);
+            let mut opts = ReadOptions::default();
+            opts.set_iterate_upper_bound(upper);
+            db.iterator_cf_opt(
+                cf(db, CF_SESSION).expect("cf"),
+                opts,
+                IteratorMode::From(&lower, Direction::Forward),
+            )
+            .count()
+        };
+        let mut t = SessionTable::default();
+        let mut most_keys = 0;
+        for batch in 0..(3 * FOLD_AFTER_DELTAS + 5) {
+            let now = 10_000 + batch * 10;
+            t.advance(now, policy);
+            for i in 0..3 {
+                let s = session(now - i, i);
+                if let Check::Fresh = t.check(s, 1) {
+                    t.record(
+                        s,
+                        1,
+                        KeySpan::point(&batch.to_be_bytes()),
+                        Vec::new(),
+                        policy,
+                    );
+                }
+            }
+            let mut wb = WriteBatch::default();
+            t.write_changes(&db, 7, &mut wb).expect("write");
+            db.write(wb).expect("commit");
+            let loaded = SessionTable::load(&db, 7).expect("load");
+            assert_eq!(loaded, t, "after batch {batch}");
+            most_keys = most_keys.max(keys_on_disk(&db));
+        }
+        // Bounded by the deltas between folds plus the records of the
+        // sessions the table holds, not by the writes ever made.
+        assert!(
+            most_keys as u64 <= FOLD_AFTER_DELTAS + 1 + 3 * 8,
+            "{most_keys} keys on disk"
+        );
+        // A whole-table write leaves no deltas.
+        let mut wb = WriteBatch::default();
+        t.write_all(&db, 7, &mut wb).expect("write");
+        db.write(wb).expect("commit");
+        assert_eq!(keys_on_disk(&db), 1 + t.len());
+        assert_eq!(SessionTable::load(&db, 7).expect("load"), t);
     }
 }
