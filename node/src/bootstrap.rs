@@ -24,7 +24,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use tracing::{info, warn};
 
 use crate::config::RaftConfig;
-use crate::peer::{write_initial_state, Peer};
+use crate::raftstore::peer::{write_initial_state, Peer};
 use crate::{Error, Result};
 
 /// Id of the region a new cluster starts with. The allocator never hands

@@ -52,8 +52,8 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
-            idle_timeout_secs: crate::session::DEFAULT_IDLE_MS / 1000,
-            max_per_region: crate::session::DEFAULT_MAX_SESSIONS as u32,
+            idle_timeout_secs: crate::raftstore::apply::session::DEFAULT_IDLE_MS / 1000,
+            max_per_region: crate::raftstore::apply::session::DEFAULT_MAX_SESSIONS as u32,
         }
     }
 }

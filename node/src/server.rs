@@ -27,11 +27,11 @@ use tracing::info;
 use crate::bootstrap::{bootstrap_if_needed, ensure_store_id, load_regions, open_peers};
 use crate::config::NodeConfig;
 use crate::engine::ALL_CFS;
-use crate::heartbeat::{spawn_region_heartbeats, spawn_store_heartbeats};
+use crate::raftstore::snapshot::RegionSnapshotSource;
 use crate::raftstore::{self, RaftstoreParts, StoreCounters};
 use crate::service::admin::AdminService;
 use crate::service::kv::KvService;
-use crate::snapshot::RegionSnapshotSource;
+use crate::worker::heartbeat::{spawn_region_heartbeats, spawn_store_heartbeats};
 use crate::{Error, Result};
 
 /// Resolves store ids to addresses through the coordinator, with a cache.
@@ -203,7 +203,7 @@ pub async fn run_with(
         db.clone(),
         config.data_dir.join("snap"),
     )?);
-    crate::snapshot::finish_interrupted_installs(&db, &snapshots)?;
+    crate::raftstore::snapshot::finish_interrupted_installs(&db, &snapshots)?;
     let recovered = load_regions(&db, store_id)?;
     let missing = recovered.missing_raft_state;
     let mut regions = recovered.regions;
@@ -254,22 +254,22 @@ pub async fn run_with(
     );
 
     let handle = Arc::new(crate::engine::DbHandle::new(db.clone()));
-    let split_check_task = crate::split_check::spawn(
+    let split_check_task = crate::worker::split_check::spawn(
         handle.clone(),
-        crate::split::SplitDriver {
+        crate::worker::split::SplitDriver {
             router: router.clone(),
             coordinator: coordinator.clone(),
             diagnostics: diagnostics.clone(),
         },
         split_rx,
-        crate::split_check::SplitThresholds {
+        crate::worker::split_check::SplitThresholds {
             keys: config.raft.region_split_keys,
             bytes: config.raft.region_split_size_bytes,
         },
     );
-    let safe_point = Arc::new(crate::gc_worker::SafePoint::default());
+    let safe_point = Arc::new(crate::worker::gc::SafePoint::default());
     let gc_task = (config.gc_interval_ms > 0).then(|| {
-        crate::gc_worker::spawn(
+        crate::worker::gc::spawn(
             coordinator.clone(),
             router.clone(),
             handle.clone(),
@@ -350,7 +350,7 @@ pub async fn run_with(
     }
     split_check_task.abort();
     status_task.abort();
-    let _ = stopper.send(crate::msg::StoreMsg::Stop);
+    let _ = stopper.send(crate::raftstore::msg::StoreMsg::Stop);
     drop(router);
     drop(stopper);
     tokio::task::spawn_blocking(move || raftstore_thread.join())

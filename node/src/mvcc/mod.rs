@@ -7,7 +7,7 @@
 //!
 //! Timestamps are stored inverted so the newest version of a key sorts
 //! first. Every transactional write command is evaluated against the
-//! region's applied state *at apply time* (see [`crate::apply`]): the raft
+//! region's applied state *at apply time* (see [`crate::raftstore::apply`]): the raft
 //! log orders commands on the same key, so every replica computes the same
 //! result without leader-side latches. Reads run after a ReadIndex against a
 //! RocksDB snapshot.

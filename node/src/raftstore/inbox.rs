@@ -4,8 +4,8 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Raftstore;
-use crate::msg::StoreMsg;
+use crate::raftstore::msg::StoreMsg;
+use crate::raftstore::store::Raftstore;
 
 /// Most store-inbox messages handled per round before persisting, so a
 /// flood of requests cannot starve Ready handling.
@@ -17,7 +17,7 @@ const MAX_REGION_MSGS_PER_ROUND: usize = 256;
 
 impl Raftstore {
     /// Takes in what arrived since the last round.
-    pub(super) fn drain_inbox(&mut self) {
+    pub(in crate::raftstore) fn drain_inbox(&mut self) {
         for m in std::mem::take(&mut self.requeued) {
             self.handle(m);
         }
@@ -35,7 +35,7 @@ impl Raftstore {
 
     /// Handles a message that came through the store inbox; a region that
     /// exists after it gets a mailbox for its next messages.
-    pub(super) fn handle_from_store(&mut self, m: StoreMsg) {
+    pub(in crate::raftstore) fn handle_from_store(&mut self, m: StoreMsg) {
         let region = m.region_id();
         self.handle(m);
         if let Some(id) = region {
@@ -46,14 +46,14 @@ impl Raftstore {
     }
 
     /// Gives region `id` its own mailbox.
-    pub(super) fn open_mailbox(&mut self, id: u64) {
+    pub(in crate::raftstore) fn open_mailbox(&mut self, id: u64) {
         if let Some(rx) = self.self_router.register(id) {
             self.mailboxes.insert(id, rx);
         }
     }
 
     /// Handles up to a budget of region `id`'s mailbox.
-    pub(super) fn drain_mailbox(&mut self, id: u64) {
+    pub(in crate::raftstore) fn drain_mailbox(&mut self, id: u64) {
         let Some(mailbox) = self.mailboxes.get(&id) else {
             // Closed since it woke; what it held was requeued.
             return;
@@ -76,7 +76,7 @@ impl Raftstore {
 
     /// Closes region `id`'s mailbox when its replica goes away; what was
     /// queued is handled next round like any message for a missing region.
-    pub(super) fn close_mailbox(&mut self, id: u64) {
+    pub(in crate::raftstore) fn close_mailbox(&mut self, id: u64) {
         self.self_router.unregister(id);
         if let Some(mailbox) = self.mailboxes.remove(&id) {
             self.requeued.extend(mailbox.rx.try_iter());

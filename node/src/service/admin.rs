@@ -18,10 +18,10 @@ use tonic::{Request, Response, Status};
 
 use crate::diagnostics::Diagnostics;
 use crate::engine::{DbHandle, ALL_CFS};
-use crate::heartbeat::disk_space;
-use crate::msg::StoreMsg;
+use crate::raftstore::msg::StoreMsg;
 use crate::raftstore::{Router, StoreCounters};
 use crate::region::timeout;
+use crate::worker::heartbeat::disk_space;
 
 const WAIT: Duration = Duration::from_secs(10);
 /// How long a MergeRegion call waits for the merge to commit or roll back.
@@ -285,7 +285,7 @@ impl Admin for AdminService {
                     .get()
                     .ok_or_else(|| Status::unavailable("store is stopping"))?;
                 let r = region.clone();
-                tokio::task::spawn_blocking(move || crate::split::middle_key(&db, &r))
+                tokio::task::spawn_blocking(move || crate::worker::split::middle_key(&db, &r))
                     .await
                     .map_err(|e| Status::internal(e.to_string()))?
                     .map_err(|e| Status::internal(e.to_string()))?
@@ -300,23 +300,23 @@ impl Admin for AdminService {
                     "split key must lie strictly inside the region",
                 ));
             }
-            let driver = crate::split::SplitDriver {
+            let driver = crate::worker::split::SplitDriver {
                 router: self.router.clone(),
                 coordinator: self.coordinator.clone(),
                 diagnostics: self.diagnostics.clone(),
             };
             let regions = match driver.split(region, status.peer, key, "operator").await {
                 Ok(r) => r,
-                Err(crate::split::SplitFailure::Region(e)) => {
+                Err(crate::worker::split::SplitFailure::Region(e)) => {
                     return Ok(Response::new(SplitRegionResponse {
                         region_error: Some(e),
                         regions: vec![],
                     }))
                 }
-                Err(crate::split::SplitFailure::Unavailable(why)) => {
+                Err(crate::worker::split::SplitFailure::Unavailable(why)) => {
                     return Err(Status::unavailable(why))
                 }
-                Err(crate::split::SplitFailure::Internal(why)) => {
+                Err(crate::worker::split::SplitFailure::Internal(why)) => {
                     return Err(Status::internal(why))
                 }
             };
@@ -356,7 +356,7 @@ impl Admin for AdminService {
                     source,
                     target,
                     transition: Some(t),
-                    cb: Box::new(move |r| cb(r.and_then(crate::msg::command_result))),
+                    cb: Box::new(move |r| cb(r.and_then(crate::raftstore::msg::command_result))),
                 })
                 .await
                 .and_then(|r| r);
@@ -512,7 +512,7 @@ impl Admin for AdminService {
                 })
                 .await
                 .and_then(|r| r)
-                .and_then(crate::msg::command_result);
+                .and_then(crate::raftstore::msg::command_result);
             self.diagnostics
                 .admit_result(req.region_id, RequestClass::Topology, &result);
             match &result {

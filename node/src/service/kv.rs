@@ -24,12 +24,12 @@ use crate::config::{Limits, SessionConfig};
 use crate::diagnostics::Diagnostics;
 use crate::engine::{DbHandle, CF_RAW};
 use crate::flow::FlowCount;
-use crate::msg::{ReadGrant, StoreMsg};
+use crate::raftstore::apply::session::session_start_ms;
+use crate::raftstore::msg::{ReadGrant, StoreMsg};
 use crate::raftstore::{Router, StoreCounters};
 use crate::raw_value;
 use crate::region::timeout;
 use crate::service::txn::TxnParts;
-use crate::session::session_start_ms;
 
 /// How long a request may wait inside the store for raft.
 const STORE_WAIT: Duration = Duration::from_secs(10);

@@ -26,7 +26,7 @@ pub struct TxnParts {
     /// Source of one-phase commit timestamps.
     pub coordinator: nokv_client::CoordinatorClient,
     /// The GC safe point: reads below it may miss collected versions.
-    pub safe_point: Arc<crate::gc_worker::SafePoint>,
+    pub safe_point: Arc<crate::worker::gc::SafePoint>,
 }
 
 fn check_version(name: &str, ts: u64) -> Result<(), Status> {

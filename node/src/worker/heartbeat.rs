@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::metrics::REGION_HEARTBEATS;
-use crate::msg::StoreMsg;
+use crate::raftstore::msg::StoreMsg;
 use crate::raftstore::{Router, StoreCounters};
 
 /// Capacity and free bytes of the filesystem holding `path`.

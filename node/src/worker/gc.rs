@@ -21,8 +21,8 @@ use tracing::{debug, info};
 
 use crate::engine::{DbHandle, CF_DEFAULT, CF_LOCK, CF_WRITE};
 use crate::metrics::{ENGINE_ESTIMATED_KEYS, GC_SAFE_POINT, GC_VERSIONS_DELETED};
-use crate::msg::StoreMsg;
 use crate::mvcc::key::encode_key;
+use crate::raftstore::msg::StoreMsg;
 use crate::raftstore::Router;
 
 /// The safe point this store last saw; reads below it are refused because

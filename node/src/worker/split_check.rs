@@ -13,8 +13,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, info};
 
 use crate::engine::DbHandle;
-use crate::msg::StoreMsg;
-use crate::split::{scan_region, SplitDriver, SplitFailure};
+use crate::raftstore::msg::StoreMsg;
+use crate::worker::split::{scan_region, SplitDriver, SplitFailure};
 
 /// One region to check.
 #[derive(Debug, Clone)]
@@ -115,7 +115,9 @@ async fn run_order(
     } else {
         let db = db.clone();
         let region = check.region.clone();
-        match tokio::task::spawn_blocking(move || crate::split::middle_key(&db, &region)).await {
+        match tokio::task::spawn_blocking(move || crate::worker::split::middle_key(&db, &region))
+            .await
+        {
             Ok(Ok(k)) => k,
             Ok(Err(e)) => {
                 debug!(region_id, error = %e, "middle key scan failed");

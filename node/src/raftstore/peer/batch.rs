@@ -18,7 +18,7 @@ use nokv_proto::raft_cmdpb::{
 };
 use prost::Message as _;
 
-use crate::msg::CmdCallback;
+use crate::raftstore::msg::CmdCallback;
 
 /// Most writes combined into one entry.
 pub const MAX_BATCH_COMMANDS: usize = 256;

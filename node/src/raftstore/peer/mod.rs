@@ -1,6 +1,9 @@
 //! [`Peer`]: one replica of one region on this store: its raft driver, the
 //! region it believes in, and how far it has applied.
 
+pub mod batch;
+pub mod hibernation;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -134,7 +137,7 @@ pub struct Peer {
     /// last took them (it counts them as region flow while leading).
     pub written: crate::flow::FlowCount,
     /// Writes received this round, proposed as one entry when it ends.
-    pub proposal_batch: crate::batch::ProposalBatch,
+    pub proposal_batch: crate::raftstore::peer::batch::ProposalBatch,
     /// Leadership as of the previous round, to notice changes.
     pub was_leader: bool,
     /// Ticks since the last region heartbeat.
@@ -162,16 +165,16 @@ pub struct Peer {
     pub ticks_since_merge_step: u64,
     /// Source replicas a CommitMerge just absorbed, for the raftstore to
     /// record.
-    pub merged_sources: Vec<crate::merge::MergedSource>,
+    pub merged_sources: Vec<crate::raftstore::admin::merge::MergedSource>,
     /// The diagnostics transition of the merge this replica proposed.
     pub merge_transition: Option<u64>,
     /// A RollbackMerge was just applied (the raftstore records it).
     pub merge_rolled_back: bool,
     /// Whether the replica sleeps (stops ticking) while idle.
-    pub hibernation: crate::hibernate::Hibernation,
+    pub hibernation: crate::raftstore::peer::hibernation::Hibernation,
     /// The region's client sessions (exactly-once raw writes), shared with
     /// the apply thread that applies its data entries.
-    pub sessions: crate::session::SharedSessions,
+    pub sessions: crate::raftstore::apply::session::SharedSessions,
 }
 
 impl Peer {
@@ -198,9 +201,9 @@ impl Peer {
             }
             None => None,
         };
-        let sessions = crate::session::SharedSessions::new(crate::session::SessionTable::load(
-            &db, region.id,
-        )?);
+        let sessions = crate::raftstore::apply::session::SharedSessions::new(
+            crate::raftstore::apply::session::SessionTable::load(&db, region.id)?,
+        );
         let truncated = apply_state
             .truncated_state
             .as_ref()
@@ -330,7 +333,7 @@ impl Peer {
 
     /// Writes the apply state into `wb`.
     pub fn persist_apply_state(&self, db: &DB, wb: &mut WriteBatch) -> Result<()> {
-        crate::apply::write_apply_state(db, self.region.id, &self.apply_state, wb)
+        crate::raftstore::apply::write_apply_state(db, self.region.id, &self.apply_state, wb)
     }
 
     /// The apply state the next entry handed to apply starts from: the

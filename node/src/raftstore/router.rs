@@ -17,7 +17,7 @@ use nokv_consensus::service::RaftMessageSink;
 use nokv_proto::errorpb::RegionError;
 use nokv_proto::raft_serverpb::RaftMessage;
 
-use crate::msg::StoreMsg;
+use crate::raftstore::msg::StoreMsg;
 
 /// The raftstore did not take a message; the error says why, for the
 /// caller to answer with.
@@ -171,7 +171,7 @@ impl Router {
         };
         self.send(msg).map_err(|b| b.0)?;
         match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(r)) => r.and_then(crate::msg::command_result),
+            Ok(Ok(r)) => r.and_then(crate::raftstore::msg::command_result),
             Ok(Err(_)) => Err(crate::region::region_not_found(region_id)),
             Err(_) => Err(crate::region::timeout(region_id)),
         }

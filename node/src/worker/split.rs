@@ -310,7 +310,7 @@ impl SplitDriver {
         };
         self.diagnostics.advance(t, TransitionStage::Proposed);
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let msg = crate::msg::StoreMsg::Command {
+        let msg = crate::raftstore::msg::StoreMsg::Command {
             cmd,
             cb: Box::new(move |r| {
                 let _ = tx.send(r);
@@ -324,7 +324,7 @@ impl SplitDriver {
                 _ => Err(crate::region::timeout(region.id)),
             }
         }
-        .and_then(crate::msg::command_result);
+        .and_then(crate::raftstore::msg::command_result);
         self.diagnostics
             .admit_result(region.id, RequestClass::Topology, &resp);
         let resp = match resp {

@@ -10,10 +10,10 @@ use prost::Message as _;
 use raft::prelude::{Entry, EntryType};
 use rocksdb::WriteBatch;
 
-use super::Raftstore;
-use crate::apply_pool::{ApplyResult, ApplyTask};
 use crate::metrics;
-use crate::peer::Peer;
+use crate::raftstore::apply::pool::{ApplyResult, ApplyTask};
+use crate::raftstore::peer::Peer;
+use crate::raftstore::store::Raftstore;
 use crate::region::overlaps;
 use crate::{Error, Result};
 
@@ -39,7 +39,7 @@ impl Raftstore {
     /// the pool, admin entries here once the pool holds nothing of the
     /// region. `peer` is out of the map (a CommitMerge takes its source
     /// replica from the others).
-    pub(super) fn drive_apply(&mut self, peer: &mut Peer) -> Result<()> {
+    pub(in crate::raftstore) fn drive_apply(&mut self, peer: &mut Peer) -> Result<()> {
         // A snapshot may have moved the replica past queued entries.
         let applied = peer.dispatch_apply_state().applied_index;
         peer.unapplied.retain(|e| e.index > applied);
@@ -110,7 +110,7 @@ impl Raftstore {
 
     /// Takes in what the pool applied for one region, then hands out what
     /// waited behind it.
-    pub(super) fn on_apply_result(&mut self, r: ApplyResult) -> Result<()> {
+    pub(in crate::raftstore) fn on_apply_result(&mut self, r: ApplyResult) -> Result<()> {
         if let Some(e) = r.error {
             return Err(e);
         }
@@ -134,7 +134,11 @@ impl Raftstore {
 
     /// Applies `entries` on this thread (admin entries, or the tail of a
     /// CommitMerge that waited) and answers their proposers.
-    pub(super) fn apply_now(&mut self, peer: &mut Peer, entries: Vec<Entry>) -> Result<()> {
+    pub(in crate::raftstore) fn apply_now(
+        &mut self,
+        peer: &mut Peer,
+        entries: Vec<Entry>,
+    ) -> Result<()> {
         let start = std::time::Instant::now();
         let answers =
             peer.apply_entries(&self.db, entries, WriteBatch::default(), &mut self.peers)?;
@@ -148,7 +152,7 @@ impl Raftstore {
 
     /// Catches the rest of the raftstore up with `peer`'s applied state:
     /// raft-rs and waiting reads, region flow, merge bookkeeping.
-    pub(super) fn after_apply(&mut self, peer: &mut Peer) {
+    pub(in crate::raftstore) fn after_apply(&mut self, peer: &mut Peer) {
         let written = std::mem::take(&mut peer.written);
         if peer.raft.is_leader() {
             self.counters.flows.record_write(peer.region.id, written);
@@ -179,7 +183,7 @@ impl Raftstore {
     /// Puts `peer` back in the map and carries out what its applies asked
     /// for: open the regions a split made, destroy a removed replica once
     /// nothing of it is in the pool.
-    pub(super) fn settle(&mut self, peer: Peer) -> Result<()> {
+    pub(in crate::raftstore) fn settle(&mut self, peer: Peer) -> Result<()> {
         let id = peer.region.id;
         let split = !peer.pending_splits.is_empty();
         let destroy = peer.pending_destroy && peer.applying.tasks == 0;
@@ -194,7 +198,7 @@ impl Raftstore {
     }
 
     /// Retries regions whose CommitMerge waited for its source replica.
-    pub(super) fn retry_unapplied(&mut self) -> Result<()> {
+    pub(in crate::raftstore) fn retry_unapplied(&mut self) -> Result<()> {
         let waiting: Vec<u64> = self
             .peers
             .values()
@@ -215,7 +219,7 @@ impl Raftstore {
     /// Whether region `id` has a snapshot to install that must wait for the
     /// pool: installing rewrites the range (its own, and merge sources it
     /// covers) that batches in flight still write into.
-    pub(super) fn snapshot_waits_for_apply(&self, id: u64) -> bool {
+    pub(in crate::raftstore) fn snapshot_waits_for_apply(&self, id: u64) -> bool {
         let Some(peer) = self.peers.get(&id) else {
             return false;
         };

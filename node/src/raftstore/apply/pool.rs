@@ -29,8 +29,8 @@ use raft::prelude::Entry;
 use rocksdb::{WriteBatch, DB};
 use tracing::error;
 
-use crate::apply::{apply_data, write_apply_state, DataOutcome, DataScope};
-use crate::session::SharedSessions;
+use crate::raftstore::apply::session::SharedSessions;
+use crate::raftstore::apply::{apply_data, write_apply_state, DataOutcome, DataScope};
 use crate::Result;
 
 /// Committed data entries of one region, handed to the pool.

@@ -1,12 +1,8 @@
-//! The raftstore: one dedicated thread drives every region replica of the
-//! store. Each round it takes messages and requests from its inbox, ticks
-//! the peers on time, collects every peer's Ready into one batch written
-//! with one fsync (group commit), sends messages and hands committed
-//! entries to the apply pool, which answers the proposers. Async code
-//! reaches it through [`Router`].
-
-mod applying;
-mod inbox;
+//! The raftstore loop: one dedicated thread drives every region replica of
+//! the store. Each round it takes messages and requests from its inbox,
+//! ticks the peers on time, collects every peer's Ready into one batch
+//! written with one fsync (group commit), sends messages and hands
+//! committed entries to the apply pool, which answers the proposers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,23 +32,23 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, error, info, warn};
 
-use crate::apply_pool::{ApplyPool, ApplyResult};
 use crate::config::RaftConfig;
 use crate::metrics;
-use crate::msg::{CmdCallback, ReadCallback, ReadGrant, StoreMsg};
-use crate::peer::Peer;
+use crate::raftstore::apply::pool::{ApplyPool, ApplyResult};
+use crate::raftstore::msg::{CmdCallback, ReadCallback, ReadGrant, StoreMsg};
+use crate::raftstore::peer::Peer;
+use crate::raftstore::snapshot::{clear_range, install, RegionSnapshotSource};
 use crate::region::{
     check_epoch, check_key, check_range, not_leader, overlaps, region_not_found, stale_command,
     store_not_match, timeout,
 };
-use crate::snapshot::{clear_range, install, RegionSnapshotSource};
 use crate::{Error, Result};
 
-use crate::router::{MailboxReceiver, RouterInbox};
-pub use crate::router::{Router, RouterBusy};
+use crate::raftstore::router::Router;
+use crate::raftstore::router::{MailboxReceiver, RouterInbox};
 
 /// Which epoch check a request needs.
-enum EpochCheck<'a> {
+pub(super) enum EpochCheck<'a> {
     /// Operator and coordinator orders act on the current region.
     Skip,
     /// Data requests: the key range (`version`) must match.
@@ -142,7 +138,7 @@ pub struct RaftstoreParts {
     /// Where topology transitions are recorded.
     pub diagnostics: Arc<crate::diagnostics::Diagnostics>,
     /// Regions due for a split check go here.
-    pub split_checks: UnboundedSender<crate::split_check::SplitCheck>,
+    pub split_checks: UnboundedSender<crate::worker::split_check::SplitCheck>,
 }
 
 /// Starts the raftstore thread.
@@ -203,50 +199,50 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
     Ok((router, join))
 }
 
-struct Raftstore {
-    store_id: u64,
-    db: Arc<DB>,
-    peers: HashMap<u64, Peer>,
-    transport: Transport,
-    heartbeats: UnboundedSender<RegionHeartbeatRequest>,
-    tick: Duration,
-    config: RaftConfig,
-    snapshots: Arc<RegionSnapshotSource>,
-    counters: Arc<StoreCounters>,
-    diagnostics: Arc<crate::diagnostics::Diagnostics>,
-    split_checks: UnboundedSender<crate::split_check::SplitCheck>,
+pub(super) struct Raftstore {
+    pub(super) store_id: u64,
+    pub(super) db: Arc<DB>,
+    pub(super) peers: HashMap<u64, Peer>,
+    pub(super) transport: Transport,
+    pub(super) heartbeats: UnboundedSender<RegionHeartbeatRequest>,
+    pub(super) tick: Duration,
+    pub(super) config: RaftConfig,
+    pub(super) snapshots: Arc<RegionSnapshotSource>,
+    pub(super) counters: Arc<StoreCounters>,
+    pub(super) diagnostics: Arc<crate::diagnostics::Diagnostics>,
+    pub(super) split_checks: UnboundedSender<crate::worker::split_check::SplitCheck>,
     /// Its own inbox, for answers from async tasks (snapshot streams).
-    self_router: Router,
+    pub(super) self_router: Router,
     /// Received snapshots installed this round, deleted once the round's
     /// batch is durable.
-    snapshot_dirs_to_remove: Vec<std::path::PathBuf>,
+    pub(super) snapshot_dirs_to_remove: Vec<std::path::PathBuf>,
     /// Regions with reads waiting to be handed to raft this round.
-    reads_to_flush: Vec<u64>,
+    pub(super) reads_to_flush: Vec<u64>,
     /// When each other store was last heard from (any message or ping);
     /// hibernating followers wake when their leader's store goes silent.
-    store_seen: HashMap<u64, Instant>,
+    pub(super) store_seen: HashMap<u64, Instant>,
     /// When this raftstore started (stores not heard from yet count from
     /// here).
-    started: Instant,
+    pub(super) started: Instant,
     /// Ticks since start, to pace store pings.
-    ticks: u64,
-    inbox: RouterInbox,
+    pub(super) ticks: u64,
+    pub(super) inbox: RouterInbox,
     /// The raftstore's ends of the region mailboxes.
-    mailboxes: HashMap<u64, MailboxReceiver>,
+    pub(super) mailboxes: HashMap<u64, MailboxReceiver>,
     /// Messages left in the mailbox of a region that went away, handled
     /// at the start of the next round.
-    requeued: Vec<StoreMsg>,
-    stopping: bool,
+    pub(super) requeued: Vec<StoreMsg>,
+    pub(super) stopping: bool,
     /// Regions holding writes to propose at the end of this round.
-    batched: Vec<u64>,
+    pub(super) batched: Vec<u64>,
     /// Applies committed data entries; taken when the raftstore stops.
-    apply_pool: Option<ApplyPool>,
+    pub(super) apply_pool: Option<ApplyPool>,
     /// What the apply pool finished.
-    applied_rx: Receiver<ApplyResult>,
+    pub(super) applied_rx: Receiver<ApplyResult>,
     /// Keeps `applied_rx` connected even if every apply thread died.
-    _applied_tx: Sender<ApplyResult>,
+    pub(super) _applied_tx: Sender<ApplyResult>,
     /// Entries handed to the apply pool and not reported back.
-    apply_queue_entries: usize,
+    pub(super) apply_queue_entries: usize,
 }
 
 /// A hibernating leader reports to the coordinator this many times less
@@ -285,7 +281,7 @@ fn propose_batch(peer: &mut Peer) {
 const MERGE_STEP_TICKS: u64 = 5;
 
 impl Raftstore {
-    fn run(&mut self) {
+    pub(in crate::raftstore) fn run(&mut self) {
         info!(
             store_id = self.store_id,
             regions = self.peers.len(),
@@ -343,14 +339,14 @@ impl Raftstore {
 
     /// Takes in one apply pool result; a failed apply stops the process,
     /// as any failure to keep this store's state does.
-    fn take_apply_result(&mut self, r: ApplyResult) {
+    pub(in crate::raftstore) fn take_apply_result(&mut self, r: ApplyResult) {
         if let Err(e) = self.on_apply_result(r) {
             error!(store_id = self.store_id, error = %e, "applying committed entries failed; exiting");
             std::process::exit(70);
         }
     }
 
-    fn handle(&mut self, msg: StoreMsg) {
+    pub(in crate::raftstore) fn handle(&mut self, msg: StoreMsg) {
         match msg {
             StoreMsg::Raft(env) => self.on_raft_message(env),
             StoreMsg::Command { cmd, cb } => self.on_command(cmd, cb),
@@ -421,7 +417,7 @@ impl Raftstore {
         }
     }
 
-    fn on_raft_message(&mut self, env: RaftMessage) {
+    pub(in crate::raftstore) fn on_raft_message(&mut self, env: RaftMessage) {
         let Some(to) = env.to_peer else {
             return;
         };
@@ -564,7 +560,7 @@ impl Raftstore {
 
     /// A member told this replica it was removed: destroy it if the sender's
     /// membership is newer than ours.
-    fn on_tombstone(&mut self, env: &RaftMessage, to_peer: u64) {
+    pub(in crate::raftstore) fn on_tombstone(&mut self, env: &RaftMessage, to_peer: u64) {
         let Some(peer) = self.peers.get(&env.region_id) else {
             return;
         };
@@ -585,7 +581,11 @@ impl Raftstore {
 
     /// Creates an uninitialized replica for a region this store has never
     /// seen, when a leader reaches out to it. Returns whether it exists now.
-    fn maybe_create_peer(&mut self, env: &RaftMessage, msg: &Message) -> bool {
+    pub(in crate::raftstore) fn maybe_create_peer(
+        &mut self,
+        env: &RaftMessage,
+        msg: &Message,
+    ) -> bool {
         if !matches!(
             msg.get_msg_type(),
             MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
@@ -660,7 +660,10 @@ impl Raftstore {
         }
     }
 
-    fn load_region_state(&self, region_id: u64) -> Result<Option<RegionLocalState>> {
+    pub(in crate::raftstore) fn load_region_state(
+        &self,
+        region_id: u64,
+    ) -> Result<Option<RegionLocalState>> {
         let b = self
             .db
             .get_cf(cf(&self.db, CF_META)?, region_state_key(region_id))?;
@@ -669,7 +672,7 @@ impl Raftstore {
     }
 
     /// Common admission checks; returns the peer when the request may go on.
-    fn admit(
+    pub(in crate::raftstore) fn admit(
         &mut self,
         region_id: u64,
         req_peer: Option<&metapb::Peer>,
@@ -709,7 +712,7 @@ impl Raftstore {
         Ok(peer)
     }
 
-    fn on_command(&mut self, cmd: RaftCmdRequest, cb: CmdCallback) {
+    pub(in crate::raftstore) fn on_command(&mut self, cmd: RaftCmdRequest, cb: CmdCallback) {
         let header = cmd.header.unwrap_or_default();
         let check = if cmd.admin_request.is_some() {
             EpochCheck::Admin(header.region_epoch.as_ref())
@@ -732,7 +735,7 @@ impl Raftstore {
             Some(admin_request::Cmd::RollbackMerge(_))
         );
         if peer.merge_state.is_some() && !rollback {
-            return cb(Err(crate::apply::merging(peer.region.id)));
+            return cb(Err(crate::raftstore::apply::merging(peer.region.id)));
         }
         for r in &cmd.requests {
             let check = match &r.cmd {
@@ -771,7 +774,7 @@ impl Raftstore {
     }
 
     /// Proposes every region's writes gathered this round.
-    fn propose_batches(&mut self) {
+    pub(in crate::raftstore) fn propose_batches(&mut self) {
         for id in std::mem::take(&mut self.batched) {
             if let Some(p) = self.peers.get_mut(&id) {
                 propose_batch(p);
@@ -779,7 +782,7 @@ impl Raftstore {
         }
     }
 
-    fn on_read(
+    pub(in crate::raftstore) fn on_read(
         &mut self,
         region_id: u64,
         epoch: Option<metapb::RegionEpoch>,
@@ -799,7 +802,7 @@ impl Raftstore {
         // A frozen source may already be part of its target on some store,
         // which takes writes for its range: reading here could miss them.
         if peer.merge_state.is_some() {
-            return cb(Err(crate::apply::merging(region_id)));
+            return cb(Err(crate::raftstore::apply::merging(region_id)));
         }
         let checks = keys
             .iter()
@@ -828,13 +831,18 @@ impl Raftstore {
         }
     }
 
-    fn on_change_peer(&mut self, region_id: u64, change: ChangePeerRequest, cb: CmdCallback) {
+    pub(in crate::raftstore) fn on_change_peer(
+        &mut self,
+        region_id: u64,
+        change: ChangePeerRequest,
+        cb: CmdCallback,
+    ) {
         let peer = match self.admit(region_id, None, EpochCheck::Skip) {
             Ok(p) => p,
             Err(e) => return cb(Err(e)),
         };
         if peer.merge_state.is_some() {
-            return cb(Err(crate::apply::merging(region_id)));
+            return cb(Err(crate::raftstore::apply::merging(region_id)));
         }
         let Some(target) = change.peer else {
             return cb(Err(RegionError {
@@ -879,7 +887,7 @@ impl Raftstore {
         );
     }
 
-    fn on_transfer_leader(
+    pub(in crate::raftstore) fn on_transfer_leader(
         &mut self,
         region_id: u64,
         to_store: u64,
@@ -926,7 +934,7 @@ impl Raftstore {
         Ok(target)
     }
 
-    fn on_heartbeat_response(&mut self, resp: RegionHeartbeatResponse) {
+    pub(in crate::raftstore) fn on_heartbeat_response(&mut self, resp: RegionHeartbeatResponse) {
         let region_id = resp.region_id;
         if let Some(t) = resp.transfer_leader {
             let to_store = t.peer.map(|p| p.store_id).unwrap_or(0);
@@ -952,11 +960,13 @@ impl Raftstore {
                 operator_id = resp.operator_id,
                 "running coordinator order: split"
             );
-            let _ = self.split_checks.send(crate::split_check::SplitCheck {
-                region: p.region.clone(),
-                peer: p.meta,
-                order: Some(split),
-            });
+            let _ = self
+                .split_checks
+                .send(crate::worker::split_check::SplitCheck {
+                    region: p.region.clone(),
+                    peer: p.meta,
+                    order: Some(split),
+                });
             return;
         }
         if let Some(merge) = resp.merge {
@@ -1012,7 +1022,7 @@ impl Raftstore {
         );
     }
 
-    fn on_tick(&mut self) {
+    pub(in crate::raftstore) fn on_tick(&mut self) {
         let mut leaders = 0;
         let mut regions = 0;
         let mut asleep = 0;
@@ -1088,11 +1098,13 @@ impl Raftstore {
             {
                 p.ticks_since_split_check = 0;
                 p.written_since_split_check = false;
-                let _ = self.split_checks.send(crate::split_check::SplitCheck {
-                    region: p.region.clone(),
-                    peer: p.meta,
-                    order: None,
-                });
+                let _ = self
+                    .split_checks
+                    .send(crate::worker::split_check::SplitCheck {
+                        region: p.region.clone(),
+                        peer: p.meta,
+                        order: None,
+                    });
             }
         }
         for id in sleep_requests {
@@ -1127,7 +1139,11 @@ impl Raftstore {
     /// Sends `msgs`; returns, for each snapshot among them, the target
     /// peer and whether the transport took it. raft-rs must hear about
     /// every snapshot (see [`Self::report_snapshots`]).
-    fn send_messages(&self, peer: &Peer, msgs: Vec<Message>) -> Vec<(u64, u64, bool)> {
+    pub(in crate::raftstore) fn send_messages(
+        &self,
+        peer: &Peer,
+        msgs: Vec<Message>,
+    ) -> Vec<(u64, u64, bool)> {
         let mut snapshots = Vec::new();
         for m in msgs {
             let is_snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
@@ -1171,7 +1187,12 @@ impl Raftstore {
     }
 
     /// Starts streaming the snapshot in `m`; false if it cannot be sent.
-    fn stream_snapshot(&self, store: u64, env: RaftMessage, m: &Message) -> bool {
+    pub(in crate::raftstore) fn stream_snapshot(
+        &self,
+        store: u64,
+        env: RaftMessage,
+        m: &Message,
+    ) -> bool {
         let Ok(meta) = nokv_proto::raft_serverpb::SnapshotMeta::decode(m.get_snapshot().get_data())
         else {
             return false;
@@ -1201,7 +1222,7 @@ impl Raftstore {
     /// it hears: `Failure` retries at once; `Finish` (the transport took
     /// it) probes the follower, which asks for another snapshot if this one
     /// was lost on the way.
-    fn report_snapshots(&mut self, reports: Vec<(u64, u64, bool)>) {
+    pub(in crate::raftstore) fn report_snapshots(&mut self, reports: Vec<(u64, u64, bool)>) {
         for (region_id, to, sent) in reports {
             if let Some(p) = self.peers.get_mut(&region_id) {
                 p.raft.report_snapshot(to, sent);
@@ -1209,7 +1230,7 @@ impl Raftstore {
         }
     }
 
-    fn on_ready_round(&mut self) -> Result<()> {
+    pub(in crate::raftstore) fn on_ready_round(&mut self) -> Result<()> {
         for id in std::mem::take(&mut self.reads_to_flush) {
             if let Some(p) = self.peers.get_mut(&id) {
                 p.raft.flush_reads();
@@ -1311,7 +1332,7 @@ impl Raftstore {
     }
 
     /// Asks the followers of idle leader `region_id` to hibernate.
-    fn request_hibernation(&mut self, region_id: u64) {
+    pub(in crate::raftstore) fn request_hibernation(&mut self, region_id: u64) {
         let Some(p) = self.peers.get(&region_id) else {
             return;
         };
@@ -1332,7 +1353,7 @@ impl Raftstore {
     }
 
     /// A follower asked to sleep, or a leader hearing a follower agreed.
-    fn on_hibernate_signal(&mut self, env: &RaftMessage) {
+    pub(in crate::raftstore) fn on_hibernate_signal(&mut self, env: &RaftMessage) {
         let (Some(from), Some(to)) = (env.from_peer, env.to_peer) else {
             return;
         };
@@ -1386,7 +1407,7 @@ impl Raftstore {
     }
 
     /// Tells every store this one shares a region with that it is alive.
-    fn ping_stores(&self) {
+    pub(in crate::raftstore) fn ping_stores(&self) {
         let mut stores: std::collections::HashSet<u64> = std::collections::HashSet::new();
         for p in self.peers.values() {
             stores.extend(p.region.peers.iter().map(|o| o.store_id));
@@ -1414,7 +1435,7 @@ impl Raftstore {
     /// Runs the coordinator's order to merge `source` into another region:
     /// the same PrepareMerge an operator's `nokv merge` starts, tracked as
     /// a transition in the execution diagnostics.
-    fn run_merge_order(
+    pub(in crate::raftstore) fn run_merge_order(
         &mut self,
         source: u64,
         operator_id: u64,
@@ -1446,7 +1467,7 @@ impl Raftstore {
             target,
             Some(t),
             Box::new(move |r| {
-                if let Err(e) = r.and_then(crate::msg::command_result) {
+                if let Err(e) = r.and_then(crate::raftstore::msg::command_result) {
                     debug!(source, target, error = %e.message, "coordinator merge refused");
                     diagnostics.fail(t, e.message);
                 }
@@ -1457,7 +1478,7 @@ impl Raftstore {
     /// Starts merging `source` into `target`: checks both as this store
     /// sees them and proposes the PrepareMerge. `cb` answers once it
     /// applied; the merge driver takes it from there.
-    fn on_prepare_merge(
+    pub(in crate::raftstore) fn on_prepare_merge(
         &mut self,
         source: u64,
         target: u64,
@@ -1479,11 +1500,11 @@ impl Raftstore {
         let Some(src) = self.peers.get(&source) else {
             return cb(Err(region_not_found(source)));
         };
-        let min_index = match crate::merge::check_prepare(src, tgt) {
+        let min_index = match crate::raftstore::admin::merge::check_prepare(src, tgt) {
             Ok(i) => i,
             Err(why) => return cb(Err(refuse(why))),
         };
-        let cmd = crate::merge::prepare_command(src, &tgt.region, min_index);
+        let cmd = crate::raftstore::admin::merge::prepare_command(src, &tgt.region, min_index);
         let Some(src) = self.peers.get_mut(&source) else {
             return cb(Err(region_not_found(source)));
         };
@@ -1502,7 +1523,7 @@ impl Raftstore {
 
     /// Pushes every merge this store's source leaders froze towards commit
     /// or rollback (see `merge.rs`).
-    fn drive_merges(&mut self) {
+    pub(in crate::raftstore) fn drive_merges(&mut self) {
         let due: Vec<u64> = self
             .peers
             .values_mut()
@@ -1520,7 +1541,7 @@ impl Raftstore {
         }
     }
 
-    fn drive_merge(&mut self, source: u64) {
+    pub(in crate::raftstore) fn drive_merge(&mut self, source: u64) {
         let Some(src) = self.peers.get(&source) else {
             return;
         };
@@ -1529,13 +1550,13 @@ impl Raftstore {
         };
         let target = state.target.as_ref().map_or(0, |t| t.id);
         let tgt = self.peers.get(&target);
-        match crate::merge::next_step(&state, tgt) {
-            crate::merge::MergeStep::Wait => {
+        match crate::raftstore::admin::merge::next_step(&state, tgt) {
+            crate::raftstore::admin::merge::MergeStep::Wait => {
                 debug!(source, target, "merge waits for the local target replica");
             }
-            crate::merge::MergeStep::Commit => {
+            crate::raftstore::admin::merge::MergeStep::Commit => {
                 let Some(tgt) = tgt else { return };
-                let cmd = match crate::merge::commit_command(src, tgt) {
+                let cmd = match crate::raftstore::admin::merge::commit_command(src, tgt) {
                     Ok(c) => c,
                     Err(why) => {
                         warn!(source, target, %why, "cannot build commit merge");
@@ -1546,22 +1567,22 @@ impl Raftstore {
                 self.on_command(
                     cmd,
                     Box::new(move |r| {
-                        if let Err(e) = r.and_then(crate::msg::command_result) {
+                        if let Err(e) = r.and_then(crate::raftstore::msg::command_result) {
                             debug!(source, target, error = %e.message, "commit merge not applied");
                         }
                     }),
                 );
             }
-            crate::merge::MergeStep::FollowTargetLeader(store) => {
+            crate::raftstore::admin::merge::MergeStep::FollowTargetLeader(store) => {
                 debug!(
                     source,
                     target, store, "moving source leadership to the target leader's store"
                 );
                 let _ = self.on_transfer_leader(source, store);
             }
-            crate::merge::MergeStep::Rollback => {
+            crate::raftstore::admin::merge::MergeStep::Rollback => {
                 info!(source, target, "target changed; rolling the merge back");
-                let cmd = crate::merge::rollback_command(src, state.commit);
+                let cmd = crate::raftstore::admin::merge::rollback_command(src, state.commit);
                 self.on_command(cmd, Box::new(|_| {}));
             }
         }
@@ -1570,7 +1591,7 @@ impl Raftstore {
     /// Whether a snapshot for `region` may be installed next to the
     /// replicas on this store: everything it overlaps must be a frozen
     /// merge source of that region, which the snapshot already contains.
-    fn snapshot_fits(&self, region: &Region) -> bool {
+    pub(in crate::raftstore) fn snapshot_fits(&self, region: &Region) -> bool {
         self.peers.values().all(|p| {
             p.region.id == region.id
                 || !p.is_initialized()
@@ -1584,7 +1605,11 @@ impl Raftstore {
 
     /// Turns the merge sources a snapshot of `region` covers into
     /// tombstones (their data is part of the snapshot), into `wb`.
-    fn absorb_sources_by_snapshot(&mut self, region: &Region, wb: &mut WriteBatch) -> Result<()> {
+    pub(in crate::raftstore) fn absorb_sources_by_snapshot(
+        &mut self,
+        region: &Region,
+        wb: &mut WriteBatch,
+    ) -> Result<()> {
         let covered: Vec<u64> = self
             .peers
             .values()
@@ -1599,7 +1624,7 @@ impl Raftstore {
             };
             self.close_mailbox(id);
             src.raft.raw_mut().mut_store().clear(wb)?;
-            crate::session::clear(&self.db, id, wb)?;
+            crate::raftstore::apply::session::clear(&self.db, id, wb)?;
             let tombstone = RegionLocalState {
                 region: Some(src.region.clone()),
                 state: PeerState::Tombstone as i32,
@@ -1632,7 +1657,7 @@ impl Raftstore {
     /// created. When the parent's replica here leads, the new replicas
     /// campaign at once so the new regions serve without an election
     /// timeout.
-    fn open_split_regions(&mut self, parent: u64) -> Result<()> {
+    pub(in crate::raftstore) fn open_split_regions(&mut self, parent: u64) -> Result<()> {
         let Some(p) = self.peers.get_mut(&parent) else {
             return Ok(());
         };
@@ -1684,7 +1709,7 @@ impl Raftstore {
     /// Proposes a `CompactLog` for a leader whose log holds enough applied
     /// entries, keeping what lagging followers still need unless they lag
     /// beyond the count limit (they will get a snapshot instead).
-    fn maybe_compact_log(cfg: &RaftConfig, peer: &mut Peer) {
+    pub(in crate::raftstore) fn maybe_compact_log(cfg: &RaftConfig, peer: &mut Peer) {
         // A frozen merge source keeps its log: the CommitMerge carries its
         // tail to lagging replicas.
         if !peer.raft.is_leader() || !peer.is_initialized() || peer.merge_state.is_some() {
@@ -1741,7 +1766,7 @@ impl Raftstore {
 
     /// Sends region heartbeats for leaders whose interval passed or whose
     /// region or leadership changed.
-    fn heartbeat_round(&mut self) {
+    pub(in crate::raftstore) fn heartbeat_round(&mut self) {
         let every = self.config.region_heartbeat_ticks.max(1);
         let now = Instant::now();
         let down_after = Duration::from_secs(self.config.max_peer_down_secs);
@@ -1803,7 +1828,7 @@ impl Raftstore {
         }
     }
 
-    fn destroy_peer(&mut self, region_id: u64) -> Result<()> {
+    pub(in crate::raftstore) fn destroy_peer(&mut self, region_id: u64) -> Result<()> {
         if let Some(p) = self.peers.get_mut(&region_id) {
             if p.applying.tasks > 0 {
                 // The pool still writes into the range: destroyed when it
@@ -1818,7 +1843,7 @@ impl Raftstore {
         self.close_mailbox(region_id);
         let mut wb = WriteBatch::default();
         peer.raft.raw_mut().mut_store().clear(&mut wb)?;
-        crate::session::clear(&self.db, region_id, &mut wb)?;
+        crate::raftstore::apply::session::clear(&self.db, region_id, &mut wb)?;
         let still_owned = self
             .peers
             .values()
@@ -1848,7 +1873,11 @@ impl Raftstore {
 mod tests {
     use super::*;
 
-    fn peer(id: u64, store_id: u64, role: metapb::PeerRole) -> metapb::Peer {
+    pub(in crate::raftstore) fn peer(
+        id: u64,
+        store_id: u64,
+        role: metapb::PeerRole,
+    ) -> metapb::Peer {
         metapb::Peer {
             id,
             store_id,
@@ -1857,7 +1886,7 @@ mod tests {
     }
 
     #[test]
-    fn membership_changes_are_validated() {
+    pub(in crate::raftstore) fn membership_changes_are_validated() {
         let region = Region {
             id: 1,
             peers: vec![

@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 
-use crate::peer::Peer;
+use crate::raftstore::peer::Peer;
 
 /// Hibernation bookkeeping of one replica.
 #[derive(Debug, Default)]
@@ -98,7 +98,7 @@ mod tests {
     use super::*;
     use crate::config::RaftConfig;
     use crate::engine::ALL_CFS;
-    use crate::snapshot::RegionSnapshotSource;
+    use crate::raftstore::snapshot::RegionSnapshotSource;
     use nokv_proto::metapb::{Peer as PeerMeta, PeerRole, Region, RegionEpoch};
     use rocksdb::WriteBatch;
 
@@ -123,7 +123,7 @@ mod tests {
                 .collect(),
         };
         let mut wb = WriteBatch::default();
-        crate::peer::write_initial_state(&db, &region, &mut wb).expect("state");
+        crate::raftstore::peer::write_initial_state(&db, &region, &mut wb).expect("state");
         db.write(wb).expect("write");
         let snaps = Arc::new(
             RegionSnapshotSource::new(db.clone(), tmp.path().join("snap")).expect("snapshots"),

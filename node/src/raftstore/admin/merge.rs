@@ -36,7 +36,7 @@ use raft::GetEntriesContext;
 use rocksdb::{WriteBatch, DB};
 use tracing::{error, info, warn};
 
-use crate::peer::Peer;
+use crate::raftstore::peer::Peer;
 use crate::{Error, Result};
 
 /// Most source log entries a merge may carry to lagging replicas; a
@@ -299,9 +299,9 @@ impl Peer {
             region_id = self.region.id,
             target, index, "prepare merge applied; region frozen"
         );
-        Ok(crate::apply::admin_ok(admin_response::Cmd::PrepareMerge(
-            Default::default(),
-        )))
+        Ok(crate::raftstore::apply::admin_ok(
+            admin_response::Cmd::PrepareMerge(Default::default()),
+        ))
     }
 
     /// Unfreezes this region after a merge that can no longer commit.
@@ -312,7 +312,7 @@ impl Peer {
         wb: &mut WriteBatch,
     ) -> Result<RaftCmdResponse> {
         if self.merge_state.as_ref().map(|m| m.commit) != Some(req.commit) {
-            return Ok(crate::apply::error_response(
+            return Ok(crate::raftstore::apply::error_response(
                 nokv_proto::errorpb::RegionError {
                     message: format!("region {} has no merge to roll back", self.region.id),
                     kind: None,
@@ -329,9 +329,9 @@ impl Peer {
             region_id = self.region.id,
             "merge rolled back; region unfrozen"
         );
-        Ok(crate::apply::admin_ok(admin_response::Cmd::RollbackMerge(
-            Default::default(),
-        )))
+        Ok(crate::raftstore::apply::admin_ok(
+            admin_response::Cmd::RollbackMerge(Default::default()),
+        ))
     }
 
     /// Absorbs the source region (target replica side). `None` means the
@@ -408,7 +408,7 @@ impl Peer {
         // applied there is recognised here.
         let source_sessions = source.sessions.lock().clone();
         self.sessions.lock().absorb(&source_sessions);
-        crate::session::clear(db, source_id, wb)?;
+        crate::raftstore::apply::session::clear(db, source_id, wb)?;
         source.raft.raw_mut().mut_store().clear(wb)?;
         let tombstone = RegionLocalState {
             region: Some(region),
@@ -457,7 +457,7 @@ impl Peer {
 }
 
 fn merge_response() -> RaftCmdResponse {
-    crate::apply::admin_ok(admin_response::Cmd::CommitMerge(Default::default()))
+    crate::raftstore::apply::admin_ok(admin_response::Cmd::CommitMerge(Default::default()))
 }
 
 #[cfg(test)]
@@ -467,7 +467,7 @@ mod tests {
     use super::*;
     use crate::config::RaftConfig;
     use crate::engine::ALL_CFS;
-    use crate::snapshot::RegionSnapshotSource;
+    use crate::raftstore::snapshot::RegionSnapshotSource;
     use nokv_proto::metapb::Peer as PeerMeta;
 
     fn region(id: u64, start: &[u8], end: &[u8], voters: &[(u64, u64)], version: u64) -> Region {
@@ -493,7 +493,7 @@ mod tests {
     /// Opens this store's (store 1) replica of `r`; a lone voter leads at once.
     fn open(db: &Arc<DB>, dir: &std::path::Path, r: &Region) -> Peer {
         let mut wb = WriteBatch::default();
-        crate::peer::write_initial_state(db, r, &mut wb).expect("initial state");
+        crate::raftstore::peer::write_initial_state(db, r, &mut wb).expect("initial state");
         db.write(wb).expect("write");
         let snaps = Arc::new(
             RegionSnapshotSource::new(db.clone(), dir.join(format!("snap{}", r.id)))

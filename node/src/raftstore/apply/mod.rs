@@ -4,6 +4,10 @@
 //! so the batch is flushed (with the apply state of the entries before it)
 //! first.
 
+pub(crate) mod dispatch;
+pub mod pool;
+pub mod session;
+
 use std::collections::HashMap;
 
 use nokv_consensus::keys::apply_state_key;
@@ -28,9 +32,9 @@ use crate::flow::FlowCount;
 use crate::keys::unbounded_upper;
 use crate::mvcc::commands::{self, RegionRange};
 use crate::mvcc::MvccReader;
-use crate::peer::Peer;
+use crate::raftstore::apply::session::{Check, KeySpan, SessionPolicy, SessionTable};
+use crate::raftstore::peer::Peer;
 use crate::region::check_epoch;
-use crate::session::{Check, KeySpan, SessionPolicy, SessionTable};
 use crate::{raw_value, Error, Result};
 
 /// Proposers to answer once the apply batch is written.
@@ -228,7 +232,7 @@ impl Peer {
         req: nokv_proto::raft_cmdpb::BatchSplitRequest,
         wb: &mut WriteBatch,
     ) -> Result<RaftCmdResponse> {
-        let regions = match crate::split::derive_regions(&self.region, &req) {
+        let regions = match crate::worker::split::derive_regions(&self.region, &req) {
             Ok(r) => r,
             Err(why) => {
                 warn!(region_id = self.region.id, %why, "split rejected at apply");
@@ -243,7 +247,7 @@ impl Peer {
         self.persist_region(db, PeerState::Normal, wb)?;
         for r in &regions[1..] {
             if r.peers.iter().any(|p| p.store_id == self.meta.store_id) {
-                crate::peer::write_initial_state(db, r, wb)?;
+                crate::raftstore::peer::write_initial_state(db, r, wb)?;
                 // A repeat of a write that applied before the split reaches
                 // whichever side now holds its keys: both know it.
                 let mut sessions = self.sessions.lock().clone();
@@ -710,7 +714,7 @@ mod tests {
 
     use super::*;
     use crate::engine::ALL_CFS;
-    use crate::session::session_start_ms;
+    use crate::raftstore::apply::session::session_start_ms;
 
     const IDLE_MS: u64 = 60_000;
 

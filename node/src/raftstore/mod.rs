@@ -1,0 +1,32 @@
+//! The raftstore: every region replica of this store, driven by one thread.
+//! Async code (the gRPC services and the workers) reaches it only through
+//! the [`Router`].
+//!
+//! # Layout
+//! - [`msg`]: the messages the raftstore takes (requests, raft traffic,
+//!   answers of async tasks) and the callbacks that answer them.
+//! - [`router`]: [`Router`], a bounded mailbox per region and the store
+//!   inbox; the one door into the raftstore.
+//! - `inbox`: draining the store inbox and the woken mailboxes, fairly.
+//! - `store`: the loop: messages, ticks, ready rounds, sending.
+//! - [`peer`]: one replica: its raft driver, region, apply state, proposal
+//!   batch, hibernation state.
+//! - [`apply`]: applying committed entries: one entry loop for data and
+//!   admin entries, the apply pool, the session tables, the apply state
+//!   written in one place.
+//! - [`admin`]: the admin commands (split, merge, membership, log
+//!   compaction), what proposes them and what applies them.
+//! - [`snapshot`]: building and installing region snapshots.
+#![allow(clippy::module_inception)]
+
+pub mod admin;
+pub mod apply;
+mod inbox;
+pub mod msg;
+pub mod peer;
+pub mod router;
+pub mod snapshot;
+mod store;
+
+pub use router::Router;
+pub use store::{spawn, RaftstoreParts, StoreCounters};
