@@ -27,6 +27,13 @@ pub enum Error {
     /// The store's persisted identity does not match the cluster.
     #[error("store identity mismatch: {0}")]
     Identity(String),
+    /// The raftstore stopped because the store can no longer keep its
+    /// state (a write of raft state or applied data failed, or its thread
+    /// panicked). The process must stop; the binary exits with code 70
+    /// (docs/deploy.md), and an operator looks at the disk before a
+    /// restart.
+    #[error("fatal: {0}")]
+    Fatal(String),
 }
 
 impl From<crate::mvcc::MvccError> for Error {

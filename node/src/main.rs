@@ -97,9 +97,18 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        nokv_node::run(config, nokv_consensus::shutdown::process_signal())
-            .await
-            .context("node failed")
-    })
+    let result = runtime.block_on(nokv_node::run(
+        config,
+        nokv_consensus::shutdown::process_signal(),
+    ));
+    match result {
+        // The raftstore stopped because the store can no longer keep its
+        // state: exit 70 (docs/deploy.md), so a supervisor does not restart
+        // onto a failing disk.
+        Err(nokv_node::Error::Fatal(e)) => {
+            eprintln!("nokv-node: {e}");
+            std::process::exit(70)
+        }
+        r => r.context("node failed"),
+    }
 }

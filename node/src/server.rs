@@ -135,7 +135,15 @@ pub async fn run_with(
             .map_err(|e| Error::Config(format!("security: {e}")))?;
     }
     let admin_policy = security.map(|s| s.admin).unwrap_or_default();
-    let stop = watch_signal(shutdown);
+    // The node stops when asked, or when its raftstore stops on a failure
+    // to keep the store's state; `run` then returns that failure.
+    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = watch_signal(async move {
+        tokio::select! {
+            _ = shutdown => {}
+            Ok(()) = fatal_rx => {}
+        }
+    });
     crate::metrics::register();
     let started = Instant::now();
     let grpc_listener = TcpListener::bind(&config.listen).await?;
@@ -242,6 +250,7 @@ pub async fn run_with(
         counters: counters.clone(),
         diagnostics: diagnostics.clone(),
         split_checks: split_tx,
+        fatal: Some(fatal_tx),
     })?;
     let region_hb_task = spawn_region_heartbeats(coordinator.clone(), hb_rx, router.clone());
     let store_hb_task = spawn_store_heartbeats(
@@ -353,10 +362,10 @@ pub async fn run_with(
     let _ = stopper.send(crate::raftstore::msg::StoreMsg::Stop);
     drop(router);
     drop(stopper);
-    tokio::task::spawn_blocking(move || raftstore_thread.join())
+    let raftstore_result = tokio::task::spawn_blocking(move || raftstore_thread.join())
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e)))?
-        .map_err(|_| Error::Io(std::io::Error::other("raftstore thread panicked")))?;
+        .unwrap_or_else(|_| Err(Error::Fatal("the raftstore thread panicked".into())));
     let _ = (
         region_hb_task.await,
         store_hb_task.await,
@@ -366,6 +375,7 @@ pub async fn run_with(
     if let Some(t) = gc_task {
         let _ = t.await;
     }
+    raftstore_result?;
     info!(store_id, "node stopped");
     Ok(())
 }

@@ -139,10 +139,13 @@ pub struct RaftstoreParts {
     pub diagnostics: Arc<crate::diagnostics::Diagnostics>,
     /// Regions due for a split check go here.
     pub split_checks: UnboundedSender<crate::worker::split_check::SplitCheck>,
+    /// Told when the raftstore stops on a fatal failure (storage it can no
+    /// longer write, or a panic), so the process stops too.
+    pub fatal: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Starts the raftstore thread.
-pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
+pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<Result<()>>)> {
     let (router, inbox) = Router::new(
         parts.config.inbox_capacity,
         parts.config.region_mailbox_capacity,
@@ -190,11 +193,30 @@ pub fn spawn(parts: RaftstoreParts) -> Result<(Router, JoinHandle<()>)> {
     for id in recovered {
         store.open_mailbox(id);
     }
+    let fatal = parts.fatal;
     let join = std::thread::Builder::new()
         .name("raftstore".into())
         .spawn(move || {
-            store.run();
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.run()))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(Error::Fatal(format!("the raftstore thread panicked: {what}")))
+                });
             stopped.store(true, Ordering::Release);
+            if let Err(e) = &result {
+                error!(error = %e, "raftstore stopped: this store can no longer keep its state");
+                if let Some(fatal) = fatal {
+                    let _ = fatal.send(());
+                }
+            }
+            result.map_err(|e| match e {
+                Error::Fatal(_) => e,
+                other => Error::Fatal(other.to_string()),
+            })
         })?;
     Ok((router, join))
 }
@@ -281,51 +303,16 @@ fn propose_batch(peer: &mut Peer) {
 const MERGE_STEP_TICKS: u64 = 5;
 
 impl Raftstore {
-    pub(in crate::raftstore) fn run(&mut self) {
+    /// Runs rounds until told to stop, or until this store can no longer
+    /// keep its state (a failed write of raft state or of applied data):
+    /// that error ends the loop, and with it the process.
+    pub(in crate::raftstore) fn run(&mut self) -> Result<()> {
         info!(
             store_id = self.store_id,
             regions = self.peers.len(),
             "raftstore started"
         );
-        let mut next_tick = Instant::now() + self.tick;
-        loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            crossbeam_channel::select! {
-                recv(self.inbox.store) -> m => match m {
-                    Ok(m) => self.handle_from_store(m),
-                    Err(_) => break,
-                },
-                recv(self.inbox.wake) -> id => {
-                    if let Ok(id) = id {
-                        self.drain_mailbox(id);
-                    }
-                }
-                recv(self.applied_rx) -> r => {
-                    if let Ok(r) = r {
-                        self.take_apply_result(r);
-                    }
-                }
-                default(wait) => {}
-            }
-            while let Ok(r) = self.applied_rx.try_recv() {
-                self.take_apply_result(r);
-            }
-            self.drain_inbox();
-            self.propose_batches();
-            if Instant::now() >= next_tick {
-                self.on_tick();
-                next_tick = Instant::now() + self.tick;
-            }
-            if let Err(e) = self.on_ready_round() {
-                // Losing the ability to persist raft state means we can no
-                // longer keep promises made to other replicas: stop.
-                error!(store_id = self.store_id, error = %e, "raftstore storage failure; exiting");
-                std::process::exit(70);
-            }
-            if self.stopping {
-                break;
-            }
-        }
+        let result = self.rounds();
         self.propose_batches();
         for p in self.peers.values_mut() {
             p.raft
@@ -335,14 +322,45 @@ impl Raftstore {
         if let Some(pool) = self.apply_pool.take() {
             pool.shutdown();
         }
+        result
     }
 
-    /// Takes in one apply pool result; a failed apply stops the process,
-    /// as any failure to keep this store's state does.
-    pub(in crate::raftstore) fn take_apply_result(&mut self, r: ApplyResult) {
-        if let Err(e) = self.on_apply_result(r) {
-            error!(store_id = self.store_id, error = %e, "applying committed entries failed; exiting");
-            std::process::exit(70);
+    fn rounds(&mut self) -> Result<()> {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            crossbeam_channel::select! {
+                recv(self.inbox.store) -> m => match m {
+                    Ok(m) => self.handle_from_store(m),
+                    Err(_) => return Ok(()),
+                },
+                recv(self.inbox.wake) -> id => {
+                    if let Ok(id) = id {
+                        self.drain_mailbox(id);
+                    }
+                }
+                recv(self.applied_rx) -> r => {
+                    if let Ok(r) = r {
+                        self.on_apply_result(r)?;
+                    }
+                }
+                default(wait) => {}
+            }
+            while let Ok(r) = self.applied_rx.try_recv() {
+                self.on_apply_result(r)?;
+            }
+            self.drain_inbox();
+            self.propose_batches();
+            if Instant::now() >= next_tick {
+                self.on_tick()?;
+                next_tick = Instant::now() + self.tick;
+            }
+            // Losing the ability to persist raft state means we can no
+            // longer keep promises made to other replicas: stop.
+            self.on_ready_round()?;
+            if self.stopping {
+                return Ok(());
+            }
         }
     }
 
@@ -1022,7 +1040,7 @@ impl Raftstore {
         );
     }
 
-    pub(in crate::raftstore) fn on_tick(&mut self) {
+    pub(in crate::raftstore) fn on_tick(&mut self) -> Result<()> {
         let mut leaders = 0;
         let mut regions = 0;
         let mut asleep = 0;
@@ -1121,10 +1139,7 @@ impl Raftstore {
         // not on every loop iteration: it walks every peer.
         self.heartbeat_round();
         self.drive_merges();
-        if let Err(e) = self.retry_unapplied() {
-            error!(store_id = self.store_id, error = %e, "raftstore storage failure; exiting");
-            std::process::exit(70);
-        }
+        self.retry_unapplied()?;
         self.counters.regions.store(regions, Ordering::Relaxed);
         self.counters.leaders.store(leaders, Ordering::Relaxed);
         metrics::REGIONS.set(regions as i64);
@@ -1134,6 +1149,7 @@ impl Raftstore {
             metrics::SESSIONS.set(sessions);
             nokv_consensus::metrics::RAFT_LOG_LAG.set(log_lag as i64);
         }
+        Ok(())
     }
 
     /// Sends `msgs`; returns, for each snapshot among them, the target
