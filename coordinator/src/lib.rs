@@ -6,6 +6,8 @@
 //! - [`state`]: the replicated state machine (stores, regions, id and TSO
 //!   high-water marks) and how each command applies to it.
 //! - [`raft_loop`]: the thread that drives the raft group and applies.
+//! - [`persisted_window`]: values the leader hands out below a high-water
+//!   mark persisted through raft (shared by the TSO and the ID allocator).
 //! - [`tso`]: the timestamp oracle (leader only).
 //! - [`id_alloc`]: the ID allocator (leader only).
 //! - [`operator`]: operators in flight and their recent history.
@@ -31,6 +33,7 @@ pub mod invariant;
 pub mod merge_checker;
 pub mod metrics;
 pub mod operator;
+pub mod persisted_window;
 pub mod raft_loop;
 pub mod scheduler;
 pub mod scheduling;

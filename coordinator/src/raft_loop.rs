@@ -29,6 +29,9 @@ use tracing::{error, info, warn};
 use crate::state::{ApplyResult, ClusterState};
 use crate::{Error, Result};
 
+#[cfg(test)]
+pub(crate) mod in_memory;
+
 /// The coordinator group's id in raft envelopes and metrics.
 pub const COORDINATOR_GROUP: u64 = 0;
 
