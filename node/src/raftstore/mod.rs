@@ -9,6 +9,11 @@
 //!   inbox; the one door into the raftstore.
 //! - `inbox`: draining the store inbox and the woken mailboxes, fairly.
 //! - `store`: the loop: messages, ticks, ready rounds, sending.
+//! - `admission`: whether a request may go on to raft, and proposing it.
+//! - `raft_message`: stepping raft traffic from other stores.
+//! - `lifecycle`: replicas created, told they were removed, destroyed.
+//! - `coordinator`: region heartbeats and the orders their answers carry.
+//! - `hibernate`: idle regions sleeping across the store; store pings.
 //! - [`peer`]: one replica: its raft driver, region, apply state, proposal
 //!   batch, hibernation state.
 //! - [`apply`]: applying committed entries: one entry loop for data and
@@ -20,10 +25,15 @@
 #![allow(clippy::module_inception)]
 
 pub mod admin;
+mod admission;
 pub mod apply;
+mod coordinator;
+mod hibernate;
 mod inbox;
+mod lifecycle;
 pub mod msg;
 pub mod peer;
+mod raft_message;
 pub mod router;
 pub mod snapshot;
 mod store;

@@ -43,6 +43,16 @@ impl Hibernation {
 }
 
 impl Peer {
+    /// Wakes a hibernating replica. A leader that slept gets a full
+    /// election timeout before check-quorum judges its followers, who may
+    /// be asleep.
+    pub fn wake(&mut self) {
+        self.hibernation.wake();
+        if self.raft.is_leader() {
+            self.raft.raw_mut().raft.election_elapsed = 0;
+        }
+    }
+
     /// The leader's last log index and its term.
     pub fn last_log(&self) -> (u64, u64) {
         let log = &self.raft.raw().raft.raft_log;

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod hibernation;
+pub mod propose;
 
 use std::collections::HashMap;
 use std::sync::Arc;
