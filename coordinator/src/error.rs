@@ -29,6 +29,15 @@ pub enum Error {
     /// The raft loop stopped.
     #[error("coordinator is shutting down")]
     Stopped,
+    /// The raft loop stopped because it could not persist or apply what
+    /// raft handed it (the cause is the source), or its thread panicked
+    /// (the source is [`Error::Stopped`]). Serving on could answer from
+    /// state that is not durable, so [`crate::run`] returns this and the
+    /// process must stop: the `nokv-coordinator` binary exits with code 70
+    /// (docs/deploy.md), and an operator looks at the disk before a
+    /// restart.
+    #[error("fatal: the coordinator raft loop stopped")]
+    Fatal(#[source] Box<Error>),
 }
 
 impl From<nokv_consensus::ProposeError> for Error {

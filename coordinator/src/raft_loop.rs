@@ -149,12 +149,32 @@ pub struct LoopConfig {
     pub log_gc_threshold: u64,
 }
 
+/// The loop's thread, as the member that started it sees it.
+pub struct RaftThread {
+    fatal: oneshot::Receiver<Error>,
+    _thread: JoinHandle<()>,
+}
+
+impl RaftThread {
+    /// Completes when the loop stopped on a failure it cannot go on from,
+    /// with that failure: [`Error::Fatal`]. Never completes while the loop
+    /// runs. (The loop also stops, cleanly, once every [`RaftHandle`] is
+    /// gone; nobody is left to wait then.)
+    pub async fn fatal(&mut self) -> Error {
+        match (&mut self.fatal).await {
+            Ok(e) => e,
+            // The thread ended without a word: it panicked.
+            Err(_) => Error::Fatal(Box::new(Error::Stopped)),
+        }
+    }
+}
+
 /// Opens the group's raft state and starts the loop thread.
 pub fn spawn(
     cfg: LoopConfig,
     db: Arc<DB>,
     transport: Transport,
-) -> Result<(RaftHandle, JoinHandle<()>)> {
+) -> Result<(RaftHandle, RaftThread)> {
     let state = ClusterState::load(&db)?;
     let apply_state = load_apply_state(&db)?;
     let truncated = apply_state
@@ -199,10 +219,17 @@ pub fn spawn(
         ticks_since_log_gc: 0,
         log_state: handle.log_state.clone(),
     };
-    let join = std::thread::Builder::new()
+    let (fatal_tx, fatal) = oneshot::channel();
+    let thread = std::thread::Builder::new()
         .name("coordinator-raft".into())
-        .spawn(move || raft_loop.run())?;
-    Ok((handle, join))
+        .spawn(move || raft_loop.run(fatal_tx))?;
+    Ok((
+        handle,
+        RaftThread {
+            fatal,
+            _thread: thread,
+        },
+    ))
 }
 
 fn load_apply_state(db: &DB) -> Result<ApplyState> {
@@ -230,14 +257,34 @@ struct RaftLoop {
 }
 
 impl RaftLoop {
-    fn run(&mut self) {
+    /// Runs rounds until every [`RaftHandle`] is gone or storage fails;
+    /// then fails every pending proposal, stops counting as leader, and
+    /// reports a failure on `fatal`.
+    fn run(&mut self, fatal: oneshot::Sender<Error>) {
+        let stopped = self.rounds();
+        self.peer
+            .fail_all(ProposeError::Dropped("coordinator stopping".into()));
+        *self.leadership.write().unwrap_or_else(|p| p.into_inner()) = Leadership::default();
+        if let Err(e) = stopped {
+            error!(err = %e, "coordinator raft loop stopped");
+            let _ = fatal.send(e);
+        }
+    }
+
+    /// The loop's rounds: inbox, tick, Ready, leadership.
+    ///
+    /// # Errors
+    /// [`Error::Fatal`] when a Ready could not be persisted or applied: the
+    /// group cannot make progress safely, and serving on would serve
+    /// state that may not be durable.
+    fn rounds(&mut self) -> Result<()> {
         let mut next_tick = Instant::now() + self.cfg.tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(wait) {
                 Ok(m) => self.handle(m),
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
             }
             while let Ok(m) = self.rx.try_recv() {
                 self.handle(m);
@@ -251,16 +298,9 @@ impl RaftLoop {
                 }
                 next_tick = Instant::now() + self.cfg.tick;
             }
-            if let Err(e) = self.on_ready() {
-                // A storage failure leaves the group unable to make progress
-                // safely; stop the process rather than serve stale state.
-                error!(error = %e, "coordinator raft storage failed; exiting");
-                std::process::exit(70);
-            }
+            self.on_ready().map_err(|e| Error::Fatal(Box::new(e)))?;
             self.publish_leadership();
         }
-        self.peer
-            .fail_all(ProposeError::Dropped("coordinator stopping".into()));
     }
 
     fn handle(&mut self, msg: LoopMsg) {
@@ -459,5 +499,36 @@ impl RaftLoop {
         if *l != now {
             *l = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread(body: impl FnOnce(oneshot::Sender<Error>) + Send + 'static) -> RaftThread {
+        let (tx, fatal) = oneshot::channel();
+        RaftThread {
+            fatal,
+            _thread: std::thread::spawn(move || body(tx)),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_storage_failure_reaches_the_owner_as_fatal() {
+        let mut t = thread(|tx| {
+            let cause = Error::Io(std::io::Error::other("disk gone"));
+            let _ = tx.send(Error::Fatal(Box::new(cause)));
+        });
+        let Error::Fatal(cause) = t.fatal().await else {
+            panic!("not fatal");
+        };
+        assert!(matches!(*cause, Error::Io(_)));
+    }
+
+    #[tokio::test]
+    async fn a_thread_that_ends_without_a_word_is_fatal_too() {
+        let mut t = thread(drop);
+        assert!(matches!(t.fatal().await, Error::Fatal(cause) if matches!(*cause, Error::Stopped)));
     }
 }

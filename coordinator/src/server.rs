@@ -46,7 +46,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 ///
 /// # Errors
 /// Invalid configuration, a port that cannot be bound, or storage that
-/// cannot be opened.
+/// cannot be opened; [`Error::Fatal`] when the raft loop stopped on a
+/// storage failure while serving (the process must then stop).
 pub async fn run(
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -89,7 +90,7 @@ pub async fn run(
         log_gc_interval_ticks: config.log_gc_interval_ticks,
         log_gc_threshold: config.log_gc_threshold,
     };
-    let (raft, _raft_thread) = raft_loop::spawn(loop_cfg, db, transport)?;
+    let (raft, mut raft_thread) = raft_loop::spawn(loop_cfg, db, transport)?;
     let service = Arc::new(CoordinatorService::new(
         raft.clone(),
         config.clone(),
@@ -180,6 +181,9 @@ pub async fn run(
     tokio::select! {
         r = server => r.map_err(|e| Error::Io(std::io::Error::other(e)))?,
         _ = grace_deadline(stop, SHUTDOWN_GRACE) => info!("grace period over; closing remaining streams"),
+        // The member cannot go on without its raft loop: stop serving and
+        // hand the failure to the caller.
+        e = raft_thread.fatal() => return Err(e),
     }
     info!(member_id = config.id, "coordinator stopped");
     Ok(())
