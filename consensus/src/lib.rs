@@ -26,6 +26,8 @@
 //! - [`logging`]: raft-rs's log records bridged into `tracing`.
 //! - [`storage`]: [`RocksRaftLog`], the `raft::Storage` over RocksDB.
 //! - [`peer`]: [`RaftPeer`], the driver around `RawNode`.
+//! - [`timing`]: [`RaftTiming`], tick length and election/heartbeat ticks,
+//!   checked, with their defaults.
 //! - [`transport`]: outgoing raft messages, one batching stream per store.
 //! - [`snapshot_stream`]: snapshot files streamed in chunks with bounded memory.
 //! - [`service`]: the `RaftTransport` gRPC service feeding a [`service::RaftMessageSink`].
@@ -33,6 +35,8 @@
 //! - [`metrics`]: Prometheus metrics shared by every process.
 //! - [`shutdown`]: graceful stop with a bounded drain.
 //! - [`status`]: the HTTP status port (`/metrics`, `/health`, `/ready`, `/status`).
+//! - [`process`]: the process kit of the two server binaries: shared flags,
+//!   config loading, tracing, TLS listeners, exit codes.
 //! - [`error`]: the crate's error type.
 #![deny(missing_docs)]
 
@@ -42,15 +46,18 @@ pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod peer;
+pub mod process;
 pub mod security;
 pub mod service;
 pub mod shutdown;
 pub mod snapshot_stream;
 pub mod status;
 pub mod storage;
+pub mod timing;
 pub mod transport;
 
-pub use error::{Error, Result};
+pub use error::{Error, RaftTimingError, Result};
 pub use peer::{ProposeError, RaftPeer, RaftPeerConfig};
 pub use storage::{RocksRaftLog, SnapshotSource};
+pub use timing::RaftTiming;
 pub use transport::{AddressResolver, FilterAction, MessageFilter, Transport, TransportOptions};
