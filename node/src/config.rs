@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
+use nokv_consensus::process::{ProcessConfig, ProcessKeys};
 use nokv_consensus::security::SecurityConfig;
+use nokv_consensus::{RaftTiming, RaftTimingError};
 use serde::{Deserialize, Serialize};
 
 /// Size limits enforced on every request (documented in docs/protocol.md).
@@ -58,7 +60,8 @@ impl Default for SessionConfig {
     }
 }
 
-/// Raft timing of the node's regions.
+/// The `raft` section: timing of the node's regions ([`RaftConfig::timing`]
+/// checks the three timing keys) and the raftstore's limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RaftConfig {
@@ -118,9 +121,9 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            tick_interval_ms: 100,
-            election_ticks: 10,
-            heartbeat_ticks: 2,
+            tick_interval_ms: RaftTiming::DEFAULT_TICK_INTERVAL_MS,
+            election_ticks: RaftTiming::DEFAULT_ELECTION_TICKS,
+            heartbeat_ticks: RaftTiming::DEFAULT_HEARTBEAT_TICKS,
             region_heartbeat_ticks: 20,
             inbox_capacity: 16_384,
             log_gc_interval_ticks: 100,
@@ -138,6 +141,20 @@ impl Default for RaftConfig {
             max_apply_queue_entries: 16_384,
             region_mailbox_capacity: 4096,
         }
+    }
+}
+
+impl RaftConfig {
+    /// `tick_interval_ms`, `election_ticks` and `heartbeat_ticks`, checked.
+    ///
+    /// # Errors
+    /// A zero tick, or `election_ticks` not above `heartbeat_ticks`.
+    pub fn timing(&self) -> Result<RaftTiming, RaftTimingError> {
+        RaftTiming::new(
+            self.tick_interval_ms,
+            self.election_ticks,
+            self.heartbeat_ticks,
+        )
     }
 }
 
@@ -220,10 +237,7 @@ impl NodeConfig {
         if self.coordinators.is_empty() {
             return Err("at least one coordinator address is required".into());
         }
-        if self.raft.tick_interval_ms == 0 || self.raft.election_ticks <= self.raft.heartbeat_ticks
-        {
-            return Err("raft: tick must be > 0 and election_ticks > heartbeat_ticks".into());
-        }
+        self.raft.timing().map_err(|e| format!("raft: {e}"))?;
         if self.limits.max_key_bytes == 0 || self.limits.max_value_bytes == 0 {
             return Err("limits must be positive".into());
         }
@@ -236,6 +250,18 @@ impl NodeConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl ProcessConfig for NodeConfig {
+    fn process_keys(&mut self) -> ProcessKeys<'_> {
+        ProcessKeys {
+            data_dir: &mut self.data_dir,
+            listen: &mut self.listen,
+            status_listen: &mut self.status_listen,
+            log_level: &mut self.log_level,
+            security: &mut self.security,
+        }
     }
 }
 
@@ -277,6 +303,10 @@ mod tests {
         assert!(serde_yaml::from_str::<NodeConfig>("nope: 1\n").is_err());
         let mut c = NodeConfig::default();
         c.raft.election_ticks = 1;
+        let err = c.validate().unwrap_err();
+        assert!(err.starts_with("raft: tick must be > 0"), "{err}");
+        c.raft.election_ticks = 10;
+        c.raft.tick_interval_ms = 0;
         assert!(c.validate().is_err());
     }
 }

@@ -53,3 +53,21 @@ impl From<prost::DecodeError> for Error {
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// How an error from [`crate::run`] ends `nokv-node` (docs/deploy.md: a
+/// storage failure exits 70). Every variant is listed, so a new one
+/// has to be placed here: [`Error::Fatal`] is the storage failure.
+impl nokv_consensus::process::RunError for Error {
+    fn is_storage_failure(&self) -> bool {
+        match self {
+            Error::Consensus(_)
+            | Error::Engine(_)
+            | Error::Coordinator(_)
+            | Error::Corrupted(_)
+            | Error::Config(_)
+            | Error::Io(_)
+            | Error::Identity(_) => false,
+            Error::Fatal(_) => true,
+        }
+    }
+}

@@ -1,114 +1,92 @@
-//! `nokv-node`: runs one NoKV store node.
+//! `nokv-node`: runs one NoKV store node. The flags it shares with
+//! `nokv-coordinator`, config loading, logging and exit codes are
+//! `nokv_consensus::process`; this file adds the node's own flags.
 
-use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
+use nokv_consensus::process::{self, ProcessArgs};
+use nokv_consensus::shutdown::process_signal;
 use nokv_node::NodeConfig;
 
 /// A NoKV store node.
 #[derive(Parser, Debug)]
 #[command(name = "nokv-node", version, about)]
 struct Args {
-    /// YAML configuration file; flags override its values.
-    #[arg(long, short = 'c')]
-    config: Option<PathBuf>,
-    /// Coordinator addresses, comma separated.
-    #[arg(long, value_delimiter = ',')]
+    #[command(flatten)]
+    process: ProcessArgs,
+    /// Coordinator addresses, comma separated; sets `coordinators`.
+    ///
+    /// Any subset of the members works; all of them is best. Default: the
+    /// file's `coordinators`, else 127.0.0.1:2379.
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     coordinators: Option<Vec<String>>,
     /// Address advertised to other processes (defaults to --listen).
-    #[arg(long)]
+    ///
+    /// Sets `advertise_address`, the address registered with the
+    /// coordinator. Default: the file's `advertise_address`, else the
+    /// listen address (the bound one when listening on port 0).
+    #[arg(long, value_name = "ADDR")]
     advertise_address: Option<String>,
-    /// Data directory.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// gRPC listen address.
-    #[arg(long)]
-    listen: Option<String>,
-    /// HTTP status listen address.
-    #[arg(long)]
-    status_listen: Option<String>,
-    /// Log filter, e.g. `info` or `nokv_coordinator=debug`.
-    #[arg(long)]
-    log_level: Option<String>,
-    /// CA certificate (PEM) for mutual TLS; sets security.ca_path.
-    #[arg(long, value_name = "PATH", requires_all = ["cert_path", "key_path"])]
-    ca_path: Option<PathBuf>,
-    /// This process's certificate (PEM); sets security.cert_path.
-    #[arg(long, value_name = "PATH", requires_all = ["ca_path", "key_path"])]
-    cert_path: Option<PathBuf>,
-    /// The certificate's private key (PEM); sets security.key_path.
-    #[arg(long, value_name = "PATH", requires_all = ["ca_path", "cert_path"])]
-    key_path: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            serde_yaml::from_str::<NodeConfig>(&text)
-                .with_context(|| format!("parsing {}", path.display()))?
+impl Args {
+    /// The node's own flags over the loaded configuration.
+    fn apply(self, mut config: NodeConfig) -> NodeConfig {
+        if let Some(v) = self.coordinators {
+            config.coordinators = v;
         }
-        None => NodeConfig::default(),
-    };
-    if let Some(v) = args.coordinators {
-        config.coordinators = v;
-    }
-    if let Some(v) = args.advertise_address {
-        config.advertise_address = v;
-    }
-    if let Some(v) = args.data_dir {
-        config.data_dir = v;
-    }
-    if let Some(v) = args.listen {
-        config.listen = v;
-    }
-    if let Some(v) = args.status_listen {
-        config.status_listen = v;
-    }
-    if let Some(v) = args.log_level {
-        config.log_level = v;
-    }
-    if let (Some(ca_path), Some(cert_path), Some(key_path)) =
-        (args.ca_path, args.cert_path, args.key_path)
-    {
-        // Flags name the files; the rest of the section stays as
-        // configured.
-        let kept = config.security.take();
-        config.security = Some(nokv_consensus::security::SecurityConfig {
-            ca_path,
-            cert_path,
-            key_path,
-            admin_allowed_cn: kept
-                .as_ref()
-                .map(|s| s.admin_allowed_cn.clone())
-                .unwrap_or_default(),
-            status_tls: kept.is_some_and(|s| s.status_tls),
-        });
-    }
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let result = runtime.block_on(nokv_node::run(
-        config,
-        nokv_consensus::shutdown::process_signal(),
-    ));
-    match result {
-        // The raftstore stopped because the store can no longer keep its
-        // state: exit 70 (docs/deploy.md), so a supervisor does not restart
-        // onto a failing disk.
-        Err(nokv_node::Error::Fatal(e)) => {
-            eprintln!("nokv-node: {e}");
-            std::process::exit(70)
+        if let Some(v) = self.advertise_address {
+            config.advertise_address = v;
         }
-        r => r.context("node failed"),
+        config
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Args = process::parse::<Args, NodeConfig>();
+    let config = process::load_config(&args.process).map(|config| args.apply(config));
+    process::run("node", config, |config| {
+        nokv_node::run(config, process_signal())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Args {
+        let words = std::iter::once("nokv-node").chain(words.iter().copied());
+        process::try_parse_from::<Args, NodeConfig, _, _>(words).expect("parses")
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        process::command::<Args, NodeConfig>().debug_assert();
+    }
+
+    #[test]
+    fn own_flags_apply_over_the_file() {
+        let args = parse(&["--coordinators", "a:1,b:2", "--advertise-address", "n:1"]);
+        let config = args.apply(NodeConfig::default());
+        assert_eq!(config.coordinators, ["a:1", "b:2"]);
+        assert_eq!(config.advertise_address, "n:1");
+        assert_eq!(
+            parse(&[]).apply(NodeConfig::default()).coordinators,
+            ["127.0.0.1:2379"]
+        );
+    }
+
+    #[test]
+    fn help_shows_node_defaults_and_names_no_other_binary() {
+        let help = process::command::<Args, NodeConfig>()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("[default: 127.0.0.1:20160]"), "{help}");
+        assert!(help.contains("[default: nokv-node-data]"), "{help}");
+        let coordinators = NodeConfig::default().coordinators.join(",");
+        assert!(help.contains(&format!("else {coordinators}.")), "{help}");
+        assert!(!help.contains("coordinator="), "{help}");
+        assert!(!help.contains("nokv-coordinator"), "{help}");
     }
 }

@@ -10,18 +10,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nokv_client::CoordinatorClient;
+use nokv_consensus::process::Listeners;
 use nokv_consensus::security::{AdminGuard, NODE_ADMIN_METHODS};
 use nokv_consensus::service::RaftTransportService;
-use nokv_consensus::shutdown::{grace_deadline, signalled, watch_signal};
-use nokv_consensus::status::{self, StatusState};
+use nokv_consensus::shutdown::watch_signal;
+use nokv_consensus::status::StatusState;
 use nokv_consensus::transport::MAX_RAFT_MESSAGE_BYTES;
 use nokv_consensus::{AddressResolver, MessageFilter, Transport, TransportOptions};
 use nokv_proto::adminpb::admin_server::AdminServer;
 use nokv_proto::kvrpcpb::kv_server::KvServer;
 use nokv_proto::metapb::{Store, StoreState};
 use nokv_proto::raft_serverpb::raft_transport_server::RaftTransportServer;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use crate::bootstrap::{bootstrap_if_needed, ensure_store_id, load_regions, open_peers};
@@ -123,18 +122,20 @@ pub async fn run_with(
     hooks: NodeHooks,
 ) -> Result<()> {
     config.validate().map_err(Error::Config)?;
-    // TLS material is read first, so a bad `security` section stops the
-    // node before it binds or registers anything.
-    let security = config.security.as_ref().map(|s| s.load()).transpose()?;
-    let tls = security.as_ref().map(|s| s.tls.clone());
-    let status_tls = security.as_ref().and_then(|s| s.status_tls.clone());
-    let mut grpc = tonic::transport::Server::builder();
-    if let Some(tls) = &tls {
-        grpc = grpc
-            .tls_config(tls.server())
-            .map_err(|e| Error::Config(format!("security: {e}")))?;
-    }
-    let admin_policy = security.map(|s| s.admin).unwrap_or_default();
+    // TLS material is read before the ports are bound, so a bad
+    // `security` section stops the node before it binds or registers
+    // anything.
+    let Listeners {
+        grpc,
+        status,
+        tls,
+        admin: admin_policy,
+    } = Listeners::bind(
+        config.security.as_ref(),
+        &config.listen,
+        &config.status_listen,
+    )
+    .await?;
     // The node stops when asked, or when its raftstore stops on a failure
     // to keep the store's state; `run` then returns that failure.
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<()>();
@@ -146,14 +147,12 @@ pub async fn run_with(
     });
     crate::metrics::register();
     let started = Instant::now();
-    let grpc_listener = TcpListener::bind(&config.listen).await?;
-    let status_listener = TcpListener::bind(&config.status_listen).await?;
     // Port 0 means "any free port": advertise the one we got.
-    let bound = grpc_listener.local_addr()?.to_string();
+    let bound = grpc.local_addr()?.to_string();
     if config.advertise_address.is_empty() && config.listen.ends_with(":0") {
         config.advertise_address = bound;
     }
-    config.status_listen = status_listener.local_addr()?.to_string();
+    config.status_listen = status.local_addr()?.to_string();
     let ready = Arc::new(AtomicBool::new(false));
     let store_id_cell = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let status_state = {
@@ -176,11 +175,7 @@ pub async fn run_with(
     };
     // The status port comes up first so /health answers while the node
     // registers; /ready stays false until it can serve.
-    let status_task = tokio::spawn(async move {
-        if let Err(e) = status::serve(status_listener, status_state, status_tls).await {
-            tracing::error!(error = %e, "status server stopped");
-        }
-    });
+    let status_task = status.spawn(status_state);
 
     let db = tokio::task::spawn_blocking({
         let path = config.data_dir.join("db");
@@ -320,33 +315,28 @@ pub async fn run_with(
     let stopper = router.clone();
     info!(store_id, listen = %config.listen, status = %config.status_listen, "node serving");
     let max_msg = config.limits.max_grpc_message_bytes;
-    let server = grpc
-        .add_service(
-            KvServer::new(kv)
-                .max_decoding_message_size(max_msg)
-                .max_encoding_message_size(max_msg),
-        )
-        .add_service(AdminGuard::new(
-            AdminServer::new(admin),
-            admin_policy,
-            NODE_ADMIN_METHODS,
-        ))
-        .add_service(
-            RaftTransportServer::new(RaftTransportService::with_snapshots(
-                Arc::new(router.clone()),
-                Arc::new(snapshots.inbox()),
+    let raft_service =
+        RaftTransportService::with_snapshots(Arc::new(router.clone()), Arc::new(snapshots.inbox()));
+    let services = |server: &mut tonic::transport::Server| {
+        server
+            .add_service(
+                KvServer::new(kv)
+                    .max_decoding_message_size(max_msg)
+                    .max_encoding_message_size(max_msg),
+            )
+            .add_service(AdminGuard::new(
+                AdminServer::new(admin),
+                admin_policy,
+                NODE_ADMIN_METHODS,
             ))
-            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            signalled(stop.clone()),
-        );
-    tokio::select! {
-        r = server => r.map_err(|e| Error::Io(std::io::Error::other(e)))?,
-        _ = grace_deadline(stop, Duration::from_millis(config.shutdown_grace_ms)) => info!("grace period over; closing remaining streams"),
-    }
+            .add_service(
+                RaftTransportServer::new(raft_service)
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            )
+    };
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    grpc.serve(services, stop, grace).await?;
     // Stop everything that holds the database, then wait for the raftstore
     // thread so RocksDB is closed when we return.
     ready.store(false, Ordering::Release);
