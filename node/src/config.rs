@@ -54,8 +54,8 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
-            idle_timeout_secs: crate::raftstore::apply::session::DEFAULT_IDLE_MS / 1000,
-            max_per_region: crate::raftstore::apply::session::DEFAULT_MAX_SESSIONS as u32,
+            idle_timeout_secs: crate::raftstore::session::DEFAULT_IDLE_MS / 1000,
+            max_per_region: crate::raftstore::session::DEFAULT_MAX_SESSIONS as u32,
         }
     }
 }

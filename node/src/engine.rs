@@ -12,7 +12,7 @@ pub const CF_WRITE: &str = "write";
 /// Raw KV: `key` → value with optional TTL.
 pub const CF_RAW: &str = "raw";
 /// Client-session tables: `region_id` → table state, `region_id ++
-/// session_id` → session record (see `crate::raftstore::apply::session`).
+/// session_id` → session record (see `crate::raftstore::session`).
 pub const CF_SESSION: &str = "session";
 
 /// The database as request handlers see it: it can be closed while

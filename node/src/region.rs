@@ -58,6 +58,14 @@ pub fn timeout(region_id: u64) -> RegionError {
     }
 }
 
+/// The `RegionMerging` error of a region frozen by a merge.
+pub fn merging(region_id: u64) -> RegionError {
+    RegionError {
+        message: format!("region {region_id} is frozen by a merge in progress"),
+        kind: Some(Kind::RegionMerging(errorpb::RegionMerging { region_id })),
+    }
+}
+
 /// A `StoreNotMatch` error.
 pub fn store_not_match(requested: u64, actual: u64) -> RegionError {
     RegionError {

@@ -88,7 +88,7 @@ impl Raftstore {
             Some(admin_request::Cmd::RollbackMerge(_))
         );
         if peer.merge_state.is_some() && !rollback {
-            return cb(Err(crate::raftstore::apply::merging(peer.region.id)));
+            return cb(Err(crate::region::merging(peer.region.id)));
         }
         for r in &cmd.requests {
             let check = match &r.cmd {
@@ -155,7 +155,7 @@ impl Raftstore {
         // A frozen source may already be part of its target on some store,
         // which takes writes for its range: reading here could miss them.
         if peer.merge_state.is_some() {
-            return cb(Err(crate::raftstore::apply::merging(region_id)));
+            return cb(Err(crate::region::merging(region_id)));
         }
         let checks = keys
             .iter()

@@ -198,7 +198,7 @@ impl Raftstore {
         self.close_mailbox(region_id);
         let mut wb = WriteBatch::default();
         peer.raft.raw_mut().mut_store().clear(&mut wb)?;
-        crate::raftstore::apply::session::clear(&self.db, region_id, &mut wb)?;
+        crate::raftstore::session::clear(&self.db, region_id, &mut wb)?;
         let still_owned = self
             .peers
             .values()

@@ -17,10 +17,11 @@
 //! - [`peer`]: one replica: its raft driver, region, apply state, proposal
 //!   batch, hibernation state.
 //! - [`apply`]: applying committed entries: one entry loop for data and
-//!   admin entries, the apply pool, the session tables, the apply state
-//!   written in one place.
+//!   admin entries, the apply pool, the apply state written in one place.
 //! - [`admin`]: the admin commands (split, merge, membership, log
 //!   compaction), what proposes them and what applies them.
+//! - [`session`]: client-session tables, so a raw write applies exactly
+//!   once (replicated state, applied with the data).
 //! - [`snapshot`]: building and installing region snapshots.
 #![allow(clippy::module_inception)]
 
@@ -35,6 +36,7 @@ pub mod msg;
 pub mod peer;
 mod raft_message;
 pub mod router;
+pub mod session;
 pub mod snapshot;
 mod store;
 

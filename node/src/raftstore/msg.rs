@@ -142,3 +142,29 @@ impl StoreMsg {
         }
     }
 }
+
+/// Proposers to answer once an apply batch is written, with their answers.
+pub type Answers = Vec<(
+    nokv_consensus::peer::ProposalCallback<RaftCmdResponse>,
+    RaftCmdResponse,
+)>;
+
+/// The answer of an admin command that applied.
+pub fn admin_ok(cmd: nokv_proto::raft_cmdpb::admin_response::Cmd) -> RaftCmdResponse {
+    RaftCmdResponse {
+        header: Some(nokv_proto::raft_cmdpb::RaftResponseHeader::default()),
+        responses: Vec::new(),
+        admin_response: Some(nokv_proto::raft_cmdpb::AdminResponse { cmd: Some(cmd) }),
+    }
+}
+
+/// The answer of a command refused with `e` (nothing of it applied).
+pub fn error_response(e: nokv_proto::errorpb::RegionError) -> RaftCmdResponse {
+    RaftCmdResponse {
+        header: Some(nokv_proto::raft_cmdpb::RaftResponseHeader {
+            error: Some(e),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -241,7 +241,7 @@ fn generate(db: &DB, gen_dir: &Path, region_id: u64) -> Result<Snapshot> {
     }
     // The region's client sessions travel with its data, so a repeat of a
     // write that applied before the snapshot is still recognised.
-    let (lower, upper) = crate::raftstore::apply::session::key_range(region_id);
+    let (lower, upper) = crate::raftstore::session::key_range(region_id);
     files.extend(write_sst(db, &snap, &dir, CF_SESSION, &lower, Some(upper))?);
     let meta = SnapshotMeta {
         region: Some(region.clone()),
@@ -371,7 +371,7 @@ pub fn install(
         clear_range(db, &peer.region.start_key, &peer.region.end_key, &mut pre)?;
     }
     clear_range(db, &region.start_key, &region.end_key, &mut pre)?;
-    crate::raftstore::apply::session::clear(db, region.id, &mut pre)?;
+    crate::raftstore::session::clear(db, region.id, &mut pre)?;
     let applying = RegionLocalState {
         region: Some(region.clone()),
         state: PeerState::Applying as i32,
@@ -385,7 +385,7 @@ pub fn install(
     );
     synced(db, pre)?;
     ingest(db, &dir, &meta)?;
-    *peer.sessions.lock() = crate::raftstore::apply::session::SessionTable::load(db, region.id)?;
+    *peer.sessions.lock() = crate::raftstore::session::SessionTable::load(db, region.id)?;
     let m = snap.get_metadata();
     peer.region = region;
     for p in &peer.region.peers {
@@ -426,7 +426,7 @@ pub fn finish_interrupted_installs(db: &Arc<DB>, source: &RegionSnapshotSource) 
         info!(region_id, snapshot = %meta.id, "finishing an interrupted snapshot install");
         let mut wb = WriteBatch::default();
         clear_range(db, &region.start_key, &region.end_key, &mut wb)?;
-        crate::raftstore::apply::session::clear(db, region_id, &mut wb)?;
+        crate::raftstore::session::clear(db, region_id, &mut wb)?;
         synced(db, std::mem::take(&mut wb))?;
         ingest(db, &dir, &meta)?;
         let apply = match db.get_cf(meta_cf, apply_state_key(region_id))? {

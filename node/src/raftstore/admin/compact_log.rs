@@ -1,12 +1,18 @@
 //! Raft log GC: a leader whose log holds enough applied entries proposes
-//! a CompactLog.
+//! a CompactLog; every replica applies it at the same index.
+
+use nokv_proto::raft_cmdpb::{
+    admin_request, admin_response, AdminRequest, AdminResponse, CompactLogRequest, RaftCmdRequest,
+    RaftCmdResponse, RaftRequestHeader, RaftResponseHeader,
+};
+use prost::Message as _;
+use rocksdb::{WriteBatch, DB};
+use tracing::debug;
 
 use crate::config::RaftConfig;
 use crate::raftstore::peer::Peer;
 use crate::raftstore::store::Raftstore;
-use nokv_proto::raft_cmdpb::{admin_request, AdminRequest, RaftCmdRequest, RaftRequestHeader};
-use prost::Message as _;
-use tracing::debug;
+use crate::Result;
 
 impl Raftstore {
     /// Proposes a `CompactLog` for a leader whose log holds enough applied
@@ -66,4 +72,35 @@ impl Raftstore {
         );
         peer.raft.propose(cmd.encode_to_vec(), Box::new(|_| {}));
     }
+}
+
+/// Drops raft log entries up to the command's index, in `wb`.
+pub(crate) fn apply_compact_log(
+    peer: &mut Peer,
+    _db: &DB,
+    c: CompactLogRequest,
+    wb: &mut WriteBatch,
+) -> Result<RaftCmdResponse> {
+    let truncated = peer.truncated_index();
+    // Entries up to the applied index are the only ones safe to drop;
+    // the proposer picked the index, every replica applies the same.
+    if c.compact_index <= truncated || c.compact_index > peer.apply_state.applied_index {
+        return Ok(RaftCmdResponse::default());
+    }
+    peer.raft
+        .raw_mut()
+        .mut_store()
+        .compact_to(c.compact_index, c.compact_term, wb)?;
+    peer.apply_state.truncated_state = Some(nokv_proto::raft_serverpb::RaftTruncatedState {
+        index: c.compact_index,
+        term: c.compact_term,
+    });
+    crate::metrics::LOG_COMPACTIONS.inc();
+    Ok(RaftCmdResponse {
+        header: Some(RaftResponseHeader::default()),
+        responses: Vec::new(),
+        admin_response: Some(AdminResponse {
+            cmd: Some(admin_response::Cmd::CompactLog(Default::default())),
+        }),
+    })
 }

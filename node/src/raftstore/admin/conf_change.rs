@@ -1,16 +1,25 @@
 //! Membership changes: validated and proposed as raft conf changes.
 
-use crate::raftstore::admission::EpochCheck;
-use crate::raftstore::msg::CmdCallback;
-use crate::raftstore::store::Raftstore;
 use nokv_proto::errorpb::RegionError;
-use nokv_proto::metapb::{self, Region};
+use nokv_proto::metapb;
+use nokv_proto::metapb::{Peer as PeerMeta, PeerRole, Region};
 use nokv_proto::raft_cmdpb::{
-    admin_request, AdminRequest, ChangePeerRequest, ConfChangeType, RaftCmdRequest,
-    RaftRequestHeader,
+    admin_request, admin_response, AdminRequest, AdminResponse, ChangePeerRequest,
+    ChangePeerResponse, ConfChangeType, RaftCmdRequest, RaftCmdResponse, RaftRequestHeader,
+    RaftResponseHeader,
 };
+use nokv_proto::raft_serverpb::PeerState;
 use prost::Message as _;
 use raft::prelude::ConfChange;
+use rocksdb::{WriteBatch, DB};
+use tracing::{info, warn};
+
+use crate::raftstore::admission::EpochCheck;
+use crate::raftstore::msg::{error_response, CmdCallback};
+use crate::raftstore::peer::Peer;
+use crate::raftstore::store::Raftstore;
+use crate::region::{check_epoch, merging};
+use crate::Result;
 
 /// Checks a membership change makes sense for `region`: one replica per
 /// store, learners are added fresh, and voters are not demoted.
@@ -57,7 +66,7 @@ impl Raftstore {
             Err(e) => return cb(Err(e)),
         };
         if peer.merge_state.is_some() {
-            return cb(Err(crate::raftstore::apply::merging(region_id)));
+            return cb(Err(crate::region::merging(region_id)));
         }
         let Some(target) = change.peer else {
             return cb(Err(RegionError {
@@ -105,6 +114,109 @@ impl Raftstore {
             }),
         );
     }
+}
+
+/// Applies a membership change entry to this replica, in `wb`: raft-rs
+/// decides first, and the region follows only what raft accepted.
+pub(crate) fn apply_conf_change(
+    peer: &mut Peer,
+    db: &DB,
+    cc: &ConfChange,
+    wb: &mut WriteBatch,
+) -> Result<RaftCmdResponse> {
+    let ctx = RaftCmdRequest::decode(cc.context.as_ref())?;
+    // A membership change proposed before a split, merge or another
+    // change applied is stale; a frozen merge source takes none. raft-rs
+    // is not told, so both memberships stay as they were.
+    let header = ctx.header.unwrap_or_default();
+    if let Err(e) = check_epoch(&peer.region, header.region_epoch.as_ref(), true) {
+        return Ok(error_response(e));
+    }
+    if peer.merge_state.is_some() {
+        return Ok(error_response(merging(peer.region.id)));
+    }
+    let change = ctx.admin_request.and_then(|a| a.cmd).and_then(|c| match c {
+        admin_request::Cmd::ChangePeer(c) => Some(c),
+        _ => None,
+    });
+    let target = change.as_ref().and_then(|c| c.peer).unwrap_or(PeerMeta {
+        id: cc.node_id,
+        store_id: 0,
+        role: 0,
+    });
+    // raft-rs decides first; the region follows only what raft accepted,
+    // so the two memberships can never disagree.
+    match peer.raft.raw_mut().apply_conf_change(cc) {
+        Ok(cs) => peer.raft.raw_mut().mut_store().set_conf_state(cs),
+        Err(e) => {
+            warn!(region_id = peer.region.id, error = %e, "raft rejected conf change; region unchanged");
+            return Ok(error_response(nokv_proto::errorpb::RegionError {
+                message: format!("conf change rejected: {e}"),
+                kind: None,
+            }));
+        }
+    }
+    let mut changed = true;
+    match cc.get_change_type() {
+        raft::prelude::ConfChangeType::AddNode => {
+            match peer.region.peers.iter_mut().find(|p| p.id == cc.node_id) {
+                Some(p) if p.role() == PeerRole::Voter => changed = false,
+                Some(p) => p.role = PeerRole::Voter as i32,
+                None => peer.region.peers.push(PeerMeta {
+                    role: PeerRole::Voter as i32,
+                    ..target
+                }),
+            }
+        }
+        raft::prelude::ConfChangeType::AddLearnerNode => {
+            if peer.region.peers.iter().any(|p| p.id == cc.node_id) {
+                changed = false;
+            } else {
+                peer.region.peers.push(PeerMeta {
+                    role: PeerRole::Learner as i32,
+                    ..target
+                });
+            }
+        }
+        raft::prelude::ConfChangeType::RemoveNode => {
+            let before = peer.region.peers.len();
+            peer.region.peers.retain(|p| p.id != cc.node_id);
+            changed = before != peer.region.peers.len();
+        }
+    }
+    if changed {
+        let epoch = peer.region.epoch.get_or_insert_with(Default::default);
+        epoch.conf_ver += 1;
+        if let Some(me) = peer.region.peers.iter().find(|p| p.id == peer.meta.id) {
+            peer.meta.role = me.role;
+        }
+        peer.persist_region(db, PeerState::Normal, wb)?;
+        for p in &peer.region.peers {
+            peer.peer_stores.insert(p.id, p.store_id);
+        }
+        peer.heartbeat_due = true;
+        info!(
+            region_id = peer.region.id,
+            change = ?cc.get_change_type(),
+            peer_id = cc.node_id,
+            conf_ver = peer.region.epoch.as_ref().map(|e| e.conf_ver).unwrap_or(0),
+            "conf change applied"
+        );
+    }
+    if cc.node_id == peer.meta.id {
+        // A later entry of the same batch may add this peer back (a
+        // re-used peer id): only the last change decides.
+        peer.pending_destroy = cc.get_change_type() == raft::prelude::ConfChangeType::RemoveNode;
+    }
+    Ok(RaftCmdResponse {
+        header: Some(RaftResponseHeader::default()),
+        responses: Vec::new(),
+        admin_response: Some(AdminResponse {
+            cmd: Some(admin_response::Cmd::ChangePeer(ChangePeerResponse {
+                region: Some(peer.region.clone()),
+            })),
+        }),
+    })
 }
 
 #[cfg(test)]

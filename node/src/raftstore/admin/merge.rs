@@ -36,7 +36,7 @@ use raft::GetEntriesContext;
 use rocksdb::{WriteBatch, DB};
 use tracing::{error, info, warn};
 
-use crate::raftstore::peer::Peer;
+use crate::raftstore::peer::{MergedSource, Peer};
 use crate::{Error, Result};
 
 /// Most source log entries a merge may carry to lagging replicas; a
@@ -231,14 +231,17 @@ pub fn next_step(state: &MergeState, target: Option<&Peer>) -> MergeStep {
     }
 }
 
-/// A source replica absorbed by a CommitMerge applied on this store.
-#[derive(Debug, Clone, Copy)]
-pub struct MergedSource {
-    /// The source region.
-    pub region_id: u64,
-    /// The diagnostics transition of the merge, on the store that planned it.
-    pub transition: Option<u64>,
-}
+/// Applies committed entries to a replica on this store, as the apply loop
+/// does (`raftstore::apply`), and returns the proposers to answer. A
+/// CommitMerge catches a lagging source replica up through it; it is
+/// handed in rather than called, because those entries may themselves be
+/// admin commands (this module is one of the loop's admin appliers).
+pub(crate) type CatchUp = fn(
+    &DB,
+    &mut Peer,
+    Vec<Entry>,
+    &mut HashMap<u64, Peer>,
+) -> Result<crate::raftstore::msg::Answers>;
 
 /// The entries a lagging source replica applies to reach `commit`: its own
 /// log up to where the carried tail starts, then the tail. `None` when they
@@ -275,189 +278,188 @@ fn catch_up_entries(source: &Peer, req: &CommitMergeRequest) -> Result<Option<Ve
     Ok((contiguous && reaches).then_some(out))
 }
 
-impl Peer {
-    /// Freezes this region as a merge source (every replica, at `index`).
-    pub(crate) fn apply_prepare_merge(
-        &mut self,
-        db: &DB,
-        req: PrepareMergeRequest,
-        index: u64,
-        wb: &mut WriteBatch,
-    ) -> Result<RaftCmdResponse> {
-        let epoch = self.region.epoch.get_or_insert_with(Default::default);
-        epoch.version += 1;
-        epoch.conf_ver += 1;
-        let target = req.target.as_ref().map_or(0, |t| t.id);
-        self.merge_state = Some(MergeState {
-            min_index: req.min_index,
-            target: req.target,
-            commit: index,
-        });
-        self.persist_region(db, PeerState::Normal, wb)?;
-        self.heartbeat_due = true;
-        info!(
-            region_id = self.region.id,
-            target, index, "prepare merge applied; region frozen"
-        );
-        Ok(crate::raftstore::apply::admin_ok(
-            admin_response::Cmd::PrepareMerge(Default::default()),
-        ))
-    }
+/// Freezes this region as a merge source (every replica, at `index`).
+pub(crate) fn apply_prepare_merge(
+    peer: &mut Peer,
+    db: &DB,
+    req: PrepareMergeRequest,
+    index: u64,
+    wb: &mut WriteBatch,
+) -> Result<RaftCmdResponse> {
+    let epoch = peer.region.epoch.get_or_insert_with(Default::default);
+    epoch.version += 1;
+    epoch.conf_ver += 1;
+    let target = req.target.as_ref().map_or(0, |t| t.id);
+    peer.merge_state = Some(MergeState {
+        min_index: req.min_index,
+        target: req.target,
+        commit: index,
+    });
+    peer.persist_region(db, PeerState::Normal, wb)?;
+    peer.heartbeat_due = true;
+    info!(
+        region_id = peer.region.id,
+        target, index, "prepare merge applied; region frozen"
+    );
+    Ok(crate::raftstore::msg::admin_ok(
+        admin_response::Cmd::PrepareMerge(Default::default()),
+    ))
+}
 
-    /// Unfreezes this region after a merge that can no longer commit.
-    pub(crate) fn apply_rollback_merge(
-        &mut self,
-        db: &DB,
-        req: RollbackMergeRequest,
-        wb: &mut WriteBatch,
-    ) -> Result<RaftCmdResponse> {
-        if self.merge_state.as_ref().map(|m| m.commit) != Some(req.commit) {
-            return Ok(crate::raftstore::apply::error_response(
-                nokv_proto::errorpb::RegionError {
-                    message: format!("region {} has no merge to roll back", self.region.id),
-                    kind: None,
-                },
-            ));
-        }
-        self.merge_state = None;
-        let epoch = self.region.epoch.get_or_insert_with(Default::default);
-        epoch.version += 1;
-        self.persist_region(db, PeerState::Normal, wb)?;
-        self.heartbeat_due = true;
-        self.merge_rolled_back = true;
-        info!(
-            region_id = self.region.id,
-            "merge rolled back; region unfrozen"
-        );
-        Ok(crate::raftstore::apply::admin_ok(
-            admin_response::Cmd::RollbackMerge(Default::default()),
-        ))
+/// Unfreezes this region after a merge that can no longer commit.
+pub(crate) fn apply_rollback_merge(
+    peer: &mut Peer,
+    db: &DB,
+    req: RollbackMergeRequest,
+    wb: &mut WriteBatch,
+) -> Result<RaftCmdResponse> {
+    if peer.merge_state.as_ref().map(|m| m.commit) != Some(req.commit) {
+        return Ok(crate::raftstore::msg::error_response(
+            nokv_proto::errorpb::RegionError {
+                message: format!("region {} has no merge to roll back", peer.region.id),
+                kind: None,
+            },
+        ));
     }
+    peer.merge_state = None;
+    let epoch = peer.region.epoch.get_or_insert_with(Default::default);
+    epoch.version += 1;
+    peer.persist_region(db, PeerState::Normal, wb)?;
+    peer.heartbeat_due = true;
+    peer.merge_rolled_back = true;
+    info!(
+        region_id = peer.region.id,
+        "merge rolled back; region unfrozen"
+    );
+    Ok(crate::raftstore::msg::admin_ok(
+        admin_response::Cmd::RollbackMerge(Default::default()),
+    ))
+}
 
-    /// Absorbs the source region (target replica side). `None` means the
-    /// local source replica is not ready and the entry must wait.
-    pub(crate) fn apply_commit_merge(
-        &mut self,
-        db: &DB,
-        req: CommitMergeRequest,
-        wb: &mut WriteBatch,
-        others: &mut HashMap<u64, Peer>,
-    ) -> Result<Option<RaftCmdResponse>> {
-        let source_id = req.source.as_ref().map_or(0, |r| r.id);
-        // The source's tombstone is written in the same batch as this
-        // region's new range and applied index, so a replay after a restart
-        // never finds the source gone: a missing source is one that has not
-        // been created here yet (or was destroyed without applying the
-        // merge). Waiting is the only safe answer; its range holds no data.
-        let Some(mut source) = others.remove(&source_id) else {
-            warn!(
-                region_id = self.region.id,
-                source = source_id,
-                "merge waits: no replica of the source region on this store"
-            );
-            return Ok(None);
-        };
-        // A source still applying in the pool is not where its apply state
-        // says; it reports back within a round.
-        if !source.is_initialized() || source.applying.tasks > 0 {
-            others.insert(source_id, source);
-            return Ok(None);
-        }
-        if source.apply_state.applied_index < req.commit {
-            let Some(entries) = catch_up_entries(&source, &req)? else {
-                warn!(
-                    region_id = self.region.id,
-                    source = source_id,
-                    "merge waits: the source replica cannot reach the merge point"
-                );
-                others.insert(source_id, source);
-                return Ok(None);
-            };
-            info!(
-                region_id = self.region.id,
-                source = source_id,
-                from = source.apply_state.applied_index + 1,
-                to = req.commit,
-                "catching the source replica up before the merge"
-            );
-            let answers = source.apply_entries(db, entries, WriteBatch::default(), others)?;
-            crate::metrics::MERGE_CATCH_UPS.inc();
-            for (cb, resp) in answers {
-                cb(Ok(resp));
-            }
-        }
-        let frozen_for_us = source
-            .merge_state
-            .as_ref()
-            .and_then(|m| m.target.as_ref())
-            .is_some_and(|t| t.id == self.region.id);
-        if source.apply_state.applied_index < req.commit || !frozen_for_us {
-            error!(
-                region_id = self.region.id,
-                source = source_id,
-                applied = source.apply_state.applied_index,
-                commit = req.commit,
-                "merge waits: the source replica is not frozen for this merge"
-            );
-            others.insert(source_id, source);
-            return Ok(None);
-        }
-        let region = source.region.clone();
-        self.absorb(db, &region, wb)?;
-        // The source's client sessions come along: a repeat of a write that
-        // applied there is recognised here.
-        let source_sessions = source.sessions.lock().clone();
-        self.sessions.lock().absorb(&source_sessions);
-        crate::raftstore::apply::session::clear(db, source_id, wb)?;
-        source.raft.raw_mut().mut_store().clear(wb)?;
-        let tombstone = RegionLocalState {
-            region: Some(region),
-            state: PeerState::Tombstone as i32,
-            merge_state: source.merge_state.clone(),
-            applying_snapshot: None,
-        };
-        wb.put_cf(
-            cf(db, CF_META)?,
-            region_state_key(source_id),
-            tombstone.encode_to_vec(),
-        );
-        wb.delete_cf(cf(db, CF_META)?, apply_state_key(source_id));
-        source
-            .raft
-            .fail_all(ProposeError::Dropped("region merged".into()));
-        self.merged_sources.push(MergedSource {
-            region_id: source_id,
-            transition: source.merge_transition,
-        });
-        info!(
-            region_id = self.region.id,
+/// Absorbs the source region (target replica side). `None` means the
+/// local source replica is not ready and the entry must wait.
+pub(crate) fn apply_commit_merge(
+    peer: &mut Peer,
+    db: &DB,
+    req: CommitMergeRequest,
+    wb: &mut WriteBatch,
+    others: &mut HashMap<u64, Peer>,
+    catch_up: CatchUp,
+) -> Result<Option<RaftCmdResponse>> {
+    let source_id = req.source.as_ref().map_or(0, |r| r.id);
+    // The source's tombstone is written in the same batch as this
+    // region's new range and applied index, so a replay after a restart
+    // never finds the source gone: a missing source is one that has not
+    // been created here yet (or was destroyed without applying the
+    // merge). Waiting is the only safe answer; its range holds no data.
+    let Some(mut source) = others.remove(&source_id) else {
+        warn!(
+            region_id = peer.region.id,
             source = source_id,
-            "commit merge applied; source absorbed"
+            "merge waits: no replica of the source region on this store"
         );
-        Ok(Some(merge_response()))
+        return Ok(None);
+    };
+    // A source still applying in the pool is not where its apply state
+    // says; it reports back within a round.
+    if !source.is_initialized() || source.applying.tasks > 0 {
+        others.insert(source_id, source);
+        return Ok(None);
     }
-
-    /// Extends this region over the adjacent `source` range.
-    fn absorb(&mut self, db: &DB, source: &Region, wb: &mut WriteBatch) -> Result<()> {
-        if !source.end_key.is_empty() && source.end_key == self.region.start_key {
-            self.region.start_key = source.start_key.clone();
-        } else {
-            self.region.end_key = source.end_key.clone();
+    if source.apply_state.applied_index < req.commit {
+        let Some(entries) = catch_up_entries(&source, &req)? else {
+            warn!(
+                region_id = peer.region.id,
+                source = source_id,
+                "merge waits: the source replica cannot reach the merge point"
+            );
+            others.insert(source_id, source);
+            return Ok(None);
+        };
+        info!(
+            region_id = peer.region.id,
+            source = source_id,
+            from = source.apply_state.applied_index + 1,
+            to = req.commit,
+            "catching the source replica up before the merge"
+        );
+        let answers = catch_up(db, &mut source, entries, others)?;
+        crate::metrics::MERGE_CATCH_UPS.inc();
+        for (cb, resp) in answers {
+            cb(Ok(resp));
         }
-        let source_version = source.epoch.map_or(0, |e| e.version);
-        let epoch = self.region.epoch.get_or_insert_with(Default::default);
-        epoch.version = epoch.version.max(source_version) + 1;
-        self.persist_region(db, PeerState::Normal, wb)?;
-        self.heartbeat_due = true;
-        // The old count covered the target's range alone.
-        self.size_measured = false;
-        self.written_since_split_check = true;
-        Ok(())
     }
+    let frozen_for_us = source
+        .merge_state
+        .as_ref()
+        .and_then(|m| m.target.as_ref())
+        .is_some_and(|t| t.id == peer.region.id);
+    if source.apply_state.applied_index < req.commit || !frozen_for_us {
+        error!(
+            region_id = peer.region.id,
+            source = source_id,
+            applied = source.apply_state.applied_index,
+            commit = req.commit,
+            "merge waits: the source replica is not frozen for this merge"
+        );
+        others.insert(source_id, source);
+        return Ok(None);
+    }
+    let region = source.region.clone();
+    absorb(peer, db, &region, wb)?;
+    // The source's client sessions come along: a repeat of a write that
+    // applied there is recognised here.
+    let source_sessions = source.sessions.lock().clone();
+    peer.sessions.lock().absorb(&source_sessions);
+    crate::raftstore::session::clear(db, source_id, wb)?;
+    source.raft.raw_mut().mut_store().clear(wb)?;
+    let tombstone = RegionLocalState {
+        region: Some(region),
+        state: PeerState::Tombstone as i32,
+        merge_state: source.merge_state.clone(),
+        applying_snapshot: None,
+    };
+    wb.put_cf(
+        cf(db, CF_META)?,
+        region_state_key(source_id),
+        tombstone.encode_to_vec(),
+    );
+    wb.delete_cf(cf(db, CF_META)?, apply_state_key(source_id));
+    source
+        .raft
+        .fail_all(ProposeError::Dropped("region merged".into()));
+    peer.merged_sources.push(MergedSource {
+        region_id: source_id,
+        transition: source.merge_transition,
+    });
+    info!(
+        region_id = peer.region.id,
+        source = source_id,
+        "commit merge applied; source absorbed"
+    );
+    Ok(Some(merge_response()))
+}
+
+/// Extends this region over the adjacent `source` range.
+fn absorb(peer: &mut Peer, db: &DB, source: &Region, wb: &mut WriteBatch) -> Result<()> {
+    if !source.end_key.is_empty() && source.end_key == peer.region.start_key {
+        peer.region.start_key = source.start_key.clone();
+    } else {
+        peer.region.end_key = source.end_key.clone();
+    }
+    let source_version = source.epoch.map_or(0, |e| e.version);
+    let epoch = peer.region.epoch.get_or_insert_with(Default::default);
+    epoch.version = epoch.version.max(source_version) + 1;
+    peer.persist_region(db, PeerState::Normal, wb)?;
+    peer.heartbeat_due = true;
+    // The old count covered the target's range alone.
+    peer.size_measured = false;
+    peer.written_since_split_check = true;
+    Ok(())
 }
 
 fn merge_response() -> RaftCmdResponse {
-    crate::raftstore::apply::admin_ok(admin_response::Cmd::CommitMerge(Default::default()))
+    crate::raftstore::msg::admin_ok(admin_response::Cmd::CommitMerge(Default::default()))
 }
 
 #[cfg(test)]

@@ -220,7 +220,7 @@ impl Raftstore {
             };
             self.close_mailbox(id);
             src.raft.raw_mut().mut_store().clear(wb)?;
-            crate::raftstore::apply::session::clear(&self.db, id, wb)?;
+            crate::raftstore::session::clear(&self.db, id, wb)?;
             let tombstone = RegionLocalState {
                 region: Some(src.region.clone()),
                 state: PeerState::Tombstone as i32,

@@ -6,12 +6,14 @@
 //! - [`merge`]: PrepareMerge, CommitMerge and RollbackMerge: the commands
 //!   and how they apply.
 //! - `merge_driver`: the store pushing a merge from proposal to commit.
-//! - `conf_change`: membership changes, validated and proposed.
+//! - `conf_change`: membership changes: validated, proposed, applied.
 //! - `transfer_leader`: leader transfers.
-//! - `compact_log`: raft log GC proposals.
+//! - `compact_log`: raft log GC: proposed by leaders, applied by all.
+//! - `split`: the regions a split makes, and applying it.
 
-mod compact_log;
-mod conf_change;
+pub(crate) mod compact_log;
+pub(crate) mod conf_change;
 pub mod merge;
 mod merge_driver;
+pub(crate) mod split;
 mod transfer_leader;

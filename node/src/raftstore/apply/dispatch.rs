@@ -8,8 +8,8 @@ use nokv_consensus::metrics::{RAFT_APPLIED_INDEX, RAFT_APPLY_SECONDS};
 use nokv_proto::raft_serverpb::SnapshotMeta;
 use prost::Message as _;
 use raft::prelude::{Entry, EntryType};
-use rocksdb::WriteBatch;
 
+use super::replica::apply_replica_entries;
 use crate::metrics;
 use crate::raftstore::apply::pool::{ApplyResult, ApplyTask};
 use crate::raftstore::peer::Peer;
@@ -140,8 +140,7 @@ impl Raftstore {
         entries: Vec<Entry>,
     ) -> Result<()> {
         let start = std::time::Instant::now();
-        let answers =
-            peer.apply_entries(&self.db, entries, WriteBatch::default(), &mut self.peers)?;
+        let answers = apply_replica_entries(&self.db, peer, entries, &mut self.peers)?;
         RAFT_APPLY_SECONDS.observe(start.elapsed().as_secs_f64());
         for (cb, resp) in answers {
             cb(Ok(resp));

@@ -1,975 +1,152 @@
-//! Applying committed entries of one region. Data and the new
-//! `ApplyState` are written in one batch, so a crash never separates
-//! applied data from its index. A compare-and-swap reads the current value,
-//! so the batch is flushed (with the apply state of the entries before it)
-//! first.
+//! Applying committed entries. One loop ([`apply_entries`]) walks a run of
+//! a region's committed entries in log order for both appliers: the apply
+//! pool, which applies data entries off the raftstore thread, and the
+//! raftstore itself, which applies admin entries (and what waits behind
+//! them). Each run is one RocksDB write holding the data, the session
+//! table's changes and the new `ApplyState`, so a crash never separates
+//! applied data from its index; the apply state is put into that write in
+//! one place, [`ApplyTarget::persist`].
+//!
+//! # Layout
+//! - [`data`]: data commands (raw writes, compare-and-swap, transactional
+//!   commands), each client write checked against its session.
+//! - [`pool`]: the apply threads and their tasks.
+//! - `replica`: a replica applying on the raftstore thread, admin commands
+//!   included.
+//! - `dispatch`: which of a replica's committed entries go to the pool and
+//!   which apply here, and taking back what the pool applied.
 
+pub mod data;
 pub(crate) mod dispatch;
 pub mod pool;
-pub mod session;
+pub(crate) mod replica;
 
-use std::collections::HashMap;
-
-use nokv_consensus::keys::apply_state_key;
 use nokv_consensus::metrics::RAFT_APPLIED_ENTRIES;
 use nokv_consensus::peer::ProposalCallback;
-use nokv_proto::errorpb::region_error;
-use nokv_proto::metapb::{Peer as PeerMeta, PeerRole, Region};
-use nokv_proto::raft_cmdpb::{
-    admin_request, admin_response, request, response, AdminResponse, ChangePeerResponse,
-    CompareAndSwapResponse, DeleteRangeRequest, RaftCmdRequest, RaftCmdResponse,
-    RaftResponseHeader, Request, Response, SessionWrite,
-};
-use nokv_proto::raft_serverpb::{ApplyState, PeerState};
+use nokv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
+use nokv_proto::raft_serverpb::ApplyState;
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, Entry, EntryType};
 use rocksdb::{WriteBatch, DB};
-use tracing::{info, warn};
 
-use crate::engine::{cf, CF_META, CF_RAW};
-use crate::flow::FlowCount;
-use crate::keys::unbounded_upper;
-use crate::mvcc::commands::{self, RegionRange};
-use crate::mvcc::MvccReader;
-use crate::raftstore::apply::session::{Check, KeySpan, SessionPolicy, SessionTable};
-use crate::raftstore::peer::Peer;
-use crate::region::check_epoch;
-use crate::{raw_value, Error, Result};
+use crate::raftstore::msg::Answers;
+use crate::{Error, Result};
 
-/// Proposers to answer once the apply batch is written.
-pub type Answers = Vec<(ProposalCallback<RaftCmdResponse>, RaftCmdResponse)>;
-
-/// The `RegionMerging` error of a region frozen by a merge.
-pub fn merging(region_id: u64) -> nokv_proto::errorpb::RegionError {
-    nokv_proto::errorpb::RegionError {
-        message: format!("region {region_id} is frozen by a merge in progress"),
-        kind: Some(nokv_proto::errorpb::region_error::Kind::RegionMerging(
-            nokv_proto::errorpb::RegionMerging { region_id },
-        )),
-    }
+/// An admin entry: it changes the region itself.
+pub(crate) enum AdminEntry {
+    /// An admin command (split, merge step, log compaction).
+    Command(RaftCmdRequest),
+    /// A membership change.
+    ConfChange(ConfChange),
+    /// A joint membership change (not supported yet).
+    ConfChangeV2,
 }
 
-pub(crate) fn admin_ok(cmd: admin_response::Cmd) -> RaftCmdResponse {
-    RaftCmdResponse {
-        header: Some(RaftResponseHeader::default()),
-        responses: Vec::new(),
-        admin_response: Some(AdminResponse { cmd: Some(cmd) }),
-    }
+/// What one committed entry carries.
+enum Committed {
+    /// The empty entry a new leader commits.
+    Empty,
+    /// Data writes.
+    Data(RaftCmdRequest),
+    /// Something that changes the region.
+    Admin(AdminEntry),
 }
 
-pub(crate) fn error_response(e: nokv_proto::errorpb::RegionError) -> RaftCmdResponse {
-    RaftCmdResponse {
-        header: Some(RaftResponseHeader {
-            error: Some(e),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-impl Peer {
-    /// Applies `entries` (in order) into `wb` and writes it with the new
-    /// apply state, on the calling thread. Returns the proposers to answer.
-    /// `others` are the other replicas on this store: a CommitMerge absorbs
-    /// its source replica from them. Entries from a CommitMerge whose
-    /// source replica is not ready onward go back to the front of
-    /// `unapplied` for a later call.
-    pub fn apply_entries(
-        &mut self,
-        db: &DB,
-        entries: Vec<Entry>,
-        mut wb: WriteBatch,
-        others: &mut HashMap<u64, Peer>,
-    ) -> Result<Answers> {
-        let mut answers = Vec::new();
-        let mut entries = entries.into_iter();
-        while let Some(e) = entries.next() {
-            if e.index <= self.apply_state.applied_index {
-                continue;
+impl Committed {
+    fn of(e: &Entry) -> Result<Committed> {
+        Ok(match e.get_entry_type() {
+            EntryType::EntryNormal if e.data.is_empty() => Committed::Empty,
+            EntryType::EntryNormal => {
+                let cmd = RaftCmdRequest::decode(e.data.as_ref())?;
+                if cmd.admin_request.is_some() {
+                    Committed::Admin(AdminEntry::Command(cmd))
+                } else {
+                    Committed::Data(cmd)
+                }
             }
-            let resp = match e.get_entry_type() {
-                EntryType::EntryNormal if e.data.is_empty() => None,
-                EntryType::EntryNormal => {
-                    let cmd = RaftCmdRequest::decode(e.data.as_ref())?;
-                    match self.apply_command(db, cmd, e.index, &mut wb, others)? {
-                        Some(resp) => Some(resp),
-                        None => {
-                            let rest: Vec<Entry> = std::iter::once(e).chain(entries).collect();
-                            self.unapplied.splice(0..0, rest);
-                            break;
-                        }
-                    }
-                }
-                EntryType::EntryConfChange => {
-                    let cc = ConfChange::parse_from_bytes(&e.data)
-                        .map_err(|err| Error::Corrupted(format!("conf change: {err}")))?;
-                    Some(self.apply_conf_change(db, &cc, &mut wb)?)
-                }
-                EntryType::EntryConfChangeV2 => {
-                    warn!(
-                        region_id = self.region.id,
-                        "joint conf change is not supported yet; ignored"
-                    );
-                    None
-                }
-            };
-            self.apply_state.applied_index = e.index;
-            self.apply_state.applied_term = e.term;
-            RAFT_APPLIED_ENTRIES.inc();
-            if let Some(cb) = self.raft.take_proposal(e.index, e.term) {
-                answers.push((cb, resp.unwrap_or_default()));
-            }
-        }
-        self.persist_apply_state(db, &mut wb)?;
-        self.sessions
-            .lock()
-            .write_changes(db, self.region.id, &mut wb)?;
-        db.write(wb)?;
-        Ok(answers)
+            EntryType::EntryConfChange => Committed::Admin(AdminEntry::ConfChange(
+                ConfChange::parse_from_bytes(&e.data)
+                    .map_err(|err| Error::Corrupted(format!("conf change: {err}")))?,
+            )),
+            EntryType::EntryConfChangeV2 => Committed::Admin(AdminEntry::ConfChangeV2),
+        })
     }
+}
 
-    /// Applies one command. `None` means it cannot apply yet (a CommitMerge
-    /// waiting for its source replica) and nothing was changed.
-    fn apply_command(
+/// Where a run of committed entries applies: what the loop needs of an
+/// applier. Implemented by the apply pool's task (data entries only) and
+/// by a replica on the raftstore thread (everything).
+pub(crate) trait ApplyTarget {
+    /// The apply state as of the entries applied so far.
+    fn apply_state(&self) -> &ApplyState;
+    /// Records that entry `(index, term)` applied.
+    fn set_applied(&mut self, index: u64, term: u64);
+    /// Applies a data command at the current position into `wb`.
+    fn apply_data(
         &mut self,
         db: &DB,
         cmd: RaftCmdRequest,
-        index: u64,
         wb: &mut WriteBatch,
-        others: &mut HashMap<u64, Peer>,
-    ) -> Result<Option<RaftCmdResponse>> {
-        let mut cmd = cmd;
-        let header = cmd.header.unwrap_or_default();
-        if let Some(admin) = cmd.admin_request.take().and_then(|a| a.cmd) {
-            if let Err(e) = check_epoch(&self.region, header.region_epoch.as_ref(), true) {
-                return Ok(Some(error_response(e)));
-            }
-            let frozen = self.merge_state.is_some()
-                && !matches!(admin, admin_request::Cmd::RollbackMerge(_));
-            if frozen {
-                return Ok(Some(error_response(merging(self.region.id))));
-            }
-            let name = match admin {
-                admin_request::Cmd::CompactLog(c) => {
-                    return self.apply_compact_log(db, c, wb).map(Some)
-                }
-                admin_request::Cmd::BatchSplit(s) => {
-                    return self.apply_batch_split(db, s, wb).map(Some)
-                }
-                admin_request::Cmd::PrepareMerge(p) => {
-                    return self.apply_prepare_merge(db, p, index, wb).map(Some)
-                }
-                admin_request::Cmd::CommitMerge(c) => {
-                    return self.apply_commit_merge(db, c, wb, others)
-                }
-                admin_request::Cmd::RollbackMerge(r) => {
-                    return self.apply_rollback_merge(db, r, wb).map(Some)
-                }
-                admin_request::Cmd::ChangePeer(_) | admin_request::Cmd::ChangePeerV2(_) => {
-                    "ChangePeer"
-                }
-                admin_request::Cmd::TransferLeader(_) => "TransferLeader",
-            };
-            warn!(
-                region_id = self.region.id,
-                command = name,
-                "admin command is not implemented yet; skipped"
-            );
-            return Ok(Some(error_response(nokv_proto::errorpb::RegionError {
-                message: format!("admin command {name} is not applied through the log"),
-                kind: None,
-            })));
-        }
-        let mut sessions = self.sessions.lock();
-        let mut scope = DataScope {
-            region: &self.region,
-            frozen: self.merge_state.is_some(),
-            term: self.raft.term(),
-            sessions: &mut sessions,
-        };
-        let mut outcome = DataOutcome::default();
-        let resp = apply_data(db, &mut scope, cmd, &self.apply_state, wb, &mut outcome)?;
-        drop(sessions);
-        self.written.merge(outcome.written);
-        self.written_since_split_check |= outcome.wrote;
-        Ok(Some(resp))
-    }
-
-    fn apply_compact_log(
-        &mut self,
-        _db: &DB,
-        c: nokv_proto::raft_cmdpb::CompactLogRequest,
-        wb: &mut WriteBatch,
-    ) -> Result<RaftCmdResponse> {
-        let truncated = self.truncated_index();
-        // Entries up to the applied index are the only ones safe to drop;
-        // the proposer picked the index, every replica applies the same.
-        if c.compact_index <= truncated || c.compact_index > self.apply_state.applied_index {
-            return Ok(RaftCmdResponse::default());
-        }
-        self.raft
-            .raw_mut()
-            .mut_store()
-            .compact_to(c.compact_index, c.compact_term, wb)?;
-        self.apply_state.truncated_state = Some(nokv_proto::raft_serverpb::RaftTruncatedState {
-            index: c.compact_index,
-            term: c.compact_term,
-        });
-        crate::metrics::LOG_COMPACTIONS.inc();
-        Ok(RaftCmdResponse {
-            header: Some(RaftResponseHeader::default()),
-            responses: Vec::new(),
-            admin_response: Some(AdminResponse {
-                cmd: Some(admin_response::Cmd::CompactLog(Default::default())),
-            }),
-        })
-    }
-
-    fn apply_batch_split(
+    ) -> Result<RaftCmdResponse>;
+    /// Applies the admin entry at `index` into `wb`. `None`: it cannot
+    /// apply yet (a CommitMerge waiting for its source replica) and
+    /// nothing changed; it and the entries after it wait.
+    fn apply_admin(
         &mut self,
         db: &DB,
-        req: nokv_proto::raft_cmdpb::BatchSplitRequest,
-        wb: &mut WriteBatch,
-    ) -> Result<RaftCmdResponse> {
-        let regions = match crate::worker::split::derive_regions(&self.region, &req) {
-            Ok(r) => r,
-            Err(why) => {
-                warn!(region_id = self.region.id, %why, "split rejected at apply");
-                return Ok(error_response(nokv_proto::errorpb::RegionError {
-                    message: format!("split rejected: {why}"),
-                    kind: None,
-                }));
-            }
-        };
-        // regions[0] is this region, shrunk; the rest are new.
-        self.region = regions[0].clone();
-        self.persist_region(db, PeerState::Normal, wb)?;
-        for r in &regions[1..] {
-            if r.peers.iter().any(|p| p.store_id == self.meta.store_id) {
-                crate::raftstore::peer::write_initial_state(db, r, wb)?;
-                // A repeat of a write that applied before the split reaches
-                // whichever side now holds its keys: both know it.
-                let mut sessions = self.sessions.lock().clone();
-                sessions.write_all(db, r.id, wb)?;
-                self.pending_splits.push(r.clone());
-            }
-        }
-        self.heartbeat_due = true;
-        // The old count covered the range before the split.
-        self.size_measured = false;
-        self.written_since_split_check = true;
-        info!(
-            region_id = self.region.id,
-            new_regions = ?regions[1..].iter().map(|r| r.id).collect::<Vec<_>>(),
-            "split applied"
-        );
-        Ok(RaftCmdResponse {
-            header: Some(RaftResponseHeader::default()),
-            responses: Vec::new(),
-            admin_response: Some(AdminResponse {
-                cmd: Some(admin_response::Cmd::BatchSplit(
-                    nokv_proto::raft_cmdpb::BatchSplitResponse { regions },
-                )),
-            }),
-        })
-    }
-
-    fn apply_conf_change(
-        &mut self,
-        db: &DB,
-        cc: &ConfChange,
-        wb: &mut WriteBatch,
-    ) -> Result<RaftCmdResponse> {
-        let ctx = RaftCmdRequest::decode(cc.context.as_ref())?;
-        // A membership change proposed before a split, merge or another
-        // change applied is stale; a frozen merge source takes none. raft-rs
-        // is not told, so both memberships stay as they were.
-        let header = ctx.header.unwrap_or_default();
-        if let Err(e) = check_epoch(&self.region, header.region_epoch.as_ref(), true) {
-            return Ok(error_response(e));
-        }
-        if self.merge_state.is_some() {
-            return Ok(error_response(merging(self.region.id)));
-        }
-        let change = ctx.admin_request.and_then(|a| a.cmd).and_then(|c| match c {
-            admin_request::Cmd::ChangePeer(c) => Some(c),
-            _ => None,
-        });
-        let target = change.as_ref().and_then(|c| c.peer).unwrap_or(PeerMeta {
-            id: cc.node_id,
-            store_id: 0,
-            role: 0,
-        });
-        // raft-rs decides first; the region follows only what raft accepted,
-        // so the two memberships can never disagree.
-        match self.raft.raw_mut().apply_conf_change(cc) {
-            Ok(cs) => self.raft.raw_mut().mut_store().set_conf_state(cs),
-            Err(e) => {
-                warn!(region_id = self.region.id, error = %e, "raft rejected conf change; region unchanged");
-                return Ok(error_response(nokv_proto::errorpb::RegionError {
-                    message: format!("conf change rejected: {e}"),
-                    kind: None,
-                }));
-            }
-        }
-        let mut changed = true;
-        match cc.get_change_type() {
-            raft::prelude::ConfChangeType::AddNode => {
-                match self.region.peers.iter_mut().find(|p| p.id == cc.node_id) {
-                    Some(p) if p.role() == PeerRole::Voter => changed = false,
-                    Some(p) => p.role = PeerRole::Voter as i32,
-                    None => self.region.peers.push(PeerMeta {
-                        role: PeerRole::Voter as i32,
-                        ..target
-                    }),
-                }
-            }
-            raft::prelude::ConfChangeType::AddLearnerNode => {
-                if self.region.peers.iter().any(|p| p.id == cc.node_id) {
-                    changed = false;
-                } else {
-                    self.region.peers.push(PeerMeta {
-                        role: PeerRole::Learner as i32,
-                        ..target
-                    });
-                }
-            }
-            raft::prelude::ConfChangeType::RemoveNode => {
-                let before = self.region.peers.len();
-                self.region.peers.retain(|p| p.id != cc.node_id);
-                changed = before != self.region.peers.len();
-            }
-        }
-        if changed {
-            let epoch = self.region.epoch.get_or_insert_with(Default::default);
-            epoch.conf_ver += 1;
-            if let Some(me) = self.region.peers.iter().find(|p| p.id == self.meta.id) {
-                self.meta.role = me.role;
-            }
-            self.persist_region(db, PeerState::Normal, wb)?;
-            for p in &self.region.peers {
-                self.peer_stores.insert(p.id, p.store_id);
-            }
-            self.heartbeat_due = true;
-            info!(
-                region_id = self.region.id,
-                change = ?cc.get_change_type(),
-                peer_id = cc.node_id,
-                conf_ver = self.region.epoch.as_ref().map(|e| e.conf_ver).unwrap_or(0),
-                "conf change applied"
-            );
-        }
-        if cc.node_id == self.meta.id {
-            // A later entry of the same batch may add this peer back (a
-            // re-used peer id): only the last change decides.
-            self.pending_destroy =
-                cc.get_change_type() == raft::prelude::ConfChangeType::RemoveNode;
-        }
-        Ok(RaftCmdResponse {
-            header: Some(RaftResponseHeader::default()),
-            responses: Vec::new(),
-            admin_response: Some(AdminResponse {
-                cmd: Some(admin_response::Cmd::ChangePeer(ChangePeerResponse {
-                    region: Some(self.region.clone()),
-                })),
-            }),
-        })
-    }
-}
-
-/// The region facts a data command is applied against. Admin entries apply
-/// only while none of the region's data entries is in flight, so these stay
-/// fixed while a batch of data entries applies (here or in the apply pool).
-pub struct DataScope<'a> {
-    /// The region as applied so far.
-    pub region: &'a Region,
-    /// Frozen by a merge: every data command fails with `RegionMerging`.
-    pub frozen: bool,
-    /// The raft term reported in responses.
-    pub term: u64,
-    /// The region's client sessions, updated as writes apply.
-    pub sessions: &'a mut SessionTable,
-}
-
-/// What applying data commands changed besides RocksDB.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DataOutcome {
-    /// Bytes and keys written.
-    pub written: FlowCount,
-    /// Some command carried writes (the region is due a split check).
-    pub wrote: bool,
-}
-
-/// Writes `state` as the apply state of `region_id` into `wb`.
-pub fn write_apply_state(
-    db: &DB,
-    region_id: u64,
-    state: &ApplyState,
-    wb: &mut WriteBatch,
-) -> Result<()> {
-    wb.put_cf(
-        cf(db, CF_META)?,
-        apply_state_key(region_id),
-        state.encode_to_vec(),
-    );
-    Ok(())
-}
-
-/// Writes what `wb` holds so far, with `state` (the apply state of the
-/// entries before the current one) and the session changes made so far, so
-/// a command can read what they wrote.
-fn flush(
-    db: &DB,
-    scope: &mut DataScope<'_>,
-    state: &ApplyState,
-    wb: &mut WriteBatch,
-) -> Result<()> {
-    if wb.is_empty() {
-        return Ok(());
-    }
-    write_apply_state(db, scope.region.id, state, wb)?;
-    scope.sessions.write_changes(db, scope.region.id, wb)?;
-    db.write(std::mem::take(wb))?;
-    Ok(())
-}
-
-/// The client writes of `cmd` in order, covering every request: a command
-/// without session information is one write without a session.
-fn writes_of(cmd: &RaftCmdRequest) -> Vec<SessionWrite> {
-    let mut writes = cmd.writes.clone();
-    let counted: usize = writes.iter().map(|w| w.requests as usize).sum();
-    if counted < cmd.requests.len() {
-        writes.push(SessionWrite {
-            session_id: 0,
-            sequence: 0,
-            requests: (cmd.requests.len() - counted) as u32,
-        });
-    }
-    writes
-}
-
-/// The keys `req` writes, clipped to `region` as the write applies.
-fn request_span(region: &Region, req: &Request) -> KeySpan {
-    match &req.cmd {
-        Some(request::Cmd::Put(p)) => KeySpan::point(&p.key),
-        Some(request::Cmd::Delete(d)) => KeySpan::point(&d.key),
-        Some(request::Cmd::CompareAndSwap(c)) => KeySpan::point(&c.key),
-        Some(request::Cmd::DeleteRange(d)) => KeySpan {
-            start: d.start_key.clone().max(region.start_key.clone()),
-            end: crate::keys::min_upper(&d.end_key, &region.end_key),
-        },
-        // A transactional command is not split by key: its span is the region.
-        Some(request::Cmd::Txn(_)) | None => KeySpan {
-            start: region.start_key.clone(),
-            end: region.end_key.clone(),
-        },
-    }
-}
-
-/// The keys a whole write covers.
-fn write_span(region: &Region, reqs: &[Request]) -> KeySpan {
-    let mut spans = reqs.iter().map(|r| request_span(region, r));
-    let Some(mut span) = spans.next() else {
-        return KeySpan::point(&region.start_key);
-    };
-    for s in spans {
-        span.cover(&s);
-    }
-    span
-}
-
-/// What of each request of `reqs` pieces covering `covered` have not
-/// applied: the request itself (a key write outside them), nothing (inside
-/// them; its answer is empty), or the uncovered parts of a range delete.
-fn uncovered(region: &Region, reqs: Vec<Request>, covered: &[KeySpan]) -> Vec<Vec<Request>> {
-    reqs.into_iter()
-        .map(|req| match &req.cmd {
-            Some(request::Cmd::DeleteRange(d)) => {
-                let cf = d.cf.clone();
-                request_span(region, &req)
-                    .minus(covered)
-                    .into_iter()
-                    .map(|s| Request {
-                        cmd: Some(request::Cmd::DeleteRange(DeleteRangeRequest {
-                            cf: cf.clone(),
-                            start_key: s.start,
-                            end_key: s.end,
-                        })),
-                    })
-                    .collect()
-            }
-            Some(request::Cmd::Txn(_)) | None => vec![req],
-            Some(_) => {
-                let key = request_span(region, &req).start;
-                if covered.iter().any(|c| c.contains_key(&key)) {
-                    Vec::new()
-                } else {
-                    vec![req]
-                }
-            }
-        })
-        .collect()
-}
-
-/// Applies one data command (no admin request) at the current position of
-/// `state` into `wb`. Each client write in it is checked against its
-/// session first: a repeat is answered from the session table, a refused
-/// write gets its error in its first response. Errors found here (epoch
-/// moved, region frozen) are the response's; `Err` is a storage or
-/// decoding failure.
-pub fn apply_data(
-    db: &DB,
-    scope: &mut DataScope<'_>,
-    cmd: RaftCmdRequest,
-    state: &ApplyState,
-    wb: &mut WriteBatch,
-    outcome: &mut DataOutcome,
-) -> Result<RaftCmdResponse> {
-    let header = cmd.header.unwrap_or_default();
-    // The epoch may have moved between proposal and apply.
-    if let Err(e) = check_epoch(scope.region, header.region_epoch.as_ref(), false) {
-        return Ok(error_response(e));
-    }
-    if scope.frozen {
-        return Ok(error_response(merging(scope.region.id)));
-    }
-    if !cmd.requests.is_empty() {
-        outcome.wrote = true;
-    }
-    let policy = SessionPolicy::of(&cmd);
-    if cmd.stamp_ms > 0 {
-        scope.sessions.advance(cmd.stamp_ms, policy);
-    }
-    let writes = writes_of(&cmd);
-    let mut requests = cmd.requests.into_iter();
-    let mut responses = Vec::new();
-    for w in writes {
-        let reqs: Vec<Request> = requests.by_ref().take(w.requests as usize).collect();
-        if w.session_id == 0 {
-            for r in reqs {
-                responses.push(apply_request(db, scope, r, state, wb, outcome)?);
-            }
-            continue;
-        }
-        if reqs.is_empty() {
-            continue;
-        }
-        let span = write_span(scope.region, &reqs);
-        let todo: Vec<Vec<Request>> = match scope.sessions.check(w.session_id, w.sequence) {
-            Check::Refused(e) => {
-                let reason = match e.kind {
-                    Some(region_error::Kind::SequenceStale(_)) => "stale",
-                    _ => "expired",
-                };
-                crate::metrics::SESSION_REFUSED
-                    .with_label_values(&[reason])
-                    .inc();
-                responses.push(Response {
-                    write_error: Some(e),
-                    ..Default::default()
-                });
-                responses.extend((1..reqs.len()).map(|_| Response::default()));
-                continue;
-            }
-            Check::Seen(pieces) => {
-                if let Some(p) = pieces.iter().find(|p| p.span.contains(&span)) {
-                    crate::metrics::SESSION_DUPLICATES.inc();
-                    if p.responses.len() == reqs.len() {
-                        responses.extend(p.responses.iter().cloned());
-                    } else {
-                        responses.extend(reqs.iter().map(|_| Response::default()));
-                    }
-                    continue;
-                }
-                let covered: Vec<KeySpan> = pieces.iter().map(|p| p.span.clone()).collect();
-                uncovered(scope.region, reqs, &covered)
-            }
-            Check::Fresh => reqs.into_iter().map(|r| vec![r]).collect(),
-        };
-        // One answer per request: a range delete split around what applied
-        // before answers with its first part.
-        let mut answers = Vec::with_capacity(todo.len());
-        for parts in todo {
-            let mut answer = None;
-            for r in parts {
-                let a = apply_request(db, scope, r, state, wb, outcome)?;
-                answer.get_or_insert(a);
-            }
-            answers.push(answer.unwrap_or_default());
-        }
-        // Only non-empty answers (compare-and-swap results) are kept.
-        let kept = if answers.iter().all(|a| *a == Response::default()) {
-            Vec::new()
-        } else {
-            answers.clone()
-        };
-        scope
-            .sessions
-            .record(w.session_id, w.sequence, span, kept, policy);
-        responses.extend(answers);
-    }
-    // Requests past what the writes account for (a malformed command).
-    for r in requests {
-        responses.push(apply_request(db, scope, r, state, wb, outcome)?);
-    }
-    Ok(RaftCmdResponse {
-        header: Some(RaftResponseHeader {
-            request_id: header.request_id,
-            current_term: scope.term,
-            error: None,
-        }),
-        responses,
-        admin_response: None,
-    })
-}
-
-/// Applies one request of a data command into `wb`.
-fn apply_request(
-    db: &DB,
-    scope: &mut DataScope<'_>,
-    req: Request,
-    state: &ApplyState,
-    wb: &mut WriteBatch,
-    outcome: &mut DataOutcome,
-) -> Result<Response> {
-    let mut out = Response::default();
-    match req.cmd {
-        Some(request::Cmd::Put(p)) => {
-            outcome.written.add(p.key.len() + p.value.len());
-            wb.put_cf(cf(db, &p.cf)?, p.key, p.value)
-        }
-        Some(request::Cmd::Delete(d)) => {
-            outcome.written.add(d.key.len());
-            wb.delete_cf(cf(db, &d.cf)?, d.key)
-        }
-        Some(request::Cmd::DeleteRange(d)) => {
-            outcome.written.add(d.start_key.len() + d.end_key.len());
-            let start = if d.start_key.is_empty() {
-                scope.region.start_key.clone()
-            } else {
-                d.start_key.max(scope.region.start_key.clone())
-            };
-            let end = if d.end_key.is_empty() {
-                if scope.region.end_key.is_empty() {
-                    unbounded_upper()
-                } else {
-                    scope.region.end_key.clone()
-                }
-            } else {
-                d.end_key
-            };
-            wb.delete_range_cf(cf(db, &d.cf)?, start, end);
-        }
-        Some(request::Cmd::CompareAndSwap(c)) => {
-            flush(db, scope, state, wb)?;
-            // Judge expiry at the proposer's time, never the local
-            // clock: every replica must reach the same outcome.
-            let current = db.get_cf(cf(db, CF_RAW)?, &c.key)?;
-            let current = current
-                .as_deref()
-                .and_then(|v| raw_value::decode(v, c.evaluated_at_secs))
-                .map(|v| v.to_vec());
-            let succeed = match &current {
-                None => c.previous_not_exist,
-                Some(v) => !c.previous_not_exist && *v == c.previous_value,
-            };
-            if succeed {
-                outcome.written.add(c.key.len() + c.value.len());
-                wb.put_cf(cf(db, &c.cf)?, &c.key, c.value);
-            }
-            out.cmd = Some(response::Cmd::CompareAndSwap(CompareAndSwapResponse {
-                succeed,
-                previous_not_exist: current.is_none(),
-                previous_value: current.unwrap_or_default(),
-            }));
-        }
-        Some(request::Cmd::Txn(t)) => {
-            // Evaluate against everything applied before it.
-            flush(db, scope, state, wb)?;
-            let reader = MvccReader::new(db);
-            let range = RegionRange {
-                start: &scope.region.start_key,
-                end: &scope.region.end_key,
-            };
-            let (resp, txn) = commands::execute(&reader, range, t)?;
-            // The batch is empty after the flush: what is in it
-            // now is this command's writes (locks, data, records).
-            let empty = WriteBatch::default().size_in_bytes();
-            txn.write_to(db, wb)?;
-            outcome.written.bytes += wb.size_in_bytes().saturating_sub(empty) as u64;
-            outcome.written.keys += wb.len() as u64;
-            out.cmd = Some(response::Cmd::Txn(resp));
-        }
-        None => {}
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use nokv_proto::metapb::RegionEpoch;
-    use nokv_proto::raft_cmdpb::PutRequest;
-    use rocksdb::WriteBatch;
-
-    use super::*;
-    use crate::engine::ALL_CFS;
-    use crate::raftstore::apply::session::session_start_ms;
-
-    const IDLE_MS: u64 = 60_000;
-
-    fn region() -> Region {
-        Region {
-            id: 3,
-            start_key: b"a".to_vec(),
-            end_key: b"z".to_vec(),
-            epoch: Some(RegionEpoch {
-                conf_ver: 1,
-                version: 1,
-            }),
-            peers: Vec::new(),
-        }
-    }
-
-    fn put(key: &str, value: &str) -> Request {
-        Request {
-            cmd: Some(request::Cmd::Put(PutRequest {
-                cf: CF_RAW.into(),
-                key: key.as_bytes().to_vec(),
-                value: raw_value::encode(value.as_bytes(), 0),
-            })),
-        }
-    }
-
-    fn delete_range(start: &str, end: &str) -> Request {
-        Request {
-            cmd: Some(request::Cmd::DeleteRange(DeleteRangeRequest {
-                cf: CF_RAW.into(),
-                start_key: start.as_bytes().to_vec(),
-                end_key: end.as_bytes().to_vec(),
-            })),
-        }
-    }
-
-    /// A command of one write, as the service proposes it.
-    fn write(session: u64, sequence: u64, stamp_ms: u64, requests: Vec<Request>) -> RaftCmdRequest {
-        RaftCmdRequest {
-            header: Some(nokv_proto::raft_cmdpb::RaftRequestHeader {
-                region_id: 3,
-                region_epoch: region().epoch,
-                ..Default::default()
-            }),
-            writes: vec![SessionWrite {
-                session_id: session,
-                sequence,
-                requests: requests.len() as u32,
-            }],
-            requests,
-            stamp_ms,
-            session_idle_ms: IDLE_MS,
-            max_sessions: 100,
-            ..Default::default()
-        }
-    }
-
-    /// A region replica's applied state: its database and session table.
-    struct Replica {
-        _dir: tempfile::TempDir,
-        db: std::sync::Arc<DB>,
-        sessions: SessionTable,
+        entry: AdminEntry,
         index: u64,
-    }
+        wb: &mut WriteBatch,
+    ) -> Result<Option<RaftCmdResponse>>;
+    /// The proposer on this replica of entry `(index, term)`, if any.
+    fn proposer(&mut self, index: u64, term: u64) -> Option<ProposalCallback<RaftCmdResponse>>;
+    /// Puts the apply state and the session table's changes into `wb`:
+    /// the last thing before the run's write.
+    fn persist(&mut self, db: &DB, wb: &mut WriteBatch) -> Result<()>;
+}
 
-    impl Replica {
-        fn new() -> Replica {
-            let dir = tempfile::tempdir().expect("tmp");
-            let db = nokv_consensus::engine::open(dir.path(), &ALL_CFS).expect("db");
-            Replica {
-                _dir: dir,
-                db,
-                sessions: SessionTable::default(),
-                index: 10,
-            }
+/// What a run of entries came to.
+pub(crate) struct Applied {
+    /// Proposers to answer, now that the write is done.
+    pub answers: Answers,
+    /// The entry that could not apply yet and every entry after it.
+    pub waiting: Vec<Entry>,
+}
+
+/// Applies `entries` (in log order; those already applied are skipped) to
+/// `target` and writes everything they changed in one RocksDB write.
+pub(crate) fn apply_entries<T: ApplyTarget>(
+    db: &DB,
+    target: &mut T,
+    entries: Vec<Entry>,
+) -> Result<Applied> {
+    let mut wb = WriteBatch::default();
+    let mut answers = Vec::new();
+    let mut waiting = Vec::new();
+    let mut entries = entries.into_iter();
+    while let Some(e) = entries.next() {
+        if e.index <= target.apply_state().applied_index {
+            continue;
         }
-
-        /// Applies `cmd` as the next entry, as the apply pool does: data,
-        /// apply state and session changes in one write.
-        fn apply(&mut self, cmd: RaftCmdRequest) -> RaftCmdResponse {
-            let region = region();
-            let state = ApplyState {
-                applied_index: self.index,
-                ..Default::default()
-            };
-            let mut wb = WriteBatch::default();
-            let mut scope = DataScope {
-                region: &region,
-                frozen: false,
-                term: 1,
-                sessions: &mut self.sessions,
-            };
-            let resp = apply_data(
-                &self.db,
-                &mut scope,
-                cmd,
-                &state,
-                &mut wb,
-                &mut DataOutcome::default(),
-            )
-            .expect("apply");
-            self.index += 1;
-            write_apply_state(
-                &self.db,
-                3,
-                &ApplyState {
-                    applied_index: self.index,
-                    ..Default::default()
-                },
-                &mut wb,
-            )
-            .expect("apply state");
-            self.sessions
-                .write_changes(&self.db, 3, &mut wb)
-                .expect("sessions");
-            self.db.write(wb).expect("write");
-            resp
-        }
-
-        fn get(&self, key: &str) -> Option<String> {
-            let v = self
-                .db
-                .get_cf(cf(&self.db, CF_RAW).expect("cf"), key.as_bytes())
-                .expect("get")?;
-            raw_value::decode(&v, 0).map(|v| String::from_utf8_lossy(v).into_owned())
-        }
-
-        /// Closes and reopens: the table comes back from RocksDB.
-        fn restart(&mut self) {
-            self.sessions = SessionTable::load(&self.db, 3).expect("load");
-        }
-    }
-
-    fn refusal(resp: &RaftCmdResponse) -> Option<region_error::Kind> {
-        resp.responses
-            .iter()
-            .find_map(|r| r.write_error.clone())
-            .and_then(|e| e.kind)
-    }
-
-    #[test]
-    fn a_repeated_write_is_answered_without_applying_again_also_after_a_restart() {
-        let mut r = Replica::new();
-        let now = 1_000_000;
-        let s = crate::mvcc::compose_ts(now, 1);
-        r.apply(write(s, 1, now, vec![put("k", "v1")]));
-        // Another client's later write.
-        r.apply(write(0, 0, now + 1, vec![put("k", "v2")]));
-        let resp = r.apply(write(s, 1, now + 2, vec![put("k", "v1")]));
-        assert_eq!(refusal(&resp), None, "a repeat is answered, not refused");
-        assert_eq!(
-            r.get("k").as_deref(),
-            Some("v2"),
-            "the repeat changed nothing"
-        );
-        r.restart();
-        r.apply(write(s, 1, now + 3, vec![put("k", "v1")]));
-        assert_eq!(r.get("k").as_deref(), Some("v2"), "also after a restart");
-        // The session's next write applies; its earlier one is now stale.
-        r.apply(write(s, 2, now + 4, vec![put("k", "v3")]));
-        assert_eq!(r.get("k").as_deref(), Some("v3"));
-        let resp = r.apply(write(s, 1, now + 5, vec![put("k", "v1")]));
-        assert!(matches!(
-            refusal(&resp),
-            Some(region_error::Kind::SequenceStale(_))
-        ));
-        assert_eq!(r.get("k").as_deref(), Some("v3"));
-    }
-
-    #[test]
-    fn a_repeated_compare_and_swap_reports_the_first_outcome() {
-        let mut r = Replica::new();
-        let now = 1_000_000;
-        let s = crate::mvcc::compose_ts(now, 1);
-        let cas = |value: &str| Request {
-            cmd: Some(request::Cmd::CompareAndSwap(
-                nokv_proto::raft_cmdpb::CompareAndSwapRequest {
-                    cf: CF_RAW.into(),
-                    key: b"k".to_vec(),
-                    value: raw_value::encode(value.as_bytes(), 0),
-                    previous_not_exist: true,
-                    evaluated_at_secs: now / 1000,
-                    ..Default::default()
-                },
-            )),
+        let resp = match Committed::of(&e)? {
+            Committed::Empty => RaftCmdResponse::default(),
+            Committed::Data(cmd) => target.apply_data(db, cmd, &mut wb)?,
+            Committed::Admin(admin) => match target.apply_admin(db, admin, e.index, &mut wb)? {
+                Some(resp) => resp,
+                None => {
+                    waiting = std::iter::once(e).chain(entries).collect();
+                    break;
+                }
+            },
         };
-        let first = r.apply(write(s, 1, now, vec![cas("mine")]));
-        let again = r.apply(write(s, 1, now + 1, vec![cas("mine")]));
-        let swapped = |resp: &RaftCmdResponse| match &resp.responses[0].cmd {
-            Some(response::Cmd::CompareAndSwap(c)) => c.succeed,
-            other => panic!("no compare-and-swap answer: {other:?}"),
-        };
-        assert!(swapped(&first));
-        assert!(swapped(&again), "the repeat reports the swap as done");
-        assert_eq!(r.get("k").as_deref(), Some("mine"));
-    }
-
-    #[test]
-    fn a_piece_seen_before_is_skipped_and_only_the_rest_applies() {
-        let mut r = Replica::new();
-        let now = 1_000_000;
-        let s = crate::mvcc::compose_ts(now, 1);
-        // One piece of a batch applied (keys b and c), then others wrote.
-        r.apply(write(s, 1, now, vec![put("b", "1"), put("c", "1")]));
-        r.apply(write(0, 0, now, vec![put("b", "other"), put("e", "keep")]));
-        // After a merge the client resends the whole batch as one piece.
-        r.apply(write(
-            s,
-            1,
-            now,
-            vec![put("b", "1"), put("c", "1"), put("d", "1")],
-        ));
-        assert_eq!(r.get("b").as_deref(), Some("other"), "b applied once");
-        assert_eq!(r.get("d").as_deref(), Some("1"), "d was never applied");
-        // A range delete repeated over a larger range deletes only what the
-        // first copy did not cover.
-        let t = crate::mvcc::compose_ts(now, 2);
-        r.apply(write(t, 1, now, vec![delete_range("a", "c")]));
-        r.apply(write(0, 0, now, vec![put("b", "rewritten")]));
-        r.apply(write(t, 1, now, vec![delete_range("a", "f")]));
-        assert_eq!(r.get("b").as_deref(), Some("rewritten"));
-        assert_eq!(r.get("e"), None, "the uncovered part was deleted");
-    }
-
-    #[test]
-    fn an_expired_session_is_refused_alike_by_replicas_that_forgot_it_at_different_times() {
-        let now = 1_000_000;
-        let old = crate::mvcc::compose_ts(now, 1);
-        let other = |ms: u64| crate::mvcc::compose_ts(ms, 9);
-        let mut a = Replica::new();
-        let mut b = Replica::new();
-        for r in [&mut a, &mut b] {
-            r.apply(write(old, 1, now, vec![put("k", "old")]));
-            r.apply(write(0, 0, now, vec![put("k", "newer")]));
+        target.set_applied(e.index, e.term);
+        RAFT_APPLIED_ENTRIES.inc();
+        if let Some(cb) = target.proposer(e.index, e.term) {
+            answers.push((cb, resp));
         }
-        // A write past the idle timeout makes both forget the session; one
-        // replica then restarts.
-        let later = now + IDLE_MS + 1;
-        for r in [&mut a, &mut b] {
-            r.apply(write(other(later), 1, later, vec![put("x", "1")]));
-        }
-        b.restart();
-        for r in [&mut a, &mut b] {
-            let resp = r.apply(write(old, 1, later + 1, vec![put("k", "old")]));
-            assert!(matches!(
-                refusal(&resp),
-                Some(region_error::Kind::SessionExpired(_))
-            ));
-            assert_eq!(r.get("k").as_deref(), Some("newer"), "not applied twice");
-        }
-        assert_eq!(
-            SessionTable::load(&a.db, 3).expect("load"),
-            SessionTable::load(&b.db, 3).expect("load"),
-            "both replicas keep the same sessions"
-        );
-        assert!(session_start_ms(other(later)) >= a.sessions.floor_ms());
     }
+    target.persist(db, &mut wb)?;
+    db.write(wb)?;
+    Ok(Applied { answers, waiting })
 }

@@ -15,23 +15,23 @@
 //! data and the new apply state, and its proposers are answered only after
 //! that write.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
-use nokv_consensus::metrics::{RAFT_APPLIED_ENTRIES, RAFT_APPLY_SECONDS};
+use nokv_consensus::metrics::RAFT_APPLY_SECONDS;
 use nokv_consensus::peer::ProposalCallback;
 use nokv_proto::metapb::Region;
 use nokv_proto::raft_cmdpb::{RaftCmdRequest, RaftCmdResponse};
 use nokv_proto::raft_serverpb::ApplyState;
-use prost::Message as _;
 use raft::prelude::Entry;
 use rocksdb::{WriteBatch, DB};
 use tracing::error;
 
-use crate::raftstore::apply::session::SharedSessions;
-use crate::raftstore::apply::{apply_data, write_apply_state, DataOutcome, DataScope};
-use crate::Result;
+use super::data::{apply_data, write_apply_state, DataOutcome, DataScope};
+use super::{apply_entries, AdminEntry, ApplyTarget};
+use crate::raftstore::session::{SessionTable, SharedSessions};
+use crate::{Error, Result};
 
 /// Committed data entries of one region, handed to the pool.
 pub struct ApplyTask {
@@ -145,6 +145,70 @@ fn run(db: &DB, tasks: Receiver<ApplyTask>, results: Sender<ApplyResult>) {
     }
 }
 
+/// An apply task as the target of the apply loop: data entries only.
+struct PoolTarget<'a> {
+    region: &'a Region,
+    frozen: bool,
+    term: u64,
+    sessions: MutexGuard<'a, SessionTable>,
+    state: &'a mut ApplyState,
+    outcome: &'a mut DataOutcome,
+    callbacks: std::iter::Peekable<std::vec::IntoIter<(u64, ProposalCallback<RaftCmdResponse>)>>,
+}
+
+impl ApplyTarget for PoolTarget<'_> {
+    fn apply_state(&self) -> &ApplyState {
+        self.state
+    }
+
+    fn set_applied(&mut self, index: u64, term: u64) {
+        self.state.applied_index = index;
+        self.state.applied_term = term;
+    }
+
+    fn apply_data(
+        &mut self,
+        db: &DB,
+        cmd: RaftCmdRequest,
+        wb: &mut WriteBatch,
+    ) -> Result<RaftCmdResponse> {
+        let mut scope = DataScope {
+            region: self.region,
+            frozen: self.frozen,
+            term: self.term,
+            sessions: &mut self.sessions,
+        };
+        apply_data(db, &mut scope, cmd, self.state, wb, self.outcome)
+    }
+
+    fn apply_admin(
+        &mut self,
+        _db: &DB,
+        _entry: AdminEntry,
+        index: u64,
+        _wb: &mut WriteBatch,
+    ) -> Result<Option<RaftCmdResponse>> {
+        Err(Error::Corrupted(format!(
+            "admin entry {index} of region {} was handed to the apply pool",
+            self.region.id
+        )))
+    }
+
+    fn proposer(&mut self, index: u64, _term: u64) -> Option<ProposalCallback<RaftCmdResponse>> {
+        // The raftstore took exactly the callbacks of these entries.
+        if self.callbacks.peek().is_some_and(|(i, _)| *i == index) {
+            self.callbacks.next().map(|(_, cb)| cb)
+        } else {
+            None
+        }
+    }
+
+    fn persist(&mut self, db: &DB, wb: &mut WriteBatch) -> Result<()> {
+        write_apply_state(db, self.region.id, self.state, wb)?;
+        self.sessions.write_changes(db, self.region.id, wb)
+    }
+}
+
 /// Applies the task's entries in one write and answers their proposers.
 fn apply_task(
     db: &DB,
@@ -152,41 +216,18 @@ fn apply_task(
     state: &mut ApplyState,
     outcome: &mut DataOutcome,
 ) -> Result<()> {
-    let mut sessions = task.sessions.lock();
-    let mut scope = DataScope {
+    let mut target = PoolTarget {
         region: &task.region,
         frozen: task.frozen,
         term: task.term,
-        sessions: &mut sessions,
+        sessions: task.sessions.lock(),
+        state,
+        outcome,
+        callbacks: task.callbacks.into_iter().peekable(),
     };
-    let mut wb = WriteBatch::default();
-    let mut callbacks = task.callbacks.into_iter().peekable();
-    let mut answers = Vec::new();
-    for e in task.entries {
-        if e.index <= state.applied_index {
-            continue;
-        }
-        let resp = if e.data.is_empty() {
-            RaftCmdResponse::default()
-        } else {
-            let cmd = RaftCmdRequest::decode(e.data.as_ref())?;
-            apply_data(db, &mut scope, cmd, state, &mut wb, outcome)?
-        };
-        state.applied_index = e.index;
-        state.applied_term = e.term;
-        RAFT_APPLIED_ENTRIES.inc();
-        // The raftstore took exactly the callbacks of these entries.
-        if callbacks.peek().is_some_and(|(index, _)| *index == e.index) {
-            if let Some((_, cb)) = callbacks.next() {
-                answers.push((cb, resp));
-            }
-        }
-    }
-    write_apply_state(db, task.region.id, state, &mut wb)?;
-    scope.sessions.write_changes(db, task.region.id, &mut wb)?;
-    drop(sessions);
-    db.write(wb)?;
-    for (cb, resp) in answers {
+    let applied = apply_entries(db, &mut target, task.entries)?;
+    drop(target);
+    for (cb, resp) in applied.answers {
         cb(Ok(resp));
     }
     Ok(())

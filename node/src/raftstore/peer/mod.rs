@@ -86,9 +86,34 @@ pub fn write_initial_state(db: &DB, region: &Region, wb: &mut WriteBatch) -> Res
     Ok(())
 }
 
+/// Writes `state` as the apply state of `region_id` into `wb` (with the
+/// data it covers: every apply write puts it last).
+pub fn write_apply_state(
+    db: &DB,
+    region_id: u64,
+    state: &ApplyState,
+    wb: &mut WriteBatch,
+) -> Result<()> {
+    wb.put_cf(
+        cf(db, CF_META)?,
+        apply_state_key(region_id),
+        state.encode_to_vec(),
+    );
+    Ok(())
+}
+
 /// A follower whose matched index is this far behind the commit index is
 /// reported as pending (not caught up).
 const PENDING_LAG_ENTRIES: u64 = 100;
+
+/// A source replica absorbed by a CommitMerge applied on this store.
+#[derive(Debug, Clone, Copy)]
+pub struct MergedSource {
+    /// The source region.
+    pub region_id: u64,
+    /// The diagnostics transition of the merge, on the store that planned it.
+    pub transition: Option<u64>,
+}
 
 /// Data entries of one region handed to the apply pool and not reported
 /// back yet.
@@ -166,7 +191,7 @@ pub struct Peer {
     pub ticks_since_merge_step: u64,
     /// Source replicas a CommitMerge just absorbed, for the raftstore to
     /// record.
-    pub merged_sources: Vec<crate::raftstore::admin::merge::MergedSource>,
+    pub merged_sources: Vec<MergedSource>,
     /// The diagnostics transition of the merge this replica proposed.
     pub merge_transition: Option<u64>,
     /// A RollbackMerge was just applied (the raftstore records it).
@@ -175,7 +200,7 @@ pub struct Peer {
     pub hibernation: crate::raftstore::peer::hibernation::Hibernation,
     /// The region's client sessions (exactly-once raw writes), shared with
     /// the apply thread that applies its data entries.
-    pub sessions: crate::raftstore::apply::session::SharedSessions,
+    pub sessions: crate::raftstore::session::SharedSessions,
 }
 
 impl Peer {
@@ -202,8 +227,8 @@ impl Peer {
             }
             None => None,
         };
-        let sessions = crate::raftstore::apply::session::SharedSessions::new(
-            crate::raftstore::apply::session::SessionTable::load(&db, region.id)?,
+        let sessions = crate::raftstore::session::SharedSessions::new(
+            crate::raftstore::session::SessionTable::load(&db, region.id)?,
         );
         let truncated = apply_state
             .truncated_state
@@ -334,7 +359,7 @@ impl Peer {
 
     /// Writes the apply state into `wb`.
     pub fn persist_apply_state(&self, db: &DB, wb: &mut WriteBatch) -> Result<()> {
-        crate::raftstore::apply::write_apply_state(db, self.region.id, &self.apply_state, wb)
+        write_apply_state(db, self.region.id, &self.apply_state, wb)
     }
 
     /// The apply state the next entry handed to apply starts from: the
