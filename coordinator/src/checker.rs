@@ -18,21 +18,7 @@ use std::collections::HashMap;
 
 use nokv_proto::metapb::{Peer, PeerRole, Region, StoreState};
 
-/// A store as the checker and schedulers see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreView {
-    /// Store id.
-    pub id: u64,
-    /// Its live state (from heartbeat age and decommission).
-    pub state: StoreState,
-    /// Replicas it holds, counting operators in flight.
-    pub regions: i64,
-    /// Leaders it holds, counting operators in flight.
-    pub leaders: i64,
-    /// Bytes of its replicas, each region weighing at least
-    /// [`crate::scheduler::REGION_SIZE_FLOOR`], counting operators in flight.
-    pub size: i64,
-}
+use crate::cluster_view::StoreView;
 
 /// What the region needs next.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,14 +24,11 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
-use nokv_proto::metapb::{Region, RegionEpoch};
+use nokv_proto::metapb::Region;
 use tracing::error;
 
 use crate::metrics;
-use crate::state::ClusterState;
-
-/// Every kind of violation, so each metric series exists from the start.
-pub const KINDS: [&str; 4] = ["overlap", "epoch_conflict", "duplicate_store", "range_hole"];
+use crate::state::{epoch_older, ClusterState};
 
 /// How long a gap in the routing table may last before it is a violation.
 pub const HOLE_GRACE: Duration = Duration::from_secs(30);
@@ -46,7 +43,7 @@ pub enum Rejection {
     /// The heartbeat contradicts the routing table.
     #[error("invariant {kind} broken: {detail}")]
     Violation {
-        /// One of [`KINDS`].
+        /// One of [`metrics::INVARIANT_KINDS`].
         kind: &'static str,
         /// What exactly.
         detail: String,
@@ -59,10 +56,6 @@ pub fn record(kind: &'static str, detail: &str) {
     metrics::INVARIANT_VIOLATIONS
         .with_label_values(&[kind])
         .inc();
-}
-
-fn older(a: &RegionEpoch, b: &RegionEpoch) -> bool {
-    a.version < b.version || a.conf_ver < b.conf_ver
 }
 
 fn peer_set(r: &Region) -> BTreeSet<(u64, u64)> {
@@ -105,7 +98,7 @@ fn judge(state: &ClusterState, region: &Region) -> Result<(), Rejection> {
         .and_then(|i| i.region.as_ref())
     {
         let old = known.epoch.unwrap_or_default();
-        if older(&new, &old) {
+        if epoch_older(&new, &old) {
             return Err(Rejection::Stale);
         }
         if new.version == old.version
@@ -184,7 +177,7 @@ pub fn tiling_gaps(state: &ClusterState) -> Vec<(Vec<u8>, Vec<u8>)> {
 mod tests {
     use super::*;
     use nokv_proto::coordinatorpb::{coordinator_command::Cmd, CoordinatorCommand, RegionInfo};
-    use nokv_proto::metapb::Peer;
+    use nokv_proto::metapb::{Peer, RegionEpoch};
     use rocksdb::WriteBatch;
 
     fn region(id: u64, start: &[u8], end: &[u8], version: u64, stores: &[u64]) -> Region {

@@ -10,22 +10,27 @@
 //!   mark persisted through raft (shared by the TSO and the ID allocator).
 //! - [`tso`]: the timestamp oracle (leader only).
 //! - [`id_alloc`]: the ID allocator (leader only).
+//! - [`cluster_view`]: what the leader learned from heartbeats (store
+//!   liveness, region loads, range ages, gaps) and its operators.
 //! - [`operator`]: operators in flight and their recent history.
 //! - [`checker`]: the replica checker run on region heartbeats.
-//! - [`scheduler`]: balance-leader and balance-region.
+//! - [`balance`]: the balance schedulers, balance-leader and
+//!   balance-region.
 //! - [`merge_checker`]: merges small adjacent regions, aligning their
 //!   replicas first.
-//! - [`scheduling`]: the leader's scheduling: operators from checkers,
-//!   schedulers and by hand, delivered on region heartbeats.
+//! - [`scheduling`]: the leader's scheduling: operators from the checkers,
+//!   the balance schedulers and by hand, delivered on region heartbeats.
 //! - [`invariant`]: live checks of what heartbeats claim (tiling, epochs,
 //!   one replica per store).
-//! - [`service`]: the `Coordinator` gRPC service.
+//! - [`service`]: the `Coordinator` gRPC service, by area.
 //! - [`server`]: wiring: open storage, start raft, serve gRPC and HTTP.
 //! - [`metrics`]: coordinator-specific metrics.
 //! - [`error`]: the crate's error type.
 #![deny(missing_docs)]
 
+pub mod balance;
 pub mod checker;
+pub mod cluster_view;
 pub mod config;
 pub mod error;
 pub mod id_alloc;
@@ -35,7 +40,6 @@ pub mod metrics;
 pub mod operator;
 pub mod persisted_window;
 pub mod raft_loop;
-pub mod scheduler;
 pub mod scheduling;
 pub mod server;
 pub mod service;

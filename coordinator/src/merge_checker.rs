@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use nokv_proto::metapb::{Peer, PeerRole, Region, StoreState};
 
-use crate::checker::StoreView;
+use crate::cluster_view::StoreView;
 
 /// The thresholds from the coordinator's config.
 #[derive(Debug, Clone, Copy)]

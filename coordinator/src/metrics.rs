@@ -1,7 +1,11 @@
 //! Coordinator-specific metrics (the raft and gRPC ones are shared, in
 //! `nokv_consensus::metrics`).
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
+
+use nokv_proto::coordinatorpb::RegionInfo;
+use nokv_proto::metapb::StoreState;
 
 use prometheus::{
     register_int_counter, register_int_gauge, register_int_gauge_vec, IntCounter, IntGauge,
@@ -93,6 +97,12 @@ pub static OPERATORS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// The `kind` label values of [`INVARIANT_VIOLATIONS`]; each series exists
+/// from the first scrape. What each kind means is in the `invariant`
+/// module, which records them.
+pub const INVARIANT_KINDS: [&str; 4] =
+    ["overlap", "epoch_conflict", "duplicate_store", "range_hole"];
+
 /// Broken cluster invariants the coordinator saw, by kind: `overlap` (a
 /// region overlapping another of the same version), `epoch_conflict` (one
 /// epoch, two ranges or peer sets), `duplicate_store` (two replicas of a
@@ -133,7 +143,39 @@ pub fn register() {
     LazyLock::force(&OPERATORS);
     LazyLock::force(&INVARIANT_VIOLATIONS);
     LazyLock::force(&STALE_HEARTBEATS);
-    for kind in crate::invariant::KINDS {
+    for kind in INVARIANT_KINDS {
         INVARIANT_VIOLATIONS.with_label_values(&[kind]);
+    }
+}
+
+/// Sets the gauges that mirror the cluster: whether this member is the
+/// ready leader, the regions in the routing table, leaders per store (as
+/// last reported), and stores by live state.
+pub fn set_cluster_gauges(
+    ready_leader: bool,
+    regions: &[RegionInfo],
+    stores: &[(u64, StoreState)],
+) {
+    IS_LEADER.set(i64::from(ready_leader));
+    REGIONS.set(regions.len() as i64);
+    let mut leaders: HashMap<u64, i64> = HashMap::new();
+    for r in regions {
+        if let Some(l) = &r.leader {
+            *leaders.entry(l.store_id).or_default() += 1;
+        }
+    }
+    for (id, _) in stores {
+        LEADERS_PER_STORE
+            .with_label_values(&[&id.to_string()])
+            .set(leaders.get(id).copied().unwrap_or(0));
+    }
+    let mut by_state: HashMap<&'static str, i64> = HashMap::new();
+    for (_, state) in stores {
+        *by_state.entry(state.as_str_name()).or_default() += 1;
+    }
+    for st in ["Up", "Disconnected", "Down", "Offline", "Tombstone"] {
+        STORES
+            .with_label_values(&[st])
+            .set(by_state.get(st).copied().unwrap_or(0));
     }
 }

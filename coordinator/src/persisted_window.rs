@@ -18,7 +18,7 @@
 
 use std::ops::{Deref, DerefMut};
 
-use nokv_proto::coordinatorpb::{coordinator_command::Cmd, CoordinatorCommand};
+use nokv_proto::coordinatorpb::coordinator_command::Cmd;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::raft_loop::RaftHandle;
@@ -135,10 +135,7 @@ impl<C> HeldWindow<'_, C> {
     /// window is then forgotten: whoever locks it next sets it up again
     /// from the applied state.
     pub async fn raise(&mut self, new_high: u64) -> Result<()> {
-        let cmd = CoordinatorCommand {
-            cmd: Some((self.raise)(new_high)),
-        };
-        if let Err(e) = self.raft.propose(cmd).await {
+        if let Err(e) = self.raft.propose((self.raise)(new_high)).await {
             self.window.term = 0;
             return Err(e);
         }

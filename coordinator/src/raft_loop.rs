@@ -75,7 +75,8 @@ impl RaftHandle {
     /// # Errors
     /// `NotLeader` when this member does not lead; `Proposal` when the
     /// command was dropped, superseded or timed out.
-    pub async fn propose(&self, cmd: CoordinatorCommand) -> Result<ApplyResult> {
+    pub async fn propose(&self, cmd: Cmd) -> Result<ApplyResult> {
+        let cmd = CoordinatorCommand { cmd: Some(cmd) };
         let (tx, rx) = oneshot::channel();
         match self
             .tx

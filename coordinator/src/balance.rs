@@ -1,45 +1,30 @@
-//! Balance schedulers: pure decisions over a snapshot of stores and
-//! regions, run periodically by the leader. The service turns a decision
-//! into an operator, charges its influence to the stores, and asks again
-//! until the scheduler's in-flight limit is reached or nothing is worth
-//! moving.
+//! The balance schedulers: pure decisions over a snapshot of stores and
+//! regions, run periodically by the leader's scheduling
+//! ([`crate::scheduling`]), which turns a [`Move`] into an operator,
+//! charges its influence to the stores, and asks again until the
+//! scheduler's in-flight limit is reached or nothing is worth moving.
 //!
-//! - balance-leader: moves leadership from the `Up` store leading the most
-//!   regions to the one leading the fewest, while they differ by two or
-//!   more.
-//! - balance-region: moves a replica (add learner, promote, remove) from
-//!   the `Up` store holding the most replica bytes to the one holding the
-//!   fewest, choosing a region no heavier than half their gap, so the move
-//!   narrows the gap without reversing it. Each region weighs its
-//!   approximate size but at least [`REGION_SIZE_FLOOR`]: near-empty
-//!   regions still cost a raft group each, and a cluster of small regions
-//!   balances by count.
+//! - balance-leader ([`Balance::Leaders`]): moves leadership from the `Up`
+//!   store leading the most regions to the one leading the fewest, while
+//!   they differ by two or more.
+//! - balance-region ([`Balance::Regions`]): moves a replica (add learner,
+//!   promote, remove) from the `Up` store holding the most replica bytes to
+//!   the one holding the fewest, choosing a region no heavier than half
+//!   their gap, so the move narrows the gap without reversing it. Each
+//!   region weighs its approximate size but at least
+//!   [`REGION_SIZE_FLOOR`]: near-empty regions still cost a raft group
+//!   each, and a cluster of small regions balances by count.
 //!
-//! Both only touch regions that are healthy (no learner, no pending peer,
-//! a known leader) and have no operator in flight.
+//! Both walk the same pairs of stores, fullest first, and only touch
+//! regions that are healthy (no learner, no pending peer, a known leader)
+//! and have no operator in flight.
 
 use std::collections::HashMap;
 
 use nokv_proto::coordinatorpb::RegionInfo;
 use nokv_proto::metapb::{Peer, PeerRole, StoreState};
 
-use crate::checker::StoreView;
-
-/// Name of the replica checker, as `nokv scheduler` shows it.
-pub const REPLICA_CHECKER: &str = "replica-checker";
-/// Name of the leader balancer.
-pub const BALANCE_LEADER: &str = "balance-leader";
-/// Name of the region balancer.
-pub const BALANCE_REGION: &str = "balance-region";
-/// Name of the merge checker.
-pub const MERGE_CHECKER: &str = "merge-checker";
-/// Every checker and scheduler that can be paused.
-pub const ALL: [&str; 4] = [
-    REPLICA_CHECKER,
-    BALANCE_LEADER,
-    BALANCE_REGION,
-    MERGE_CHECKER,
-];
+use crate::cluster_view::StoreView;
 
 /// Stores must differ by at least this many leaders before leadership
 /// moves (one would only swap which store is ahead).
@@ -102,12 +87,90 @@ pub struct RegionMove {
     pub bytes: i64,
 }
 
-fn up_stores(stores: &HashMap<u64, StoreView>) -> Vec<StoreView> {
-    stores
+/// The two balance schedulers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// balance-leader: evens out leader counts.
+    Leaders,
+    /// balance-region: evens out replica bytes.
+    Regions,
+}
+
+/// What a balance scheduler decided: one operator's worth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Move {
+    /// Transfer a region's leadership.
+    Leader(LeaderMove),
+    /// Move a replica to another store.
+    Replica(RegionMove),
+}
+
+impl Move {
+    /// The region that moves.
+    pub fn region_id(&self) -> u64 {
+        match self {
+            Move::Leader(m) => m.region_id,
+            Move::Replica(m) => m.region_id,
+        }
+    }
+}
+
+impl Balance {
+    /// This scheduler's next move, if the stores are apart.
+    pub fn next_move(
+        self,
+        stores: &HashMap<u64, StoreView>,
+        regions: &[RegionView],
+        busy: impl Fn(u64) -> bool,
+        max_replicas: usize,
+    ) -> Option<Move> {
+        match self {
+            Balance::Leaders => {
+                balance_leader(stores, regions, busy, max_replicas).map(Move::Leader)
+            }
+            Balance::Regions => {
+                balance_region(stores, regions, busy, max_replicas).map(Move::Replica)
+            }
+        }
+    }
+}
+
+/// Pairs `(source, destination)` of `Up` stores whose `load` differs by
+/// at least `min_gap`: the most loaded source first, and for each source
+/// the least loaded destination first (ties to the lower id).
+fn pairs_apart(
+    stores: &HashMap<u64, StoreView>,
+    load: fn(&StoreView) -> i64,
+    min_gap: i64,
+) -> Vec<(StoreView, StoreView)> {
+    let mut up: Vec<StoreView> = stores
         .values()
         .filter(|s| s.state == StoreState::Up)
         .copied()
-        .collect()
+        .collect();
+    up.sort_by_key(|s| (load(s), s.id));
+    let mut pairs = Vec::new();
+    for src in up.iter().rev() {
+        for dst in up.iter().take_while(|d| load(src) - load(d) >= min_gap) {
+            pairs.push((*src, *dst));
+        }
+    }
+    pairs
+}
+
+/// The regions a balance scheduler may move: healthy, with no operator in
+/// flight.
+fn movable<'a>(
+    regions: &'a [RegionView],
+    busy: &'a impl Fn(u64) -> bool,
+    max_replicas: usize,
+) -> impl Iterator<Item = &'a RegionView> + 'a {
+    regions.iter().filter(move |rv| {
+        rv.info
+            .region
+            .as_ref()
+            .is_some_and(|r| !busy(r.id) && rv.healthy(max_replicas))
+    })
 }
 
 /// The next leadership move, if stores' leader counts are apart.
@@ -117,28 +180,22 @@ pub fn balance_leader(
     busy: impl Fn(u64) -> bool,
     max_replicas: usize,
 ) -> Option<LeaderMove> {
-    let mut up = up_stores(stores);
-    up.sort_by_key(|s| (s.leaders, s.id));
-    for src in up.iter().rev() {
-        for dst in up.iter().take_while(|d| src.leaders - d.leaders >= MIN_GAP) {
-            for rv in regions {
-                let (Some(r), Some(leader)) = (&rv.info.region, rv.info.leader) else {
-                    continue;
-                };
-                if leader.store_id != src.id || busy(r.id) || !rv.healthy(max_replicas) {
-                    continue;
+    pairs_apart(stores, |s| s.leaders, MIN_GAP)
+        .into_iter()
+        .find_map(|(src, dst)| {
+            movable(regions, &busy, max_replicas).find_map(|rv| {
+                let (r, leader) = (rv.info.region.as_ref()?, rv.info.leader?);
+                if leader.store_id != src.id {
+                    return None;
                 }
-                if let Some(to) = r.peers.iter().find(|p| p.store_id == dst.id) {
-                    return Some(LeaderMove {
-                        region_id: r.id,
-                        from: leader,
-                        to: *to,
-                    });
-                }
-            }
-        }
-    }
-    None
+                let to = r.peers.iter().find(|p| p.store_id == dst.id)?;
+                Some(LeaderMove {
+                    region_id: r.id,
+                    from: leader,
+                    to: *to,
+                })
+            })
+        })
 }
 
 /// The next replica move, if stores' replica bytes are apart.
@@ -148,24 +205,17 @@ pub fn balance_region(
     busy: impl Fn(u64) -> bool,
     max_replicas: usize,
 ) -> Option<RegionMove> {
-    let mut up = up_stores(stores);
-    up.sort_by_key(|s| (s.size, s.id));
-    for src in up.iter().rev() {
-        for dst in up
-            .iter()
-            .take_while(|d| src.size - d.size >= 2 * REGION_SIZE_FLOOR)
-        {
+    pairs_apart(stores, |s| s.size, 2 * REGION_SIZE_FLOOR)
+        .into_iter()
+        .find_map(|(src, dst)| {
             let gap = src.size - dst.size;
             // The heaviest region that fits the gap, a follower in
             // preference (no leadership hand-off needed).
             let mut best: Option<((bool, i64), RegionMove)> = None;
-            for rv in regions {
+            for rv in movable(regions, &busy, max_replicas) {
                 let Some(r) = &rv.info.region else { continue };
                 let w = weight(rv.size_bytes);
-                if busy(r.id) || !rv.healthy(max_replicas) || 2 * w > gap {
-                    continue;
-                }
-                if r.peers.iter().any(|p| p.store_id == dst.id) {
+                if 2 * w > gap || r.peers.iter().any(|p| p.store_id == dst.id) {
                     continue;
                 }
                 let Some(from) = r.peers.iter().find(|p| p.store_id == src.id) else {
@@ -185,12 +235,8 @@ pub fn balance_region(
                     ));
                 }
             }
-            if let Some((_, m)) = best {
-                return Some(m);
-            }
-        }
-    }
-    None
+            best.map(|(_, m)| m)
+        })
 }
 
 #[cfg(test)]
