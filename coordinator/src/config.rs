@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
+use nokv_consensus::process::{ProcessConfig, ProcessKeys};
 use nokv_consensus::security::SecurityConfig;
+use nokv_consensus::{RaftTiming, RaftTimingError};
 use serde::{Deserialize, Serialize};
 
 /// One member of the coordinator group as every member knows it.
@@ -109,9 +111,9 @@ impl Default for CoordinatorConfig {
             status_listen: "127.0.0.1:2378".into(),
             members: Vec::new(),
             max_replicas: 3,
-            tick_interval_ms: 100,
-            election_ticks: 10,
-            heartbeat_ticks: 2,
+            tick_interval_ms: RaftTiming::DEFAULT_TICK_INTERVAL_MS,
+            election_ticks: RaftTiming::DEFAULT_ELECTION_TICKS,
+            heartbeat_ticks: RaftTiming::DEFAULT_HEARTBEAT_TICKS,
             id_window: 1000,
             tso_save_window_ms: 3000,
             store_disconnect_ms: 20_000,
@@ -135,6 +137,20 @@ impl Default for CoordinatorConfig {
 }
 
 impl CoordinatorConfig {
+    /// `tick_interval_ms`, `election_ticks` and `heartbeat_ticks`, checked.
+    /// A `tick_interval_ms` of 0 is used as 1 ms, as it always has been for
+    /// the coordinator (the node refuses it).
+    ///
+    /// # Errors
+    /// `election_ticks` not above `heartbeat_ticks`.
+    pub fn raft_timing(&self) -> Result<RaftTiming, RaftTimingError> {
+        RaftTiming::new(
+            self.tick_interval_ms.max(1),
+            self.election_ticks,
+            self.heartbeat_ticks,
+        )
+    }
+
     /// The member list with a single-member default filled in, after
     /// checking ids are unique and include this member.
     pub fn resolved_members(&self) -> Result<Vec<MemberConfig>, String> {
@@ -169,6 +185,18 @@ impl CoordinatorConfig {
                 m
             })
             .collect())
+    }
+}
+
+impl ProcessConfig for CoordinatorConfig {
+    fn process_keys(&mut self) -> ProcessKeys<'_> {
+        ProcessKeys {
+            data_dir: &mut self.data_dir,
+            listen: &mut self.listen,
+            status_listen: &mut self.status_listen,
+            log_level: &mut self.log_level,
+            security: &mut self.security,
+        }
     }
 }
 
@@ -219,6 +247,23 @@ mod tests {
             serde_yaml::from_str("security:\n  ca_path: a\n  cert_path: b\n  key_path: c\n")
                 .expect("parse");
         assert_eq!(c.security.expect("security").key_path, PathBuf::from("c"));
+    }
+
+    #[test]
+    fn raft_timing_defaults_and_checks() {
+        let c = CoordinatorConfig::default();
+        assert_eq!(c.raft_timing().expect("valid"), RaftTiming::default());
+        let zero_tick = CoordinatorConfig {
+            tick_interval_ms: 0,
+            ..Default::default()
+        };
+        let t = zero_tick.raft_timing().expect("0 is used as 1 ms");
+        assert_eq!(t.tick(), std::time::Duration::from_millis(1));
+        let bad = CoordinatorConfig {
+            election_ticks: 2,
+            ..Default::default()
+        };
+        assert!(bad.raft_timing().is_err());
     }
 
     #[test]

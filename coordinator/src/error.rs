@@ -51,3 +51,21 @@ impl From<nokv_consensus::ProposeError> for Error {
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// How an error from [`crate::run`] ends `nokv-coordinator` (docs/deploy.md:
+/// a raft storage failure exits 70). Every variant is listed, so a new one
+/// has to be placed here: [`Error::Fatal`] is the storage failure.
+impl nokv_consensus::process::RunError for Error {
+    fn is_storage_failure(&self) -> bool {
+        match self {
+            Error::Consensus(_)
+            | Error::Engine(_)
+            | Error::NotLeader { .. }
+            | Error::Proposal(_)
+            | Error::Config(_)
+            | Error::Io(_)
+            | Error::Stopped => false,
+            Error::Fatal(_) => true,
+        }
+    }
+}

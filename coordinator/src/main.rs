@@ -1,99 +1,81 @@
-//! `nokv-coordinator`: runs one member of the coordinator group.
+//! `nokv-coordinator`: runs one member of the coordinator group. The flags
+//! it shares with `nokv-node`, config loading, logging and exit codes are
+//! `nokv_consensus::process`; this file adds the member's own flag.
 
-use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
+use nokv_consensus::process::{self, ProcessArgs};
+use nokv_consensus::shutdown::process_signal;
 use nokv_coordinator::CoordinatorConfig;
 
 /// One member of NoKV's control plane.
 #[derive(Parser, Debug)]
 #[command(name = "nokv-coordinator", version, about)]
 struct Args {
-    /// YAML configuration file; flags override its values.
-    #[arg(long, short = 'c')]
-    config: Option<PathBuf>,
-    /// Member id (must be in the member list).
-    #[arg(long)]
+    #[command(flatten)]
+    process: ProcessArgs,
+    /// Member id (must be in the member list); sets `id`.
+    ///
+    /// Non-zero; the member list itself is only read from the file.
+    /// Default: the file's `id`, else 1.
+    #[arg(long, value_name = "N")]
     id: Option<u64>,
-    /// Data directory.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// gRPC listen address.
-    #[arg(long)]
-    listen: Option<String>,
-    /// HTTP status listen address.
-    #[arg(long)]
-    status_listen: Option<String>,
-    /// Log filter, e.g. `info` or `nokv_coordinator=debug`.
-    #[arg(long)]
-    log_level: Option<String>,
-    /// CA certificate (PEM) for mutual TLS; sets security.ca_path.
-    #[arg(long, value_name = "PATH", requires_all = ["cert_path", "key_path"])]
-    ca_path: Option<PathBuf>,
-    /// This process's certificate (PEM); sets security.cert_path.
-    #[arg(long, value_name = "PATH", requires_all = ["ca_path", "key_path"])]
-    cert_path: Option<PathBuf>,
-    /// The certificate's private key (PEM); sets security.key_path.
-    #[arg(long, value_name = "PATH", requires_all = ["ca_path", "cert_path"])]
-    key_path: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            serde_yaml::from_str::<CoordinatorConfig>(&text)
-                .with_context(|| format!("parsing {}", path.display()))?
+impl Args {
+    /// The member's own flag over the loaded configuration.
+    fn apply(self, mut config: CoordinatorConfig) -> CoordinatorConfig {
+        if let Some(v) = self.id {
+            config.id = v;
         }
-        None => CoordinatorConfig::default(),
-    };
-    if let Some(v) = args.id {
-        config.id = v;
+        config
     }
-    if let Some(v) = args.data_dir {
-        config.data_dir = v;
-    }
-    if let Some(v) = args.listen {
-        config.listen = v;
-    }
-    if let Some(v) = args.status_listen {
-        config.status_listen = v;
-    }
-    if let Some(v) = args.log_level {
-        config.log_level = v;
-    }
-    if let (Some(ca_path), Some(cert_path), Some(key_path)) =
-        (args.ca_path, args.cert_path, args.key_path)
-    {
-        // Flags name the files; the rest of the section stays as
-        // configured.
-        let kept = config.security.take();
-        config.security = Some(nokv_consensus::security::SecurityConfig {
-            ca_path,
-            cert_path,
-            key_path,
-            admin_allowed_cn: kept
-                .as_ref()
-                .map(|s| s.admin_allowed_cn.clone())
-                .unwrap_or_default(),
-            status_tls: kept.is_some_and(|s| s.status_tls),
-        });
-    }
-    tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_level))
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        nokv_coordinator::run(config, nokv_consensus::shutdown::process_signal())
-            .await
-            .context("coordinator failed")
+}
+
+fn main() -> ExitCode {
+    let args: Args = process::parse::<Args, CoordinatorConfig>();
+    let config = process::load_config(&args.process).map(|config| args.apply(config));
+    process::run("coordinator", config, |config| {
+        nokv_coordinator::run(config, process_signal())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Args {
+        let words = std::iter::once("nokv-coordinator").chain(words.iter().copied());
+        process::try_parse_from::<Args, CoordinatorConfig, _, _>(words).expect("parses")
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        process::command::<Args, CoordinatorConfig>().debug_assert();
+    }
+
+    #[test]
+    fn the_id_flag_applies_over_the_file() {
+        assert_eq!(
+            parse(&["--id", "3"]).apply(CoordinatorConfig::default()).id,
+            3
+        );
+        let default_id = CoordinatorConfig::default().id;
+        assert_eq!(
+            parse(&[]).apply(CoordinatorConfig::default()).id,
+            default_id
+        );
+    }
+
+    #[test]
+    fn help_shows_coordinator_defaults() {
+        let help = process::command::<Args, CoordinatorConfig>()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("[default: 127.0.0.1:2379]"), "{help}");
+        assert!(help.contains("[default: nokv-coordinator-data]"), "{help}");
+        let id = CoordinatorConfig::default().id;
+        assert!(help.contains(&format!("else {id}.")), "{help}");
+    }
 }

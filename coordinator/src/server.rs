@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nokv_consensus::engine::{self, CF_META, CF_RAFT};
+use nokv_consensus::process::Listeners;
 use nokv_consensus::security::{AdminGuard, COORDINATOR_ADMIN_METHODS};
 use nokv_consensus::service::RaftTransportService;
-use nokv_consensus::shutdown::{grace_deadline, signalled, watch_signal};
-use nokv_consensus::status::{self, StatusState};
+use nokv_consensus::shutdown::watch_signal;
+use nokv_consensus::status::StatusState;
 use nokv_consensus::transport::MAX_RAFT_MESSAGE_BYTES;
 use nokv_consensus::{AddressResolver, Transport, TransportOptions};
 use nokv_proto::coordinatorpb::coordinator_server::CoordinatorServer;
 use nokv_proto::raft_serverpb::raft_transport_server::RaftTransportServer;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 use crate::config::CoordinatorConfig;
@@ -53,23 +52,25 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let members = config.resolved_members().map_err(Error::Config)?;
-    // TLS material is read first, so a bad `security` section stops the
-    // member before it binds anything.
-    let security = config.security.as_ref().map(|s| s.load()).transpose()?;
-    let tls = security.as_ref().map(|s| s.tls.clone());
-    let status_tls = security.as_ref().and_then(|s| s.status_tls.clone());
-    let mut grpc = tonic::transport::Server::builder();
-    if let Some(tls) = &tls {
-        grpc = grpc
-            .tls_config(tls.server())
-            .map_err(|e| Error::Config(format!("security: {e}")))?;
-    }
-    let admin_policy = security.map(|s| s.admin).unwrap_or_default();
+    let timing = config
+        .raft_timing()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    // TLS material is read before the ports are bound, so a bad
+    // `security` section stops the member before it binds anything.
+    let Listeners {
+        grpc,
+        status,
+        tls,
+        admin: admin_policy,
+    } = Listeners::bind(
+        config.security.as_ref(),
+        &config.listen,
+        &config.status_listen,
+    )
+    .await?;
     let stop = watch_signal(shutdown);
     crate::metrics::register();
     let started = Instant::now();
-    let grpc_listener = TcpListener::bind(&config.listen).await?;
-    let status_listener = TcpListener::bind(&config.status_listen).await?;
     let db = engine::open(&config.data_dir.join("db"), &[CF_RAFT, CF_META, CF_STATE])?;
 
     let resolver = Arc::new(MemberResolver {
@@ -84,9 +85,9 @@ pub async fn run(
     let loop_cfg = LoopConfig {
         id: config.id,
         voters: members.iter().map(|m| m.id).collect(),
-        tick: Duration::from_millis(config.tick_interval_ms.max(1)),
-        election_ticks: config.election_ticks,
-        heartbeat_ticks: config.heartbeat_ticks,
+        tick: timing.tick(),
+        election_ticks: timing.election_ticks(),
+        heartbeat_ticks: timing.heartbeat_ticks(),
         log_gc_interval_ticks: config.log_gc_interval_ticks,
         log_gc_threshold: config.log_gc_threshold,
     };
@@ -156,31 +157,24 @@ pub async fn run(
             }),
         }
     };
-    tokio::spawn(async move {
-        if let Err(e) = status::serve(status_listener, status_state, status_tls).await {
-            tracing::error!(error = %e, "status server stopped");
-        }
-    });
+    status.spawn(status_state);
 
     info!(member_id = config.id, listen = %config.listen, status = %config.status_listen, "coordinator serving");
-    let server = grpc
-        .add_service(AdminGuard::new(
-            CoordinatorServer::new(CoordinatorGrpc(service)),
-            admin_policy,
-            COORDINATOR_ADMIN_METHODS,
-        ))
-        .add_service(
-            RaftTransportServer::new(RaftTransportService::new(raft.sink()))
-                .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            signalled(stop.clone()),
-        );
+    let services = |server: &mut tonic::transport::Server| {
+        server
+            .add_service(AdminGuard::new(
+                CoordinatorServer::new(CoordinatorGrpc(service)),
+                admin_policy,
+                COORDINATOR_ADMIN_METHODS,
+            ))
+            .add_service(
+                RaftTransportServer::new(RaftTransportService::new(raft.sink()))
+                    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES),
+            )
+    };
     tokio::select! {
-        r = server => r.map_err(|e| Error::Io(std::io::Error::other(e)))?,
-        _ = grace_deadline(stop, SHUTDOWN_GRACE) => info!("grace period over; closing remaining streams"),
+        r = grpc.serve(services, stop, SHUTDOWN_GRACE) => r?,
         // The member cannot go on without its raft loop: stop serving and
         // hand the failure to the caller.
         e = raft_thread.fatal() => return Err(e),
