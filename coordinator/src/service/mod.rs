@@ -496,3 +496,5 @@ impl Coordinator for CoordinatorGrpc {
     }
 }
 
+#[cfg(test)]
+mod tests;
