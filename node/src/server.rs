@@ -29,7 +29,7 @@ use crate::engine::ALL_CFS;
 use crate::raftstore::snapshot::RegionSnapshotSource;
 use crate::raftstore::{self, RaftstoreParts, StoreCounters};
 use crate::service::admin::AdminService;
-use crate::service::kv::KvService;
+use crate::service::KvService;
 use crate::worker::heartbeat::{spawn_region_heartbeats, spawn_store_heartbeats};
 use crate::{Error, Result};
 
@@ -289,7 +289,7 @@ pub async fn run_with(
         config.sessions.clone(),
         diagnostics.clone(),
         counters.clone(),
-        crate::service::txn::TxnParts {
+        crate::service::TxnParts {
             memory_locks: Default::default(),
             coordinator: coordinator.clone(),
             safe_point,

@@ -5,7 +5,6 @@
 //! one-phase commits in flight.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use nokv_proto::errorpb::RegionError;
 use nokv_proto::kvrpcpb::*;
@@ -14,20 +13,8 @@ use nokv_proto::raft_cmdpb::{
 };
 use tonic::Status;
 
-use super::kv::{context, invalid, KvService};
-use crate::mvcc::memory_lock::MemoryLocks;
+use super::{context, invalid, KvService};
 use crate::mvcc::{MvccError, MvccReader};
-
-/// The parts of the store transactions need beyond the raw path.
-#[derive(Clone)]
-pub struct TxnParts {
-    /// Keys of one-phase commits in flight.
-    pub memory_locks: Arc<MemoryLocks>,
-    /// Source of one-phase commit timestamps.
-    pub coordinator: nokv_client::CoordinatorClient,
-    /// The GC safe point: reads below it may miss collected versions.
-    pub safe_point: Arc<crate::worker::gc::SafePoint>,
-}
 
 fn check_version(name: &str, ts: u64) -> Result<(), Status> {
     if ts == 0 {
@@ -248,7 +235,7 @@ impl KvService {
                 })
             }
         };
-        let (lower, upper) = super::kv::clip_to_region(lower, upper, &grant);
+        let (lower, upper) = super::clip_to_region(lower, upper, &grant);
         if !upper.is_empty() && upper <= lower {
             return Ok(KvScanResponse::default());
         }
@@ -315,7 +302,7 @@ impl KvService {
                 })
             }
         };
-        let (lower, upper) = super::kv::clip_to_region(req.start_key, req.end_key, &grant);
+        let (lower, upper) = super::clip_to_region(req.start_key, req.end_key, &grant);
         let (max_ts, limit) = (req.max_version, req.limit as usize);
         let locks = self
             .read_mvcc(move |reader| reader.scan_locks(&lower, &upper, max_ts, limit))
