@@ -375,11 +375,7 @@ impl RaftLoop {
                         cmd: Some(Cmd::CompactLog(c)),
                     }) => {
                         if c.index > self.truncated.0 && c.index <= self.applied_index {
-                            self.peer.raw_mut().mut_store().compact_to(
-                                c.index,
-                                c.term,
-                                &mut apply_wb,
-                            )?;
+                            self.peer.compact_log_to(c.index, c.term, &mut apply_wb)?;
                             self.truncated = (c.index, c.term);
                         }
                         ApplyResult::Ok
@@ -444,12 +440,11 @@ impl RaftLoop {
         {
             return;
         }
-        let raft = &self.peer.raw().raft;
-        let min_matched = raft
-            .prs()
-            .iter()
+        let min_matched = self
+            .peer
+            .progress()
             .map(|(id, pr)| {
-                if *id == self.cfg.id {
+                if id == self.cfg.id {
                     self.applied_index
                 } else {
                     pr.matched
@@ -461,7 +456,7 @@ impl RaftLoop {
         if target <= self.truncated.0 {
             return;
         }
-        let Ok(term) = raft.raft_log.term(target) else {
+        let Some(term) = self.peer.term_of(target) else {
             return;
         };
         let cmd = CoordinatorCommand {

@@ -168,10 +168,7 @@ impl Raftstore {
                 self.snapshots.clone(),
             )?;
             if lead && me.role() == metapb::PeerRole::Voter {
-                peer.raft
-                    .raw_mut()
-                    .campaign()
-                    .map_err(nokv_consensus::Error::from)?;
+                peer.raft.campaign()?;
             }
             info!(
                 region_id = region.id,
@@ -197,7 +194,7 @@ impl Raftstore {
         };
         self.close_mailbox(region_id);
         let mut wb = WriteBatch::default();
-        peer.raft.raw_mut().mut_store().clear(&mut wb)?;
+        peer.raft.clear_log(&mut wb)?;
         crate::raftstore::session::clear(&self.db, region_id, &mut wb)?;
         let still_owned = self
             .peers

@@ -29,11 +29,11 @@ impl Raftstore {
         if applied.saturating_sub(truncated) < cfg.log_gc_threshold {
             return;
         }
-        let raft = &peer.raft.raw().raft;
-        let min_matched = raft
-            .prs()
-            .iter()
-            .filter(|(id, _)| **id != peer.meta.id)
+        let me = peer.meta.id;
+        let min_matched = peer
+            .raft
+            .progress()
+            .filter(|(id, _)| *id != me)
             .map(|(_, pr)| pr.matched)
             .min()
             .unwrap_or(applied);
@@ -45,7 +45,7 @@ impl Raftstore {
         if target <= truncated {
             return;
         }
-        let Ok(term) = raft.raft_log.term(target) else {
+        let Some(term) = peer.raft.term_of(target) else {
             return;
         };
         let cmd = RaftCmdRequest {
@@ -88,9 +88,7 @@ pub(crate) fn apply_compact_log(
         return Ok(RaftCmdResponse::default());
     }
     peer.raft
-        .raw_mut()
-        .mut_store()
-        .compact_to(c.compact_index, c.compact_term, wb)?;
+        .compact_log_to(c.compact_index, c.compact_term, wb)?;
     peer.apply_state.truncated_state = Some(nokv_proto::raft_serverpb::RaftTruncatedState {
         index: c.compact_index,
         term: c.compact_term,

@@ -146,8 +146,8 @@ pub(crate) fn apply_conf_change(
     });
     // raft-rs decides first; the region follows only what raft accepted,
     // so the two memberships can never disagree.
-    match peer.raft.raw_mut().apply_conf_change(cc) {
-        Ok(cs) => peer.raft.raw_mut().mut_store().set_conf_state(cs),
+    match peer.raft.apply_conf_change(cc) {
+        Ok(()) => {}
         Err(e) => {
             warn!(region_id = peer.region.id, error = %e, "raft rejected conf change; region unchanged");
             return Ok(error_response(nokv_proto::errorpb::RegionError {

@@ -32,7 +32,6 @@ use nokv_proto::raft_serverpb::{MergeState, PeerState, RegionLocalState};
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::prelude::Entry;
-use raft::GetEntriesContext;
 use rocksdb::{WriteBatch, DB};
 use tracing::{error, info, warn};
 
@@ -82,15 +81,14 @@ pub fn check_prepare(source: &Peer, target: &Peer) -> std::result::Result<u64, S
     {
         return Err("a region has a learner; promote or remove it first".into());
     }
-    let raft = &source.raft.raw().raft;
-    let last = raft.raft_log.last_index();
+    let last = source.raft.last_index();
     let truncated = source.truncated_index();
     let mut min_index = last;
     for p in &s.peers {
         if p.id == source.meta.id {
             continue;
         }
-        let matched = raft.prs().get(p.id).map(|pr| pr.matched).unwrap_or(0);
+        let matched = source.raft.matched(p.id).unwrap_or(0);
         if matched < truncated || matched == 0 {
             return Err(format!(
                 "peer {} of region {} needs a snapshot before a merge",
@@ -155,16 +153,16 @@ pub fn commit_command(source: &Peer, target: &Peer) -> std::result::Result<RaftC
     let Some(state) = &source.merge_state else {
         return Err("source is not merging".into());
     };
-    let log = &source.raft.raw().raft.raft_log;
     let (low, high) = (state.min_index + 1, state.commit + 1);
-    if low < log.first_index() || high > log.last_index() + 1 {
+    if low < source.raft.first_index() || high > source.raft.last_index() + 1 {
         return Err(format!(
             "log [{}, {}] of region {} is not available",
             low, state.commit, source.region.id
         ));
     }
-    let entries = log
-        .slice(low, high, None, GetEntriesContext::empty(false))
+    let entries = source
+        .raft
+        .entries(low, high)
         .map_err(|e| format!("reading the log of region {}: {e}", source.region.id))?;
     let entries = entries
         .iter()
@@ -258,11 +256,10 @@ fn catch_up_entries(source: &Peer, req: &CommitMergeRequest) -> Result<Option<Ve
     let tail_start = carried.first().map_or(req.commit + 1, |e| e.index);
     let mut out = Vec::new();
     if from < tail_start {
-        let log = &source.raft.raw().raft.raft_log;
-        if from < log.first_index() || tail_start > log.last_index() + 1 {
+        if from < source.raft.first_index() || tail_start > source.raft.last_index() + 1 {
             return Ok(None);
         }
-        match log.slice(from, tail_start, None, GetEntriesContext::empty(false)) {
+        match source.raft.entries(from, tail_start) {
             Ok(own) => out.extend(own),
             Err(_) => return Ok(None),
         }
@@ -412,7 +409,7 @@ pub(crate) fn apply_commit_merge(
     let source_sessions = source.sessions.lock().clone();
     peer.sessions.lock().absorb(&source_sessions);
     crate::raftstore::session::clear(db, source_id, wb)?;
-    source.raft.raw_mut().mut_store().clear(wb)?;
+    source.raft.clear_log(wb)?;
     let tombstone = RegionLocalState {
         region: Some(region),
         state: PeerState::Tombstone as i32,
@@ -586,7 +583,7 @@ mod tests {
         );
 
         let min_index = check_prepare(&source, &adjacent).expect("adjacent, same stores");
-        assert_eq!(min_index, source.raft.raw().raft.raft_log.last_index());
+        assert_eq!(min_index, source.raft.last_index());
         let why = check_prepare(&source, &apart).expect_err("a gap between them");
         assert!(why.contains("not adjacent"), "{why}");
         let why = check_prepare(&source, &elsewhere).expect_err("different stores");

@@ -219,7 +219,7 @@ impl Raftstore {
                 continue;
             };
             self.close_mailbox(id);
-            src.raft.raw_mut().mut_store().clear(wb)?;
+            src.raft.clear_log(wb)?;
             crate::raftstore::session::clear(&self.db, id, wb)?;
             let tombstone = RegionLocalState {
                 region: Some(src.region.clone()),

@@ -37,9 +37,8 @@ impl Raftstore {
                 kind: None,
             });
         }
-        let raft = &peer.raft.raw().raft;
-        let last = raft.raft_log.last_index();
-        let matched = raft.prs().get(target.id).map(|p| p.matched).unwrap_or(0);
+        let last = peer.raft.last_index();
+        let matched = peer.raft.matched(target.id).unwrap_or(0);
         if matched + 100 < last {
             return Err(RegionError {
                 message: format!(

@@ -222,7 +222,7 @@ impl Raftstore {
         let Some(peer) = self.peers.get(&id) else {
             return false;
         };
-        let Some(snap) = &peer.raft.raw().raft.raft_log.unstable.snapshot else {
+        let Some(snap) = peer.raft.pending_snapshot() else {
             return false;
         };
         if peer.applying.tasks > 0 {

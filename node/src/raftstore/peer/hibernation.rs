@@ -49,15 +49,13 @@ impl Peer {
     pub fn wake(&mut self) {
         self.hibernation.wake();
         if self.raft.is_leader() {
-            self.raft.raw_mut().raft.election_elapsed = 0;
+            self.raft.reset_election_timer();
         }
     }
 
     /// The leader's last log index and its term.
     pub fn last_log(&self) -> (u64, u64) {
-        let log = &self.raft.raw().raft.raft_log;
-        let last = log.last_index();
-        (last, log.term(last).unwrap_or(0))
+        self.raft.last_log()
     }
 
     /// Whether this leader has nothing in flight: every entry committed and
@@ -73,29 +71,27 @@ impl Peer {
         {
             return false;
         }
-        let raft = &self.raft.raw().raft;
-        let last = raft.raft_log.last_index();
-        if raft.raft_log.committed != last
+        let last = self.raft.last_index();
+        if self.raft.committed() != last
             || self.apply_state.applied_index != last
-            || raft.lead_transferee.is_some()
-            || raft.pending_conf_index > self.apply_state.applied_index
+            || self.raft.lead_transferee().is_some()
+            || self.raft.pending_conf_index() > self.apply_state.applied_index
         {
             return false;
         }
-        raft.prs().iter().all(|(_, pr)| pr.matched == last)
+        self.raft.progress().all(|(_, pr)| pr.matched == last)
     }
 
     /// Whether this follower may sleep on its leader `from`'s request whose
     /// log ends at `(index, term)` in leader term `leader_term`.
     pub fn may_sleep_for(&self, from: u64, leader_term: u64, index: u64, term: u64) -> bool {
-        let raft = &self.raft.raw().raft;
         !self.raft.is_leader()
             && self.is_initialized()
             && from != raft::INVALID_ID
-            && raft.leader_id == from
-            && raft.term == leader_term
+            && self.raft.leader_id() == from
+            && self.raft.term() == leader_term
             && self.last_log() == (index, term)
-            && raft.raft_log.committed == index
+            && self.raft.committed() == index
             && self.unapplied.is_empty()
             && self.applying.tasks == 0
     }

@@ -261,9 +261,7 @@ impl Peer {
             .map(|p| p.id)
             .collect();
         if voters == [peer_id] {
-            raft.raw_mut()
-                .campaign()
-                .map_err(nokv_consensus::Error::from)?;
+            raft.campaign()?;
         }
         let peer_stores = region.peers.iter().map(|p| (p.id, p.store_id)).collect();
         Ok(Peer {
@@ -386,19 +384,16 @@ impl Peer {
         if !self.raft.is_leader() {
             return Vec::new();
         }
-        let raft = &self.raft.raw().raft;
-        let committed = raft.raft_log.committed;
+        let committed = self.raft.committed();
         let truncated = self.truncated_index();
         self.region
             .peers
             .iter()
             .filter(|p| p.id != self.meta.id)
-            .filter(|p| match raft.prs().get(p.id) {
+            .filter(|p| match self.raft.matched(p.id) {
                 None => true,
-                Some(pr) => {
-                    pr.matched < truncated
-                        || pr.matched + PENDING_LAG_ENTRIES < committed
-                        || pr.matched == 0
+                Some(matched) => {
+                    matched < truncated || matched + PENDING_LAG_ENTRIES < committed || matched == 0
                 }
             })
             .cloned()
@@ -407,14 +402,13 @@ impl Peer {
 
     /// This replica's status for the admin API.
     pub fn status(&self) -> RegionStatus {
-        let raft = &self.raft.raw().raft;
         let progress = if self.raft.is_leader() {
-            raft.prs()
-                .iter()
-                .filter(|(id, _)| **id != self.meta.id)
+            self.raft
+                .progress()
+                .filter(|(id, _)| *id != self.meta.id)
                 .map(|(id, pr)| PeerProgress {
-                    peer_id: *id,
-                    store_id: self.store_of(*id).unwrap_or(0),
+                    peer_id: id,
+                    store_id: self.store_of(id).unwrap_or(0),
                     matched: pr.matched,
                     next_index: pr.next_idx,
                     state: format!("{:?}", pr.state),
@@ -430,10 +424,10 @@ impl Peer {
             leader_peer_id: self.raft.leader_id(),
             is_leader: self.raft.is_leader(),
             term: self.raft.term(),
-            commit_index: raft.raft_log.committed,
+            commit_index: self.raft.committed(),
             applied_index: self.apply_state.applied_index,
             truncated_index: self.truncated_index(),
-            last_index: raft.raft_log.last_index(),
+            last_index: self.raft.last_index(),
             progress,
             pending_peers: self.pending_peers(),
             approximate_size_bytes: self.approximate_size_bytes,
