@@ -1,6 +1,6 @@
 //! The replica checker: decides, from a region leader's heartbeat, what
 //! keeps the region at the configured replica count on healthy stores. Its
-//! answer is a [`Plan`] the service turns into an operator:
+//! answer is a [`Plan`] the leader's scheduling turns into an operator:
 //!
 //! - a missing replica is added as a learner and promoted once caught up,
 //!   so a region never counts an empty replica toward its quorum;

@@ -68,6 +68,10 @@ pub struct CoordinatorService {
     scheduling: Scheduling,
 }
 
+/// The error a response header carries (the proto's `Error`, not the
+/// crate's).
+type HeaderError = nokv_proto::coordinatorpb::Error;
+
 /// Why a request was not served, and how the answer says so.
 enum Refused {
     /// A malformed request: a gRPC status (`INVALID_ARGUMENT`) instead of a
@@ -75,7 +79,7 @@ enum Refused {
     Status(Status),
     /// A request that does not fit the cluster now: an otherwise empty
     /// response whose header carries the error.
-    Header(nokv_proto::coordinatorpb::Error),
+    Header(HeaderError),
 }
 
 impl From<Status> for Refused {
@@ -89,7 +93,7 @@ type Answer<T> = Result<T, Refused>;
 
 /// A header error of `kind`.
 fn refused(kind: ErrorType, message: impl Into<String>) -> Refused {
-    Refused::Header(nokv_proto::coordinatorpb::Error {
+    Refused::Header(HeaderError {
         r#type: kind as i32,
         message: message.into(),
         leader: None,
@@ -189,7 +193,7 @@ impl CoordinatorService {
         metrics::set_cluster_gauges(ready, &regions, &states);
     }
 
-    fn header(&self, error: Option<nokv_proto::coordinatorpb::Error>) -> Option<ResponseHeader> {
+    fn header(&self, error: Option<HeaderError>) -> Option<ResponseHeader> {
         Some(ResponseHeader {
             cluster_id: self.raft.read_state(|s| s.cluster_id),
             error,
@@ -213,7 +217,7 @@ impl CoordinatorService {
             .map(member_pb)
     }
 
-    fn not_leader_error(&self, leader_id: u64) -> nokv_proto::coordinatorpb::Error {
+    fn not_leader_error(&self, leader_id: u64) -> HeaderError {
         let leader = if leader_id == self.self_id {
             // We lead but have not caught up yet: report no leader so the
             // client retries shortly.
@@ -221,7 +225,7 @@ impl CoordinatorService {
         } else {
             self.leader_member(leader_id)
         };
-        nokv_proto::coordinatorpb::Error {
+        HeaderError {
             r#type: ErrorType::NotLeader as i32,
             message: format!("member {} is not the coordinator leader", self.self_id),
             leader,
