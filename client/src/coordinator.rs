@@ -254,7 +254,7 @@ impl CoordinatorClient {
                             }
                             Some(e) => {
                                 return Err(Error::Coordinator {
-                                    kind: e.r#type().as_str_name().to_string(),
+                                    kind: e.r#type(),
                                     message: e.message.clone(),
                                 })
                             }

@@ -15,10 +15,10 @@ pub enum Error {
     #[error("coordinator unavailable: {0}")]
     CoordinatorUnavailable(String),
     /// The coordinator answered with an error.
-    #[error("coordinator error ({kind}): {message}")]
+    #[error("coordinator error ({}): {message}", kind.as_str_name())]
     Coordinator {
-        /// The `ErrorType` name.
-        kind: String,
+        /// What kind of refusal it was.
+        kind: nokv_proto::coordinatorpb::ErrorType,
         /// Its explanation.
         message: String,
     },

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use crate::config::RaftConfig;
 use crate::raftstore::peer::{write_initial_state, Peer};
 use crate::{Error, Result};
+use nokv_proto::coordinatorpb::ErrorType;
 
 /// Id of the region a new cluster starts with. The allocator never hands
 /// it out, so the bootstrapping store can name it before it has any id.
@@ -70,7 +71,7 @@ pub async fn register_store(coordinator: &CoordinatorClient, store: &Store) -> R
         match coordinator.put_store(store.clone()).await {
             Ok(()) => return Ok(()),
             Err(nokv_client::Error::Coordinator { kind, message })
-                if kind == nokv_proto::coordinatorpb::ErrorType::StoreTombstone.as_str_name() =>
+                if kind == ErrorType::StoreTombstone =>
             {
                 return Err(Error::Identity(format!(
                     "{message}: store {} was decommissioned and may not rejoin; \
@@ -241,7 +242,9 @@ pub async fn bootstrap_if_needed(
     let outcome = loop {
         match coordinator.bootstrap(store.clone(), region.clone()).await {
             Ok(()) => break true,
-            Err(nokv_client::Error::Coordinator { kind, .. }) if kind == "ALREADY_BOOTSTRAPPED" => {
+            Err(nokv_client::Error::Coordinator { kind, .. })
+                if kind == ErrorType::AlreadyBootstrapped =>
+            {
                 // Someone bootstrapped: keep our region only if it is theirs
                 // (our own earlier attempt that crashed before the marker
                 // was removed).
@@ -279,7 +282,7 @@ async fn first_region_has_peer(
                     .region
                     .is_some_and(|r| r.peers.iter().any(|p| p.id == peer_id))
             }
-            Err(nokv_client::Error::Coordinator { kind, .. }) if kind == "NOT_FOUND" => {
+            Err(nokv_client::Error::Coordinator { kind, .. }) if kind == ErrorType::NotFound => {
                 return false
             }
             Err(e) => {
