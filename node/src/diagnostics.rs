@@ -98,6 +98,23 @@ impl Diagnostics {
         }
     }
 
+    /// Records a topology request's admission and moves its transition on:
+    /// to `reached` when it was accepted, to failed with the error when
+    /// not.
+    pub fn topology_result<T>(
+        &self,
+        region_id: u64,
+        transition: u64,
+        r: &Result<T, RegionError>,
+        reached: TransitionStage,
+    ) {
+        self.admit_result(region_id, RequestClass::Topology, r);
+        match r {
+            Ok(_) => self.advance(transition, reached),
+            Err(e) => self.fail(transition, e.message.clone()),
+        }
+    }
+
     /// Starts tracking a topology transition; returns its id.
     pub fn plan(&self, region_id: u64, kind: &str, detail: impl Into<String>) -> u64 {
         self.with(|i| {

@@ -2,8 +2,9 @@
 
 use nokv_proto::kvrpcpb::{LockInfo, Op};
 
-use super::error::{MvccError, MvccResult};
+use super::error::MvccResult;
 use super::physical_ms;
+use super::record::{RecordReader, RecordWriter};
 
 /// What the locked key will become when the transaction commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,58 +65,33 @@ pub struct Lock {
     pub short_value: Option<Vec<u8>>,
 }
 
-const FORMAT: u8 = 1;
-
 impl Lock {
     /// Serialises the lock for the `lock` column family.
     pub fn to_bytes(&self) -> Vec<u8> {
         let value_len = self.short_value.as_ref().map_or(0, |v| v.len());
-        let mut out = Vec::with_capacity(48 + self.primary.len() + value_len);
-        out.push(FORMAT);
-        out.push(self.kind.tag());
-        for n in [self.start_ts, self.ttl, self.min_commit_ts, self.txn_size] {
-            out.extend_from_slice(&n.to_be_bytes());
-        }
-        out.extend_from_slice(&(self.primary.len() as u32).to_be_bytes());
-        out.extend_from_slice(&self.primary);
-        if let Some(v) = &self.short_value {
-            out.push(1);
-            out.extend_from_slice(v);
-        } else {
-            out.push(0);
-        }
-        out
+        RecordWriter::new(self.kind.tag(), 40 + self.primary.len() + value_len)
+            .u64(self.start_ts)
+            .u64(self.ttl)
+            .u64(self.min_commit_ts)
+            .u64(self.txn_size)
+            .bytes(&self.primary)
+            .finish(self.short_value.as_deref())
     }
 
     /// Parses a stored lock.
     pub fn parse(data: &[u8]) -> MvccResult<Lock> {
-        let bad = |what: &str| MvccError::Corrupted(format!("lock record: {what}"));
-        let mut r = Cursor(data);
-        if r.byte().ok_or_else(|| bad("empty"))? != FORMAT {
-            return Err(bad("unknown format"));
-        }
-        let kind = r
-            .byte()
-            .and_then(LockKind::from_tag)
-            .ok_or_else(|| bad("kind"))?;
-        let mut nums = [0u64; 4];
-        for n in &mut nums {
-            *n = r.u64().ok_or_else(|| bad("truncated"))?;
-        }
-        let plen = r.u32().ok_or_else(|| bad("truncated"))? as usize;
-        let primary = r.take(plen).ok_or_else(|| bad("primary"))?.to_vec();
-        let short_value = match r.byte().ok_or_else(|| bad("truncated"))? {
-            0 => None,
-            _ => Some(r.0.to_vec()),
-        };
+        let (mut r, tag) = RecordReader::open(data, "lock")?;
+        let kind = LockKind::from_tag(tag).ok_or_else(|| r.bad("kind"))?;
+        let (start_ts, ttl, min_commit_ts, txn_size) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
+        let primary = r.bytes()?;
         Ok(Lock {
             kind,
             primary,
-            start_ts: nums[0],
-            ttl: nums[1],
-            min_commit_ts: nums[2],
-            txn_size: nums[3],
-            short_value,
+            start_ts,
+            ttl,
+            min_commit_ts,
+            txn_size,
+            short_value: r.short_value()?,
         })
     }
 
@@ -140,34 +116,6 @@ impl Lock {
     }
 }
 
-/// A forward-only reader over a record's bytes.
-pub(crate) struct Cursor<'a>(pub(crate) &'a [u8]);
-
-impl<'a> Cursor<'a> {
-    pub(crate) fn byte(&mut self) -> Option<u8> {
-        let (b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(*b)
-    }
-
-    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    pub(crate) fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,7 +135,7 @@ mod tests {
             assert_eq!(Lock::parse(&lock.to_bytes()).expect("parses"), lock);
         }
         assert!(Lock::parse(b"").is_err());
-        assert!(Lock::parse(&[FORMAT, b'P', 0]).is_err());
+        assert!(Lock::parse(&[crate::mvcc::record::FORMAT, b'P', 0]).is_err());
     }
 
     #[test]

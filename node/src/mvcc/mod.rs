@@ -13,7 +13,8 @@
 //! RocksDB snapshot.
 //!
 //! - [`key`]: key and timestamp encoding.
-//! - [`lock`], [`write`]: the stored records.
+//! - [`lock`], [`write`]: the stored records; `record` the byte layout
+//!   they share.
 //! - [`reader`]: point reads, version lookups and scans.
 //! - [`txn`]: the buffered modifications of one command.
 //! - [`actions`]: prewrite, commit, rollback, check-txn-status and friends.
@@ -36,6 +37,7 @@ pub mod key;
 pub mod lock;
 pub mod memory_lock;
 pub mod reader;
+mod record;
 #[cfg(test)]
 mod retry_tests;
 #[cfg(test)]

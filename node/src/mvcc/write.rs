@@ -1,7 +1,8 @@
 //! The write record: a committed version (or rollback) of a key.
 
-use super::error::{MvccError, MvccResult};
-use super::lock::{Cursor, LockKind};
+use super::error::MvccResult;
+use super::lock::LockKind;
+use super::record::{RecordReader, RecordWriter};
 
 /// What a committed version did to the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +62,6 @@ pub struct Write {
     pub overlapped_rollback: bool,
 }
 
-const FORMAT: u8 = 1;
-
 impl Write {
     /// A record without a value.
     pub fn new(kind: WriteKind, start_ts: u64) -> Self {
@@ -76,41 +75,25 @@ impl Write {
 
     /// Serialises the record for the `write` column family.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + self.short_value.as_ref().map_or(0, |v| v.len()));
-        out.push(FORMAT);
-        out.push(self.kind.tag());
-        out.extend_from_slice(&self.start_ts.to_be_bytes());
-        out.push(self.overlapped_rollback as u8);
-        if let Some(v) = &self.short_value {
-            out.push(1);
-            out.extend_from_slice(v);
-        } else {
-            out.push(0);
-        }
-        out
+        RecordWriter::new(
+            self.kind.tag(),
+            10 + self.short_value.as_ref().map_or(0, |v| v.len()),
+        )
+        .u64(self.start_ts)
+        .flag(self.overlapped_rollback)
+        .finish(self.short_value.as_deref())
     }
 
     /// Parses a stored record.
     pub fn parse(data: &[u8]) -> MvccResult<Write> {
-        let bad = |what: &str| MvccError::Corrupted(format!("write record: {what}"));
-        let mut r = Cursor(data);
-        if r.byte().ok_or_else(|| bad("empty"))? != FORMAT {
-            return Err(bad("unknown format"));
-        }
-        let kind = r
-            .byte()
-            .and_then(WriteKind::from_tag)
-            .ok_or_else(|| bad("kind"))?;
-        let start_ts = r.u64().ok_or_else(|| bad("truncated"))?;
-        let overlapped_rollback = r.byte().ok_or_else(|| bad("truncated"))? != 0;
-        let short_value = match r.byte().ok_or_else(|| bad("truncated"))? {
-            0 => None,
-            _ => Some(r.0.to_vec()),
-        };
+        let (mut r, tag) = RecordReader::open(data, "write")?;
+        let kind = WriteKind::from_tag(tag).ok_or_else(|| r.bad("kind"))?;
+        let start_ts = r.u64()?;
+        let overlapped_rollback = r.flag()?;
         Ok(Write {
             kind,
             start_ts,
-            short_value,
+            short_value: r.short_value()?,
             overlapped_rollback,
         })
     }
@@ -133,6 +116,6 @@ mod tests {
         ] {
             assert_eq!(Write::parse(&w.to_bytes()).expect("parses"), w);
         }
-        assert!(Write::parse(&[FORMAT, b'X']).is_err());
+        assert!(Write::parse(&[crate::mvcc::record::FORMAT, b'X']).is_err());
     }
 }

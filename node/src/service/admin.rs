@@ -361,12 +361,10 @@ impl Admin for AdminService {
                 .await
                 .and_then(|r| r);
             self.diagnostics
-                .admit_result(source, RequestClass::Topology, &prepared);
+                .topology_result(source, t, &prepared, TransitionStage::Proposed);
             if let Err(e) = prepared {
-                self.diagnostics.fail(t, e.message.clone());
                 return refused(e);
             }
-            self.diagnostics.advance(t, TransitionStage::Proposed);
             let merged = match self.wait_merge(source, target).await? {
                 Ok(region) => region,
                 Err(e) => return refused(e),
@@ -405,13 +403,9 @@ impl Admin for AdminService {
                 .await
                 .and_then(|r| r);
             self.diagnostics
-                .admit_result(req.region_id, RequestClass::Topology, &result);
-            match &result {
-                Ok(target) => {
-                    self.diagnostics.advance(t, TransitionStage::Proposed);
-                    self.watch_transfer(t, req.region_id, target.id);
-                }
-                Err(e) => self.diagnostics.fail(t, e.message.clone()),
+                .topology_result(req.region_id, t, &result, TransitionStage::Proposed);
+            if let Ok(target) = &result {
+                self.watch_transfer(t, req.region_id, target.id);
             }
             Ok(Response::new(match result {
                 Ok(leader) => TransferLeaderResponse {
@@ -514,11 +508,7 @@ impl Admin for AdminService {
                 .and_then(|r| r)
                 .and_then(crate::raftstore::msg::command_result);
             self.diagnostics
-                .admit_result(req.region_id, RequestClass::Topology, &result);
-            match &result {
-                Ok(_) => self.diagnostics.advance(t, TransitionStage::Applied),
-                Err(e) => self.diagnostics.fail(t, e.message.clone()),
-            }
+                .topology_result(req.region_id, t, &result, TransitionStage::Applied);
             Ok(Response::new(match result {
                 Ok(resp) => ChangePeerResponse {
                     region_error: None,

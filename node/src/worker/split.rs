@@ -18,9 +18,9 @@ use crate::Result;
 /// `write` column family; both are scanned, so this costs a pass over the
 /// region (an estimate from SST properties is the planned replacement).
 pub fn middle_key(db: &DB, region: &Region) -> Result<Option<Vec<u8>>> {
-    let mut keys = user_keys(db, region, CF_RAW)?;
+    let mut keys = user_keys(db, region, CF_RAW, u64::MAX, u64::MAX)?.keys;
     if keys.len() < 2 {
-        keys = user_keys(db, region, CF_WRITE)?;
+        keys = user_keys(db, region, CF_WRITE, u64::MAX, u64::MAX)?.keys;
     }
     if keys.len() < 2 {
         return Ok(None);
@@ -29,16 +29,40 @@ pub fn middle_key(db: &DB, region: &Region) -> Result<Option<Vec<u8>>> {
     Ok((mid > region.start_key).then_some(mid))
 }
 
-fn user_keys(db: &DB, region: &Region, name: &str) -> Result<Vec<Vec<u8>>> {
+/// User keys read from one column family of a region.
+struct UserKeys {
+    /// Distinct user keys, in order.
+    keys: Vec<Vec<u8>>,
+    /// Bytes of stored keys and values read.
+    bytes: u64,
+    /// A limit stopped the read.
+    capped: bool,
+}
+
+/// Reads the distinct user keys of column family `name` in `region` (raw
+/// keys as they are, versioned MVCC keys decoded), stopping once
+/// `max_keys` keys or `max_bytes` bytes were read.
+fn user_keys(
+    db: &DB,
+    region: &Region,
+    name: &str,
+    max_keys: u64,
+    max_bytes: u64,
+) -> Result<UserKeys> {
     let handle = cf(db, name)?;
     let (lower, upper) = data_range(name, &region.start_key, &region.end_key);
     let mut opts = ReadOptions::default();
     if let Some(u) = upper {
         opts.set_iterate_upper_bound(u);
     }
-    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut out = UserKeys {
+        keys: Vec::new(),
+        bytes: 0,
+        capped: false,
+    };
     for item in db.iterator_cf_opt(handle, opts, IteratorMode::From(&lower, Direction::Forward)) {
-        let (k, _) = item?;
+        let (k, v) = item?;
+        out.bytes += (k.len() + v.len()) as u64;
         let user = if name == CF_RAW {
             k.to_vec()
         } else {
@@ -47,8 +71,12 @@ fn user_keys(db: &DB, region: &Region, name: &str) -> Result<Vec<Vec<u8>>> {
                 None => continue,
             }
         };
-        if out.last() != Some(&user) {
-            out.push(user);
+        if out.keys.last() != Some(&user) {
+            out.keys.push(user);
+        }
+        if out.keys.len() as u64 >= max_keys || out.bytes >= max_bytes {
+            out.capped = true;
+            break;
         }
     }
     Ok(out)
@@ -223,36 +251,19 @@ pub struct RegionScan {
 /// Counts the raw and transactional user keys of `region`, stopping after
 /// `max_keys` keys or `max_bytes` bytes, so a check costs at most that.
 pub fn scan_region(db: &DB, region: &Region, max_keys: u64, max_bytes: u64) -> Result<RegionScan> {
-    let mut keys: Vec<Vec<u8>> = Vec::new();
-    let mut bytes = 0u64;
-    let mut capped = false;
-    'cfs: for name in [CF_RAW, CF_WRITE] {
-        let handle = cf(db, name)?;
-        let (lower, upper) = data_range(name, &region.start_key, &region.end_key);
-        let mut opts = ReadOptions::default();
-        if let Some(u) = upper {
-            opts.set_iterate_upper_bound(u);
-        }
-        for item in db.iterator_cf_opt(handle, opts, IteratorMode::From(&lower, Direction::Forward))
-        {
-            let (k, v) = item?;
-            bytes += (k.len() + v.len()) as u64;
-            let user = if name == CF_RAW {
-                k.to_vec()
-            } else {
-                match decode_bytes(&k) {
-                    Some((u, _)) => u,
-                    None => continue,
-                }
-            };
-            if keys.last() != Some(&user) {
-                keys.push(user);
-            }
-            if keys.len() as u64 >= max_keys || bytes >= max_bytes {
-                capped = true;
-                break 'cfs;
-            }
-        }
+    let raw = user_keys(db, region, CF_RAW, max_keys, max_bytes)?;
+    let (mut keys, mut bytes, mut capped) = (raw.keys, raw.bytes, raw.capped);
+    if !capped {
+        let txn = user_keys(
+            db,
+            region,
+            CF_WRITE,
+            max_keys.saturating_sub(keys.len() as u64),
+            max_bytes.saturating_sub(bytes),
+        )?;
+        keys.extend(txn.keys);
+        bytes += txn.bytes;
+        capped = txn.capped;
     }
     keys.sort();
     keys.dedup();
