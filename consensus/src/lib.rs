@@ -40,6 +40,7 @@
 //! - [`error`]: the crate's error type.
 #![deny(missing_docs)]
 
+mod dial;
 pub mod engine;
 pub mod error;
 pub mod keys;

@@ -58,7 +58,7 @@ pub async fn send(
     permits: Arc<Semaphore>,
 ) -> Result<(), String> {
     let _permit = permits.acquire().await.map_err(|e| e.to_string())?;
-    let endpoint = crate::transport::endpoint(addr, tls)?;
+    let endpoint = crate::dial::endpoint(addr, tls)?;
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
     let mut client = RaftTransportClient::new(channel);
     let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);

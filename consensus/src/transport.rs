@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nokv_proto::raft_serverpb::raft_transport_client::RaftTransportClient;
 use nokv_proto::raft_serverpb::{RaftMessage, RaftMessageBatch};
-use nokv_proto::tls::{url_for, TlsConfig};
+use nokv_proto::tls::TlsConfig;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -269,7 +269,7 @@ async fn connect_and_forward(
     let Some(addr) = inner.resolver.resolve(to_store).await else {
         return Forward::Failed("address unknown".into());
     };
-    let endpoint = match endpoint(&addr, inner.tls.as_ref()) {
+    let endpoint = match crate::dial::endpoint(&addr, inner.tls.as_ref()) {
         Ok(e) => e
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5)),
@@ -322,24 +322,6 @@ async fn connect_and_forward(
             return Forward::Failed(why);
         }
     }
-}
-
-/// The endpoint for dialing another process's raft service at `addr`,
-/// with mutual TLS when `tls` is given.
-pub(crate) fn endpoint(
-    addr: &str,
-    tls: Option<&TlsConfig>,
-) -> Result<tonic::transport::Endpoint, String> {
-    let mut e = tonic::transport::Endpoint::from_shared(url_for(addr, tls))
-        .map_err(|e| format!("bad address {addr}: {e}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        e = e
-            .tls_config(tls.client())
-            .map_err(|e| format!("tls config for {addr}: {e}"))?;
-    }
-    Ok(e)
 }
 
 /// Encodes a raft-rs message for the envelope's `message` field.

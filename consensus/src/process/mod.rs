@@ -22,8 +22,8 @@
 //! # Layout
 //! - `args.rs`: [`ProcessArgs`], [`parse`], [`command`]: the shared flags
 //!   and their help.
-//! - `config.rs`: [`ProcessConfig`], [`load_config`]: file first, flags
-//!   over it.
+//! - `config.rs`: [`ProcessConfig`]: where a config keeps the shared keys.
+//! - `load.rs`: [`load_config`]: file first, flags over it.
 //! - `subscriber.rs`: [`init_tracing`]: the log subscriber.
 //! - `listen.rs`: [`Listeners`]: TLS loaded, ports bound, gRPC served with
 //!   a bounded drain, the status port spawned.
@@ -34,12 +34,14 @@ mod args;
 mod config;
 mod exit;
 mod listen;
+mod load;
 mod runtime;
 mod subscriber;
 
 pub use args::{command, parse, try_parse_from, ProcessArgs};
-pub use config::{load_config, ProcessConfig, ProcessKeys};
+pub use config::{ProcessConfig, ProcessKeys};
 pub use exit::{exit_code, RunError, EXIT_FAILURE, EXIT_STORAGE_FAILURE};
 pub use listen::{GrpcListener, Listeners, StatusListener};
+pub use load::load_config;
 pub use runtime::run;
 pub use subscriber::init_tracing;

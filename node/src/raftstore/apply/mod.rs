@@ -43,7 +43,8 @@ pub(crate) enum AdminEntry {
     ConfChangeV2,
 }
 
-/// What one committed entry carries.
+/// What one committed entry carries (one value per entry, moved once).
+#[allow(clippy::large_enum_variant)]
 enum Committed {
     /// The empty entry a new leader commits.
     Empty,

@@ -243,13 +243,11 @@ impl Peer {
             Some(snapshots),
         )?;
         let mut raft_cfg = RaftPeerConfig::new(peer_id, apply_state.applied_index);
-        raft_cfg.election_tick = cfg.election_ticks;
-        raft_cfg.heartbeat_tick = cfg.heartbeat_ticks;
-        raft_cfg.lease = cfg.lease_reads.then(|| {
-            std::time::Duration::from_millis(
-                cfg.tick_interval_ms * cfg.election_ticks as u64 * 4 / 5,
-            )
-        });
+        let timing = cfg
+            .timing()
+            .map_err(|e| crate::Error::Config(format!("raft: {e}")))?;
+        timing.configure(&mut raft_cfg);
+        raft_cfg.lease = cfg.lease_reads.then(|| timing.lease());
         let logger = nokv_consensus::logging::raft_logger(region.id);
         let mut raft = RaftPeer::new(raft_cfg, log, &logger)?;
         // A region whose only voter is this peer would otherwise wait a
