@@ -30,6 +30,7 @@ use nokv_proto::metapb::{Peer, Region, Store, StoreState};
 
 use crate::operator::Operators;
 use crate::raft_loop::Leadership;
+use nokv_proto::poison::MutexExt;
 
 /// A store as the checkers and schedulers see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +122,7 @@ pub struct ClusterView {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock_unpoisoned()
 }
 
 impl ClusterView {

@@ -28,6 +28,7 @@ use nokv_proto::metapb::{Peer, PeerRole, Region, RegionEpoch};
 use tracing::info;
 
 use crate::metrics;
+use nokv_proto::poison::MutexExt;
 
 /// Finished operators kept for `GetOperators` with history.
 pub const HISTORY_LEN: usize = 256;
@@ -344,7 +345,7 @@ impl Operators {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock_unpoisoned()
     }
 
     /// Starts `op` on its region (`epoch` is the region's current epoch).

@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::state::{ApplyResult, ClusterState};
 use crate::{Error, Result};
+use nokv_proto::poison::RwLockExt;
 
 #[cfg(test)]
 pub(crate) mod in_memory;
@@ -67,7 +68,7 @@ pub struct RaftHandle {
 impl RaftHandle {
     /// `(applied index, truncated index)` of this member's raft log.
     pub fn log_state(&self) -> (u64, u64) {
-        *self.log_state.read().unwrap_or_else(|p| p.into_inner())
+        *self.log_state.read_unpoisoned()
     }
 
     /// Replicates `cmd` and returns its apply result.
@@ -265,7 +266,7 @@ impl RaftLoop {
         let stopped = self.rounds();
         self.peer
             .fail_all(ProposeError::Dropped("coordinator stopping".into()));
-        *self.leadership.write().unwrap_or_else(|p| p.into_inner()) = Leadership::default();
+        *self.leadership.write_unpoisoned() = Leadership::default();
         if let Err(e) = stopped {
             error!(err = %e, "coordinator raft loop stopped");
             let _ = fatal.send(e);
@@ -381,7 +382,7 @@ impl RaftLoop {
                         ApplyResult::Ok
                     }
                     Ok(cmd) => {
-                        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+                        let mut state = self.state.write_unpoisoned();
                         state.apply(&self.db, cmd, &mut apply_wb)?
                     }
                     Err(err) => {
@@ -424,8 +425,7 @@ impl RaftLoop {
             .with_label_values(&["coordinator"])
             .set(self.applied_index as i64);
         nokv_consensus::metrics::RAFT_LOG_LAG.set(self.peer.replication_lag() as i64);
-        *self.log_state.write().unwrap_or_else(|p| p.into_inner()) =
-            (self.applied_index, self.truncated.0);
+        *self.log_state.write_unpoisoned() = (self.applied_index, self.truncated.0);
         Ok(())
     }
 
@@ -491,7 +491,7 @@ impl RaftLoop {
             term,
             ready_leader: is_leader && barrier_term == term,
         };
-        let mut l = self.leadership.write().unwrap_or_else(|p| p.into_inner());
+        let mut l = self.leadership.write_unpoisoned();
         if *l != now {
             *l = now;
         }

@@ -13,6 +13,7 @@ use nokv_proto::adminpb::{
     Admission, RegionExecution, RequestClass, RestartPosture, Transition, TransitionStage,
 };
 use nokv_proto::errorpb::{region_error::Kind, RegionError};
+use nokv_proto::poison::MutexExt;
 
 /// Transitions kept for inspection; older ones are dropped.
 const MAX_TRANSITIONS: usize = 512;
@@ -59,7 +60,7 @@ pub struct Diagnostics {
 
 impl Diagnostics {
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
-        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut self.inner.lock_unpoisoned())
     }
 
     /// Records the restart posture (once, at start).

@@ -1,6 +1,8 @@
 //! The node's column families. Data CFs hold user data; `raft` and `meta`
 //! hold raft state (see `nokv_consensus::keys`).
 
+use nokv_proto::poison::RwLockExt;
+
 pub use nokv_consensus::engine::{cf, CF_META, CF_RAFT};
 
 /// Percolator data: `enc(key) ++ !start_ts` → value.
@@ -29,12 +31,12 @@ impl DbHandle {
 
     /// The database, or `None` once the node is stopping.
     pub fn get(&self) -> Option<std::sync::Arc<rocksdb::DB>> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0.read_unpoisoned().clone()
     }
 
     /// Drops this handle's reference; later `get`s return `None`.
     pub fn close(&self) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).take();
+        self.0.write_unpoisoned().take();
     }
 }
 

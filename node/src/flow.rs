@@ -18,6 +18,7 @@ use std::time::Instant;
 use nokv_proto::coordinatorpb::{RegionHeartbeatRequest, StoreStats};
 
 use crate::metrics::{FLOW_BYTES, FLOW_KEYS};
+use nokv_proto::poison::MutexExt;
 
 /// Bytes and keys moved in one interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -101,11 +102,7 @@ impl RegionFlows {
         FLOW_BYTES.with_label_values(&["read"]).inc_by(read.bytes);
         FLOW_KEYS.with_label_values(&["read"]).inc_by(read.keys);
         self.with_region(region_id, |i| i.read.merge(read));
-        self.store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .read
-            .merge(read);
+        self.store.lock_unpoisoned().read.merge(read);
     }
 
     /// Counts what a leader of `region_id` applied.
@@ -118,15 +115,11 @@ impl RegionFlows {
             .inc_by(written.bytes);
         FLOW_KEYS.with_label_values(&["write"]).inc_by(written.keys);
         self.with_region(region_id, |i| i.written.merge(written));
-        self.store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .written
-            .merge(written);
+        self.store.lock_unpoisoned().written.merge(written);
     }
 
     fn with_region(&self, region_id: u64, f: impl FnOnce(&mut Interval)) {
-        let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut regions = self.regions.lock_unpoisoned();
         f(regions
             .entry(region_id)
             .or_insert_with(|| Interval::new(Instant::now())));
@@ -140,7 +133,7 @@ impl RegionFlows {
             return;
         };
         let now = Instant::now();
-        let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut regions = self.regions.lock_unpoisoned();
         let (read, written, interval_ms) = regions
             .entry(region_id)
             .or_insert_with(|| Interval::new(now))
@@ -155,11 +148,7 @@ impl RegionFlows {
     /// Moves the store-wide flow since the previous store heartbeat into
     /// `stats` (its `interval_ms` becomes the measured interval).
     pub fn fill_store_stats(&self, stats: &mut StoreStats) {
-        let (read, written, interval_ms) = self
-            .store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(Instant::now());
+        let (read, written, interval_ms) = self.store.lock_unpoisoned().take(Instant::now());
         stats.bytes_read = read.bytes;
         stats.keys_read = read.keys;
         stats.bytes_written = written.bytes;
@@ -170,10 +159,7 @@ impl RegionFlows {
     /// Drops the counters of a region this store no longer leads: its next
     /// leader reports its flow.
     pub fn forget(&self, region_id: u64) {
-        self.regions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&region_id);
+        self.regions.lock_unpoisoned().remove(&region_id);
     }
 }
 

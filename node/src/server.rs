@@ -32,6 +32,7 @@ use crate::service::admin::AdminService;
 use crate::service::KvService;
 use crate::worker::heartbeat::{spawn_region_heartbeats, spawn_store_heartbeats};
 use crate::{Error, Result};
+use nokv_proto::poison::MutexExt;
 
 /// Resolves store ids to addresses through the coordinator, with a cache.
 struct StoreResolver {
@@ -42,12 +43,7 @@ struct StoreResolver {
 impl AddressResolver for StoreResolver {
     fn resolve(&self, store_id: u64) -> Pin<Box<dyn Future<Output = Option<String>> + Send + '_>> {
         Box::pin(async move {
-            if let Some(a) = self
-                .cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&store_id)
-            {
+            if let Some(a) = self.cache.lock_unpoisoned().get(&store_id) {
                 return Some(a.clone());
             }
             let addr = self
@@ -57,19 +53,13 @@ impl AddressResolver for StoreResolver {
                 .ok()?
                 .store?
                 .address;
-            self.cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(store_id, addr.clone());
+            self.cache.lock_unpoisoned().insert(store_id, addr.clone());
             Some(addr)
         })
     }
 
     fn invalidate(&self, store_id: u64) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&store_id);
+        self.cache.lock_unpoisoned().remove(&store_id);
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`adminpb`]: the per-store `Admin` service (status, diagnostics, manual control).
 //! - [`coordinatorpb`]: the `Coordinator` service and its replicated commands.
 //! - [`tls`]: the CA, certificate and key every process dials and serves with.
+//! - [`poison`]: locking past a panicking holder, the one rule every crate uses.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 /// Cluster metadata.
@@ -46,3 +47,5 @@ pub mod tls;
 
 pub use prost;
 pub use tonic;
+
+pub mod poison;

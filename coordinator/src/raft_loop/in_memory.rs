@@ -18,6 +18,7 @@ use rocksdb::WriteBatch;
 
 use super::{Leadership, LoopMsg, RaftHandle};
 use crate::state::{ClusterState, CF_STATE};
+use nokv_proto::poison::RwLockExt;
 
 /// A [`RaftHandle`] served by the in-memory stand-in.
 pub(crate) struct InMemoryRaft {
@@ -53,10 +54,7 @@ impl InMemoryRaft {
                     continue;
                 }
                 let mut wb = WriteBatch::default();
-                let applied = state
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .apply(&db, cmd, &mut wb);
+                let applied = state.write_unpoisoned().apply(&db, cmd, &mut wb);
                 let result = applied
                     .and_then(|r| db.write(wb).map(|()| r).map_err(Into::into))
                     .map_err(|e| ProposeError::Dropped(e.to_string()));
@@ -93,10 +91,6 @@ impl InMemoryRaft {
     }
 
     fn set(&self, leadership: Leadership) {
-        *self
-            .handle
-            .leadership
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = leadership;
+        *self.handle.leadership.write_unpoisoned() = leadership;
     }
 }

@@ -9,6 +9,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nokv_proto::kvrpcpb::LockInfo;
+use nokv_proto::poison::MutexExt;
 
 /// The store's in-memory locks.
 #[derive(Debug, Default)]
@@ -36,7 +37,7 @@ impl MemoryLocks {
     fn map(&self) -> MutexGuard<'_, BTreeMap<Vec<u8>, LockInfo>> {
         // A panic while holding this lock cannot leave the map half
         // updated (every update is a single insert or remove).
-        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+        self.keys.lock_unpoisoned()
     }
 
     /// Locks `keys` for the transaction described by `info`, or returns

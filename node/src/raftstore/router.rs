@@ -18,6 +18,7 @@ use nokv_proto::errorpb::RegionError;
 use nokv_proto::raft_serverpb::RaftMessage;
 
 use crate::raftstore::msg::StoreMsg;
+use nokv_proto::poison::RwLockExt;
 
 /// The raftstore did not take a message; the error says why, for the
 /// caller to answer with.
@@ -85,7 +86,7 @@ impl Router {
                 "the store is stopping",
             )));
         }
-        let mailboxes = self.mailboxes.read().unwrap_or_else(|p| p.into_inner());
+        let mailboxes = self.mailboxes.read_unpoisoned();
         let Some((region_id, mailbox)) = msg
             .region_id()
             .and_then(|id| Some((id, mailboxes.get(&id)?)))
@@ -120,7 +121,7 @@ impl Router {
     /// Gives region `region_id` a mailbox; the raftstore keeps the other
     /// end. Returns `None` if it has one already.
     pub(crate) fn register(&self, region_id: u64) -> Option<MailboxReceiver> {
-        let mut mailboxes = self.mailboxes.write().unwrap_or_else(|p| p.into_inner());
+        let mut mailboxes = self.mailboxes.write_unpoisoned();
         if mailboxes.contains_key(&region_id) {
             return None;
         }
@@ -139,10 +140,7 @@ impl Router {
     /// Removes region `region_id`'s mailbox: later messages go to the store
     /// inbox. What was queued stays with the receiver.
     pub(crate) fn unregister(&self, region_id: u64) {
-        self.mailboxes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&region_id);
+        self.mailboxes.write_unpoisoned().remove(&region_id);
     }
 
     /// Queues region `region_id` to be drained again (its budget ran out

@@ -39,6 +39,7 @@ use crate::keys::{data_range, unbounded_upper};
 use crate::raftstore::peer::Peer;
 use crate::region::conf_state_of;
 use crate::{Error, Result};
+use nokv_proto::poison::MutexExt;
 
 enum Generation {
     Running,
@@ -111,7 +112,7 @@ impl RegionSnapshotSource {
     }
 
     fn generations(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Generation>> {
-        self.generations.lock().unwrap_or_else(|p| p.into_inner())
+        self.generations.lock_unpoisoned()
     }
 }
 
@@ -146,7 +147,7 @@ impl SnapshotSource for RegionSnapshotSource {
             .name(format!("snap-gen-{region_id}"))
             .spawn(move || {
                 let result = generate(&db, &gen_dir, region_id);
-                let mut gens = generations.lock().unwrap_or_else(|p| p.into_inner());
+                let mut gens = generations.lock_unpoisoned();
                 match result {
                     Ok(s) => {
                         gens.insert(region_id, Generation::Ready(s));

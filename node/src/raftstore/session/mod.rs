@@ -40,6 +40,7 @@ use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, DB};
 
 use crate::engine::CF_SESSION;
 use crate::Result;
+use nokv_proto::poison::MutexExt;
 
 /// Idle time after which a region forgets a session, when a command does
 /// not say (entries proposed before sessions existed).
@@ -254,7 +255,7 @@ impl SharedSessions {
     /// The table. A panic while it was held leaves it as the panicking
     /// apply left it; the process stops on such a failure anyway.
     pub fn lock(&self) -> MutexGuard<'_, SessionTable> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock_unpoisoned()
     }
 }
 
