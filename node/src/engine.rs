@@ -13,8 +13,8 @@ pub const CF_LOCK: &str = "lock";
 pub const CF_WRITE: &str = "write";
 /// Raw KV: `key` → value with optional TTL.
 pub const CF_RAW: &str = "raw";
-/// Client-session tables: `region_id` → table state, `region_id ++
-/// session_id` → session record (see `crate::raftstore::session`).
+/// Client-session tables, one per region (the raftstore's session
+/// module owns their layout).
 pub const CF_SESSION: &str = "session";
 
 /// The database as request handlers see it: it can be closed while

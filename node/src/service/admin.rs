@@ -285,7 +285,7 @@ impl Admin for AdminService {
                     .get()
                     .ok_or_else(|| Status::unavailable("store is stopping"))?;
                 let r = region.clone();
-                tokio::task::spawn_blocking(move || crate::worker::split::middle_key(&db, &r))
+                tokio::task::spawn_blocking(move || crate::worker::region_size::middle_key(&db, &r))
                     .await
                     .map_err(|e| Status::internal(e.to_string()))?
                     .map_err(|e| Status::internal(e.to_string()))?

@@ -14,7 +14,8 @@ use tracing::{debug, info};
 
 use crate::engine::DbHandle;
 use crate::raftstore::msg::StoreMsg;
-use crate::worker::split::{scan_region, SplitDriver, SplitFailure};
+use crate::worker::region_size::scan_region;
+use crate::worker::split::{SplitDriver, SplitFailure};
 
 /// One region to check.
 #[derive(Debug, Clone)]
@@ -115,8 +116,10 @@ async fn run_order(
     } else {
         let db = db.clone();
         let region = check.region.clone();
-        match tokio::task::spawn_blocking(move || crate::worker::split::middle_key(&db, &region))
-            .await
+        match tokio::task::spawn_blocking(move || {
+            crate::worker::region_size::middle_key(&db, &region)
+        })
+        .await
         {
             Ok(Ok(k)) => k,
             Ok(Err(e)) => {

@@ -61,10 +61,24 @@ fn flush(
     if wb.is_empty() {
         return Ok(());
     }
-    write_apply_state(db, scope.region.id, state, wb)?;
-    scope.sessions.write_changes(db, scope.region.id, wb)?;
+    put_apply_state(db, scope.region.id, state, scope.sessions, wb)?;
     db.write(std::mem::take(wb))?;
     Ok(())
+}
+
+/// Puts a region's apply state and its session table's changes into `wb`:
+/// what every write of applied entries ends with (the run's write, or the
+/// flush before a command that reads), so the applied index, the data and
+/// the sessions always reach RocksDB together.
+pub fn put_apply_state(
+    db: &DB,
+    region_id: u64,
+    state: &ApplyState,
+    sessions: &mut SessionTable,
+    wb: &mut WriteBatch,
+) -> Result<()> {
+    write_apply_state(db, region_id, state, wb)?;
+    sessions.write_changes(db, region_id, wb)
 }
 
 /// The client writes of `cmd` in order, covering every request: a command

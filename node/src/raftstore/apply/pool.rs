@@ -28,7 +28,7 @@ use raft::prelude::Entry;
 use rocksdb::{WriteBatch, DB};
 use tracing::error;
 
-use super::data::{apply_data, write_apply_state, DataOutcome, DataScope};
+use super::data::{apply_data, put_apply_state, DataOutcome, DataScope};
 use super::{apply_entries, AdminEntry, ApplyTarget};
 use crate::raftstore::session::{SessionTable, SharedSessions};
 use crate::{Error, Result};
@@ -204,8 +204,7 @@ impl ApplyTarget for PoolTarget<'_> {
     }
 
     fn persist(&mut self, db: &DB, wb: &mut WriteBatch) -> Result<()> {
-        write_apply_state(db, self.region.id, self.state, wb)?;
-        self.sessions.write_changes(db, self.region.id, wb)
+        put_apply_state(db, self.region.id, self.state, &mut self.sessions, wb)
     }
 }
 

@@ -12,7 +12,7 @@ use raft::prelude::Entry;
 use rocksdb::{WriteBatch, DB};
 use tracing::warn;
 
-use super::data::{apply_data, DataOutcome, DataScope};
+use super::data::{apply_data, put_apply_state, DataOutcome, DataScope};
 use super::{apply_entries, AdminEntry, ApplyTarget};
 use crate::raftstore::admin::{compact_log, conf_change, merge, split};
 use crate::raftstore::msg::{error_response, Answers};
@@ -166,10 +166,13 @@ impl ApplyTarget for ReplicaApply<'_> {
     }
 
     fn persist(&mut self, db: &DB, wb: &mut WriteBatch) -> Result<()> {
-        self.peer.persist_apply_state(db, wb)?;
-        self.peer
-            .sessions
-            .lock()
-            .write_changes(db, self.peer.region.id, wb)
+        let peer = &mut *self.peer;
+        put_apply_state(
+            db,
+            peer.region.id,
+            &peer.apply_state,
+            &mut peer.sessions.lock(),
+            wb,
+        )
     }
 }

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod hibernation;
 pub mod propose;
+mod sleep;
 
 use std::collections::HashMap;
 use std::sync::Arc;
