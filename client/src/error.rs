@@ -1,6 +1,10 @@
-//! Errors the client surfaces to applications.
+//! Errors the client surfaces to applications, and how a store's answer
+//! becomes one: a transaction's [`KeyError`] is turned into an [`crate::Error`]
+//! here and nowhere else (`From<KeyError>`), including why a transaction
+//! was aborted ([`AbortReason`]), so no caller ever reads an error's text.
 
 use nokv_proto::errorpb::RegionError;
+use nokv_proto::kvrpcpb::KeyError;
 use thiserror::Error;
 
 /// A failed client call. Region errors are retried internally; what
@@ -68,9 +72,9 @@ pub enum Error {
     #[error("key locked by transaction {}", .0.lock_version)]
     Locked(Box<nokv_proto::kvrpcpb::LockInfo>),
     /// The transaction cannot commit (rolled back by a resolver, or an
-    /// assertion failed).
+    /// assertion failed); [`TxnAbort::reason`] says why.
     #[error("transaction aborted: {0}")]
-    TxnAborted(String),
+    TxnAborted(TxnAbort),
     /// The store asked the transaction to retry.
     #[error("transaction must retry: {0}")]
     TxnRetryable(String),
@@ -86,10 +90,114 @@ impl Error {
     /// Whether retrying the whole transaction (with a new start_ts) may
     /// succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::WriteConflict { .. } | Error::TxnRetryable(_) | Error::Locked(_)
-        ) || matches!(self, Error::TxnAborted(m) if m.contains("rolled back"))
+        match self {
+            Error::WriteConflict { .. } | Error::TxnRetryable(_) | Error::Locked(_) => true,
+            Error::TxnAborted(a) => a.reason.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// Why a store refused to let a transaction go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortReason {
+    /// A reader met the transaction's expired lock and rolled it back;
+    /// the transaction may be retried from the start.
+    RolledBack,
+    /// The transaction is already committed, so it cannot be rolled back.
+    AlreadyCommitted,
+    /// Its lock is gone and it left no commit record (never prewritten
+    /// there, or cleaned up).
+    TxnNotFound,
+    /// The commit timestamp is below the lock's `min_commit_ts`.
+    CommitTsExpired,
+    /// An assertion on a key's existence failed.
+    AssertionFailed,
+    /// Another reason, told only in words (for example a read below the GC
+    /// safe point, or a commit timestamp not above the start timestamp).
+    Other,
+}
+
+impl AbortReason {
+    /// Whether retrying the whole transaction may succeed.
+    pub fn is_retryable(self) -> bool {
+        self == AbortReason::RolledBack
+    }
+
+    /// The reason of an abort the store gave only as text
+    /// (`KeyError.abort`, the store's `MvccError` display). This is the one
+    /// place the client reads an error's words, until the store's answer
+    /// carries the reason typed.
+    fn of_abort_text(text: &str) -> Self {
+        if text.contains("rolled back") {
+            AbortReason::RolledBack
+        } else if text.contains("already committed") {
+            AbortReason::AlreadyCommitted
+        } else {
+            AbortReason::Other
+        }
+    }
+}
+
+/// A transaction abort: why, and what the store said.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{message}")]
+pub struct TxnAbort {
+    /// Why, for deciding what to do.
+    pub reason: AbortReason,
+    /// The explanation, for people.
+    pub message: String,
+}
+
+/// The abort error for `reason`, told in `message`.
+fn aborted(reason: AbortReason, message: impl Into<String>) -> Error {
+    Error::TxnAborted(TxnAbort {
+        reason,
+        message: message.into(),
+    })
+}
+
+impl From<KeyError> for Error {
+    /// The error a transactional answer's `KeyError` stands for. Typed
+    /// fields win over text: a conflict, an existing key, a lock, then the
+    /// abort reasons.
+    fn from(e: KeyError) -> Self {
+        if let Some(c) = e.conflict {
+            return Error::WriteConflict {
+                start_ts: c.start_ts,
+                conflict_start_ts: c.conflict_ts,
+                conflict_commit_ts: c.conflict_commit_ts,
+                key: c.key,
+            };
+        }
+        if let Some(a) = e.already_exist {
+            return Error::AlreadyExists { key: a.key };
+        }
+        if let Some(l) = e.locked {
+            return Error::Locked(Box::new(l));
+        }
+        if e.commit_ts_expired.is_some() {
+            let message = format!("commit ts expired: {e:?}");
+            return aborted(AbortReason::CommitTsExpired, message);
+        }
+        if let Some(a) = e.assertion_failed {
+            let message = format!("assertion failed on key {:?}", a.key);
+            return aborted(AbortReason::AssertionFailed, message);
+        }
+        if !e.abort.is_empty() {
+            let reason = match e.txn_not_found {
+                Some(_) => AbortReason::TxnNotFound,
+                None => AbortReason::of_abort_text(&e.abort),
+            };
+            return aborted(reason, e.abort);
+        }
+        if e.txn_not_found.is_some() {
+            return aborted(AbortReason::TxnNotFound, "transaction not found");
+        }
+        if !e.retryable.is_empty() {
+            return Error::TxnRetryable(e.retryable);
+        }
+        aborted(AbortReason::Other, format!("{e:?}"))
     }
 }
 
@@ -101,3 +209,120 @@ impl From<nokv_proto::tls::TlsError> for Error {
 
 /// Result alias for this crate.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use nokv_proto::kvrpcpb::{
+        AssertionFailed, CommitTsExpired, LockInfo, TxnNotFound, WriteConflict,
+    };
+
+    use super::*;
+
+    fn abort(e: Error) -> TxnAbort {
+        match e {
+            Error::TxnAborted(a) => a,
+            other => panic!("not an abort: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn typed_key_errors_become_their_variants() {
+        let conflict = Error::from(KeyError {
+            conflict: Some(WriteConflict {
+                start_ts: 5,
+                conflict_ts: 6,
+                conflict_commit_ts: 7,
+                key: b"k".to_vec(),
+                ..Default::default()
+            }),
+            retryable: "write conflict".into(),
+            ..Default::default()
+        });
+        assert!(matches!(
+            conflict,
+            Error::WriteConflict {
+                start_ts: 5,
+                conflict_start_ts: 6,
+                conflict_commit_ts: 7,
+                ..
+            }
+        ));
+        assert!(conflict.is_retryable());
+        let locked = Error::from(KeyError {
+            locked: Some(LockInfo::default()),
+            ..Default::default()
+        });
+        assert!(matches!(locked, Error::Locked(_)) && locked.is_retryable());
+        let retry = Error::from(KeyError {
+            retryable: "try again".into(),
+            ..Default::default()
+        });
+        assert!(matches!(&retry, Error::TxnRetryable(m) if m == "try again"));
+        assert!(retry.is_retryable());
+    }
+
+    #[test]
+    fn a_rolled_back_transaction_is_retryable_and_other_aborts_are_not() {
+        let rolled = Error::from(KeyError {
+            abort: "transaction 7 was rolled back".into(),
+            ..Default::default()
+        });
+        assert!(rolled.is_retryable());
+        assert_eq!(
+            rolled.to_string(),
+            "transaction aborted: transaction 7 was rolled back"
+        );
+        assert_eq!(abort(rolled).reason, AbortReason::RolledBack);
+
+        let committed = Error::from(KeyError {
+            abort: "transaction 7 is already committed at 9".into(),
+            ..Default::default()
+        });
+        assert!(!committed.is_retryable());
+        assert_eq!(abort(committed).reason, AbortReason::AlreadyCommitted);
+
+        let safe_point = abort(Error::from(KeyError {
+            abort: "read timestamp 3 is below the GC safe point 5".into(),
+            ..Default::default()
+        }));
+        assert_eq!(safe_point.reason, AbortReason::Other);
+    }
+
+    #[test]
+    fn typed_abort_fields_decide_the_reason_and_keep_the_words() {
+        let not_found = abort(Error::from(KeyError {
+            txn_not_found: Some(TxnNotFound::default()),
+            abort: "transaction 7 has no lock and no commit record on the key".into(),
+            ..Default::default()
+        }));
+        assert_eq!(not_found.reason, AbortReason::TxnNotFound);
+        assert_eq!(
+            not_found.message,
+            "transaction 7 has no lock and no commit record on the key"
+        );
+        let bare = abort(Error::from(KeyError {
+            txn_not_found: Some(TxnNotFound::default()),
+            ..Default::default()
+        }));
+        assert_eq!(bare.message, "transaction not found");
+        let expired = abort(Error::from(KeyError {
+            commit_ts_expired: Some(CommitTsExpired::default()),
+            ..Default::default()
+        }));
+        assert_eq!(expired.reason, AbortReason::CommitTsExpired);
+        assert!(expired.message.starts_with("commit ts expired: "));
+        let assertion = abort(Error::from(KeyError {
+            assertion_failed: Some(AssertionFailed {
+                key: b"k".to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }));
+        assert_eq!(assertion.reason, AbortReason::AssertionFailed);
+        assert_eq!(assertion.message, "assertion failed on key [107]");
+        assert_eq!(
+            abort(Error::from(KeyError::default())).reason,
+            AbortReason::Other
+        );
+    }
+}

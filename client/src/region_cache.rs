@@ -24,6 +24,22 @@ impl RegionRoute {
     }
 }
 
+#[cfg(test)]
+impl RegionRoute {
+    /// A route over `[start, end)` with no peers and no leader, for tests
+    /// of what is decided by ranges alone.
+    pub(crate) fn over(start: &[u8], end: &[u8]) -> Self {
+        RegionRoute {
+            region: Region {
+                start_key: start.to_vec(),
+                end_key: end.to_vec(),
+                ..Default::default()
+            },
+            leader: None,
+        }
+    }
+}
+
 /// Cached routes by region start key.
 #[derive(Debug, Default)]
 pub struct RegionCache {
