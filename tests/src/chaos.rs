@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use nokv_consensus::{FilterAction, MessageFilter};
+use nokv_proto::poison::MutexExt;
 use nokv_proto::raft_serverpb::RaftMessage;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -44,15 +45,12 @@ impl Chaos {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Faults) -> T) -> T {
-        f(&mut self.faults.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut self.faults.lock_unpoisoned())
     }
 
     /// Draws from the shared seeded RNG (for the harness's own choices).
     pub fn random_range(&self, range: std::ops::Range<u64>) -> u64 {
-        self.rng
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .random_range(range)
+        self.rng.lock_unpoisoned().random_range(range)
     }
 
     /// Drops `percent` of messages and delays the rest by up to `max_delay`.
@@ -129,7 +127,7 @@ impl MessageFilter for Chaos {
         if drop_percent == 0 && max_delay.is_none() {
             return FilterAction::Deliver;
         }
-        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rng = self.rng.lock_unpoisoned();
         if drop_percent > 0 && rng.random_range(0..100) < drop_percent {
             return FilterAction::Drop;
         }

@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::harness::{seed_from_env, Harness, HarnessConfig};
 use crate::linearizability::{is_linearizable, Operation, RegisterOp};
+use nokv_proto::poison::MutexExt;
 
 /// One scenario's parameters, named as in TinyKV.
 #[derive(Debug, Clone, Default)]
@@ -186,7 +187,7 @@ pub fn run(s: Scenario) {
                             })
                         };
                         if let Some(op) = op {
-                            histories.lock().unwrap_or_else(|p| p.into_inner()).entry(k).or_default().push(op);
+                            histories.lock_unpoisoned().entry(k).or_default().push(op);
                         }
                     }
                 }
@@ -328,7 +329,7 @@ pub fn run(s: Scenario) {
             merges.load(Ordering::Relaxed)
         );
     }
-    let histories = histories.lock().unwrap_or_else(|p| p.into_inner());
+    let histories = histories.lock_unpoisoned();
     for (k, ops) in histories.iter() {
         assert!(
             is_linearizable(ops),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nokv_proto::metapb::Region;
+use nokv_proto::poison::MutexExt;
 use nokv_tests::harness::{seed_from_env, Harness, HarnessConfig};
 
 /// A harness whose regions stay on the stores they were split on:
@@ -190,7 +191,7 @@ fn merge_survives_racing_writes_a_source_leader_restart_and_a_lagging_source_pee
                     let (k, v) = (format!("{side}-{w}-{n:06}"), format!("w{w}n{n}"));
                     let ok = client.put(k.as_bytes(), v.as_bytes()).await.is_ok();
                     {
-                        let mut l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut l = ledger.lock_unpoisoned();
                         if ok {
                             l.acked.insert(k, v);
                         } else {
@@ -317,7 +318,7 @@ fn merge_survives_racing_writes_a_source_leader_restart_and_a_lagging_source_pee
     assert_eq!(merged[0].0.id, target.id, "the target survives the merge");
 
     // Every acknowledged write is there with its value; nothing else is.
-    let ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+    let ledger = ledger.lock_unpoisoned();
     let reader = h.raw_client(Duration::from_secs(30));
     let all =
         h.rt.block_on(reader.scan(b"", b"", 100_000, nokv_client::ScanOptions::default()))
