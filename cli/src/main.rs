@@ -21,7 +21,7 @@
 //!   API and metrics), shared by `top` and the inspection commands.
 //! - [`status_http`]: GETs against the processes' HTTP status port.
 //! - [`output`]: tables, JSON and YAML.
-//! - [`tls`]: the client certificate, and `cluster up --tls`'s throwaway CA.
+//! - [`tls`]: the `--tls-*` flags and the client certificate they choose.
 
 mod bench;
 mod cluster;
@@ -63,15 +63,8 @@ struct Cli {
     /// Overall deadline of each call, in seconds.
     #[arg(long, global = true, default_value_t = 10.0)]
     timeout: f64,
-    /// CA certificate (PEM) of a cluster running with TLS.
-    #[arg(long, global = true, env = "NOKV_TLS_CA", value_name = "PATH")]
-    tls_ca: Option<std::path::PathBuf>,
-    /// Client certificate (PEM) signed by that CA.
-    #[arg(long, global = true, env = "NOKV_TLS_CERT", value_name = "PATH")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, global = true, env = "NOKV_TLS_KEY", value_name = "PATH")]
-    tls_key: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    tls: tls::TlsFlags,
     /// Output format.
     #[arg(
         short = 'o',
@@ -313,14 +306,9 @@ fn run(cli: Cli, sources: Sources) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let tls_flags = tls::TlsFlags {
-            ca: cli.tls_ca.clone(),
-            cert: cli.tls_cert.clone(),
-            key: cli.tls_key.clone(),
-        };
         let coordinator = || -> anyhow::Result<CoordinatorClient> {
             let client = CoordinatorClient::new(cli.coordinator.clone(), timeout)?;
-            Ok(match tls_flags.load(&cli.coordinator)? {
+            Ok(match cli.tls.load(&cli.coordinator)? {
                 Some(tls) => client.with_tls(tls),
                 None => client,
             })
@@ -394,7 +382,7 @@ fn run(cli: Cli, sources: Sources) -> anyhow::Result<i32> {
                     timeout_source: sources.timeout,
                     output: cli.output,
                     output_source: sources.output,
-                    tls: tls_flags.clone(),
+                    tls: cli.tls.clone(),
                 };
                 config::run(cmd, &effective).await.map(|_| 0)
             }
@@ -546,7 +534,7 @@ mod tests {
             "admin.key",
         ])
         .expect("parse");
-        assert_eq!(cli.tls_key, Some("admin.key".into()));
+        assert_eq!(cli.tls.key, Some("admin.key".into()));
         assert!(matches!(cli.command, Command::Region { key: Some(k), .. } if k == "k"));
         assert!(Cli::try_parse_from(["nokv", "get", "k", "--tls-ca", "ca.crt"]).is_ok());
     }

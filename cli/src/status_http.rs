@@ -261,7 +261,7 @@ mod tests {
     #[tokio::test]
     async fn tls_falls_back_to_plain_http_and_a_cut_answer_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let files = crate::tls::generate(dir.path(), "127.0.0.1").expect("certs");
+        let files = crate::cluster::certs::generate(dir.path(), "127.0.0.1").expect("certs");
         let tls = TlsConfig::from_pem_files(&files.ca, &files.cert, &files.key).expect("tls");
         let (addr, server) = answer_in_turn(&[
             // The ClientHello gets an HTTP error, as from axum.

@@ -3,7 +3,9 @@
 //!
 //! - [`topology`]: what to start and on which ports.
 //! - [`process`]: starting, tracking and stopping the processes.
+//! - [`certs`]: the throwaway CA and certificates of `cluster up --tls`.
 
+pub mod certs;
 pub mod process;
 pub mod topology;
 
@@ -180,7 +182,7 @@ async fn up(args: UpArgs, format: Format) -> anyhow::Result<()> {
     std::fs::create_dir_all(&topo.data_dir)
         .with_context(|| format!("creating {}", topo.data_dir.display()))?;
     let tls_files = match topo.tls {
-        true => Some(crate::tls::generate(&topo.tls_dir(), &topo.host)?),
+        true => Some(certs::generate(&topo.tls_dir(), &topo.host)?),
         false => None,
     };
     let tls = tls_files.as_ref().map(|f| f.load()).transpose()?;

@@ -39,7 +39,7 @@ pub struct ClusterState {
     /// The admin client certificate, when the cluster runs with TLS; the
     /// CLI uses it for commands against this cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<crate::tls::ClientFiles>,
+    pub tls: Option<super::certs::ClientFiles>,
 }
 
 /// Path of the state file in `data_dir`.

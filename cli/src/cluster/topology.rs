@@ -134,7 +134,7 @@ impl Topology {
         if !self.tls {
             return Ok(());
         }
-        let mut security = crate::tls::security_section(&self.tls_dir())?;
+        let mut security = super::certs::security_section(&self.tls_dir())?;
         if let Some(serde_yaml::Value::Mapping(given)) = m.get("security") {
             for (k, v) in given {
                 security.insert(k.clone(), v.clone());
