@@ -33,7 +33,7 @@ pub(super) fn check_leaders(s: &Survey, f: &mut Vec<Finding>) {
         let Some(store) = stores.get(&r.leader_store_id) else {
             continue;
         };
-        if store.admin_error.is_some() || store.state != StoreState::Up {
+        if !store.is_serving() {
             f.push(Finding::problem(
                 "leaders",
                 subject,
@@ -66,11 +66,7 @@ pub(super) fn check_leaders(s: &Survey, f: &mut Vec<Finding>) {
 }
 
 pub(super) fn check_replicas(s: &Survey, t: &Thresholds, f: &mut Vec<Finding>) {
-    let usable: Vec<&survey::Store> = s
-        .stores
-        .iter()
-        .filter(|x| x.state == StoreState::Up && x.admin_error.is_none())
-        .collect();
+    let usable: Vec<&survey::Store> = s.stores.iter().filter(|x| x.is_serving()).collect();
     for r in &s.regions {
         let voters = r.voters();
         let learners = r
@@ -152,9 +148,7 @@ pub(super) fn check_lag(s: &Survey, t: &Thresholds, f: &mut Vec<Finding>) {
                     t.lag_threshold
                 )
             };
-            let store_down = stores
-                .get(&p.store_id)
-                .is_some_and(|st| st.state != StoreState::Up || st.admin_error.is_some());
+            let store_down = stores.get(&p.store_id).is_some_and(|st| !st.is_serving());
             f.push(Finding::problem(
                 "lag",
                 format!("region {}", r.id),
