@@ -31,24 +31,7 @@ macro_rules! has_header {
     };
 }
 
-has_header!(
-    GetMembersResponse,
-    BootstrapResponse,
-    IsBootstrappedResponse,
-    AllocIdResponse,
-    TsoResponse,
-    PutStoreResponse,
-    GetStoreResponse,
-    GetAllStoresResponse,
-    StoreHeartbeatResponse,
-    RegionHeartbeatResponse,
-    GetRegionResponse,
-    ScanRegionsResponse,
-    AskBatchSplitResponse,
-    ReportBatchSplitResponse,
-    GetGcSafePointResponse,
-    UpdateGcSafePointResponse,
-);
+nokv_proto::coordinator_responses!(has_header);
 
 /// Builds a lazily connecting channel to `addr` (`host:port` or a URL),
 /// with mutual TLS when `tls` is given.

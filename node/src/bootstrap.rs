@@ -70,9 +70,10 @@ pub async fn register_store(coordinator: &CoordinatorClient, store: &Store) -> R
     loop {
         match coordinator.put_store(store.clone()).await {
             Ok(()) => return Ok(()),
-            Err(nokv_client::Error::Coordinator { kind, message })
-                if kind == ErrorType::StoreTombstone =>
-            {
+            Err(nokv_client::Error::Coordinator {
+                kind: ErrorType::StoreTombstone,
+                message,
+            }) => {
                 return Err(Error::Identity(format!(
                     "{message}: store {} was decommissioned and may not rejoin; \
                      start this node on a fresh data directory",
@@ -242,9 +243,10 @@ pub async fn bootstrap_if_needed(
     let outcome = loop {
         match coordinator.bootstrap(store.clone(), region.clone()).await {
             Ok(()) => break true,
-            Err(nokv_client::Error::Coordinator { kind, .. })
-                if kind == ErrorType::AlreadyBootstrapped =>
-            {
+            Err(nokv_client::Error::Coordinator {
+                kind: ErrorType::AlreadyBootstrapped,
+                ..
+            }) => {
                 // Someone bootstrapped: keep our region only if it is theirs
                 // (our own earlier attempt that crashed before the marker
                 // was removed).
@@ -282,9 +284,10 @@ async fn first_region_has_peer(
                     .region
                     .is_some_and(|r| r.peers.iter().any(|p| p.id == peer_id))
             }
-            Err(nokv_client::Error::Coordinator { kind, .. }) if kind == ErrorType::NotFound => {
-                return false
-            }
+            Err(nokv_client::Error::Coordinator {
+                kind: ErrorType::NotFound,
+                ..
+            }) => return false,
             Err(e) => {
                 warn!(error = %e, "looking up the first region failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -49,3 +49,37 @@ pub use prost;
 pub use tonic;
 
 pub mod poison;
+
+/// Calls the macro `$m` with the path of every Coordinator response type;
+/// each carries a `header: Option<coordinatorpb::ResponseHeader>`. Code that
+/// treats every response alike (reading the header in the client, setting
+/// it in the coordinator) keeps this one list.
+#[macro_export]
+macro_rules! coordinator_responses {
+    ($m:ident) => {
+        $m!(
+            $crate::coordinatorpb::GetMembersResponse,
+            $crate::coordinatorpb::BootstrapResponse,
+            $crate::coordinatorpb::IsBootstrappedResponse,
+            $crate::coordinatorpb::AllocIdResponse,
+            $crate::coordinatorpb::TsoResponse,
+            $crate::coordinatorpb::PutStoreResponse,
+            $crate::coordinatorpb::GetStoreResponse,
+            $crate::coordinatorpb::GetAllStoresResponse,
+            $crate::coordinatorpb::StoreHeartbeatResponse,
+            $crate::coordinatorpb::RegionHeartbeatResponse,
+            $crate::coordinatorpb::GetRegionResponse,
+            $crate::coordinatorpb::ScanRegionsResponse,
+            $crate::coordinatorpb::AskBatchSplitResponse,
+            $crate::coordinatorpb::ReportBatchSplitResponse,
+            $crate::coordinatorpb::GetOperatorsResponse,
+            $crate::coordinatorpb::AddOperatorResponse,
+            $crate::coordinatorpb::CancelOperatorResponse,
+            $crate::coordinatorpb::GetSchedulersResponse,
+            $crate::coordinatorpb::PauseSchedulerResponse,
+            $crate::coordinatorpb::DeleteStoreResponse,
+            $crate::coordinatorpb::GetGcSafePointResponse,
+            $crate::coordinatorpb::UpdateGcSafePointResponse,
+        );
+    };
+}

@@ -116,30 +116,7 @@ macro_rules! headed {
     };
 }
 
-headed!(
-    GetMembersResponse,
-    BootstrapResponse,
-    IsBootstrappedResponse,
-    AllocIdResponse,
-    TsoResponse,
-    PutStoreResponse,
-    GetStoreResponse,
-    GetAllStoresResponse,
-    StoreHeartbeatResponse,
-    RegionHeartbeatResponse,
-    GetRegionResponse,
-    ScanRegionsResponse,
-    AskBatchSplitResponse,
-    ReportBatchSplitResponse,
-    GetOperatorsResponse,
-    AddOperatorResponse,
-    CancelOperatorResponse,
-    GetSchedulersResponse,
-    PauseSchedulerResponse,
-    DeleteStoreResponse,
-    GetGcSafePointResponse,
-    UpdateGcSafePointResponse,
-);
+nokv_proto::coordinator_responses!(headed);
 
 fn member_pb(m: &MemberConfig) -> Member {
     Member {

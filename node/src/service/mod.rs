@@ -110,65 +110,63 @@ impl KvService {
         self.db.get()
     }
 
+    /// Refuses a scan asking for more than `limits.max_scan_limit` pairs.
     pub(crate) fn check_scan_limit(&self, limit: u32) -> Result<(), Status> {
-        if limit > self.limits.max_scan_limit {
-            return Err(invalid(format!(
-                "scan limit {limit} exceeds {}",
-                self.limits.max_scan_limit
-            )));
-        }
-        Ok(())
+        at_most(limit as usize, self.limits.max_scan_limit as usize, || {
+            format!("scan limit {limit} exceeds {}", self.limits.max_scan_limit)
+        })
     }
 
+    /// Refuses an empty key or one past `limits.max_key_bytes`.
     pub(crate) fn check_key(&self, key: &[u8]) -> Result<(), Status> {
         if key.is_empty() {
             return Err(invalid("key must not be empty"));
         }
-        if key.len() > self.limits.max_key_bytes {
-            return Err(invalid(format!(
+        at_most(key.len(), self.limits.max_key_bytes, || {
+            format!(
                 "key is {} bytes; the limit is {} bytes",
                 key.len(),
                 self.limits.max_key_bytes
-            )));
-        }
-        Ok(())
+            )
+        })
     }
 
+    /// Refuses a value past `limits.max_value_bytes`.
     pub(crate) fn check_value(&self, value: &[u8]) -> Result<(), Status> {
-        if value.len() > self.limits.max_value_bytes {
-            return Err(invalid(format!(
+        at_most(value.len(), self.limits.max_value_bytes, || {
+            format!(
                 "value is {} bytes; the limit is {} bytes",
                 value.len(),
                 self.limits.max_value_bytes
-            )));
-        }
-        Ok(())
+            )
+        })
     }
 
+    /// Refuses a range bound past the key limit (an empty bound is fine).
     pub(crate) fn check_bound(&self, key: &[u8]) -> Result<(), Status> {
-        if key.len() > self.limits.max_key_bytes {
-            return Err(invalid(format!(
+        at_most(key.len(), self.limits.max_key_bytes, || {
+            format!(
                 "range bound exceeds the {}-byte key limit",
                 self.limits.max_key_bytes
-            )));
-        }
-        Ok(())
+            )
+        })
     }
 
+    /// Refuses a batch past `limits.max_batch_keys` keys or
+    /// `limits.max_batch_bytes` bytes.
     pub(crate) fn check_batch(&self, count: usize, bytes: usize) -> Result<(), Status> {
-        if count > self.limits.max_batch_keys {
-            return Err(invalid(format!(
+        at_most(count, self.limits.max_batch_keys, || {
+            format!(
                 "batch has {count} keys; the limit is {}",
                 self.limits.max_batch_keys
-            )));
-        }
-        if bytes > self.limits.max_batch_bytes {
-            return Err(invalid(format!(
+            )
+        })?;
+        at_most(bytes, self.limits.max_batch_bytes, || {
+            format!(
                 "batch is {bytes} bytes; the limit is {}",
                 self.limits.max_batch_bytes
-            )));
-        }
-        Ok(())
+            )
+        })
     }
 
     /// Checks the session a raw write carries: `None` for a write without
@@ -316,6 +314,14 @@ impl KvService {
 /// response).
 pub(crate) fn refusal(resp: &RaftCmdResponse) -> Option<RegionError> {
     resp.responses.iter().find_map(|r| r.write_error.clone())
+}
+
+/// `INVALID_ARGUMENT` with `why` when `n` is past `limit`.
+fn at_most(n: usize, limit: usize, why: impl FnOnce() -> String) -> Result<(), Status> {
+    if n > limit {
+        return Err(invalid(why()));
+    }
+    Ok(())
 }
 
 pub(crate) fn context(ctx: Option<Context>) -> Result<Context, Status> {

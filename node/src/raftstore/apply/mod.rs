@@ -33,7 +33,9 @@ use rocksdb::{WriteBatch, DB};
 use crate::raftstore::msg::Answers;
 use crate::{Error, Result};
 
-/// An admin entry: it changes the region itself.
+/// An admin entry: it changes the region itself (one value per entry,
+/// moved once).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum AdminEntry {
     /// An admin command (split, merge step, log compaction).
     Command(RaftCmdRequest),
