@@ -9,12 +9,14 @@
 //!
 //! # Layout
 //! - this file: the `nokv doctor` flags, and `run`: survey, diagnose, print.
-//! - `report.rs`: findings, the report, the thresholds, and [`diagnose`].
+//! - `report.rs`: findings, the report, and the thresholds.
+//! - `diagnose.rs`: [`diagnose`], every check over one survey.
 //! - one file per check family: `liveness.rs` (coordinator, stores),
 //!   `key_space.rs`, `replication.rs` (leaders, replicas, lag),
 //!   `capacity.rs`, `operators.rs`.
 
 mod capacity;
+mod diagnose;
 mod key_space;
 mod liveness;
 mod operators;
@@ -32,7 +34,8 @@ use nokv_client::CoordinatorClient;
 use crate::output::{self, Format};
 use crate::survey::{self, Scope};
 
-use report::{diagnose, Severity, Thresholds};
+use diagnose::diagnose;
+use report::{Severity, Thresholds};
 
 /// Exit code when the doctor found at least one problem.
 pub const EXIT_PROBLEMS: i32 = 4;

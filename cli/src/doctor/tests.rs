@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use nokv_proto::metapb::{PeerRole, StoreState};
 
-use super::report::{diagnose, Finding, Report, Severity, Thresholds};
+use super::diagnose::diagnose;
+use super::report::{Finding, Report, Severity, Thresholds};
 use crate::survey::{fixture, Operator, Operators, Survey};
 
 const T: Thresholds = Thresholds {
