@@ -228,6 +228,65 @@ impl Harness {
         RawClient::new(vec![self.coordinator.clone()], timeout).expect("client")
     }
 
+    /// Writes `key` = `value` through the SDK, failing the test (with the
+    /// seed and every replica's view) if it cannot.
+    pub fn put(&self, key: &str, value: &str) {
+        let c = self.raw_client(Duration::from_secs(30));
+        self.rt
+            .block_on(c.put(key.as_bytes(), value.as_bytes()))
+            .unwrap_or_else(|e| panic!("put {key}: {e} (seed {})\n{}", self.seed, self.dump()));
+    }
+
+    /// Reads `key` through the SDK, failing the test if it cannot.
+    pub fn get(&self, key: &str) -> Option<String> {
+        let c = self.raw_client(Duration::from_secs(30));
+        self.rt
+            .block_on(c.get(key.as_bytes()))
+            .unwrap_or_else(|e| panic!("get {key}: {e} (seed {})\n{}", self.seed, self.dump()))
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    /// The region holding `key` and its leader's store, once it has one.
+    pub fn region_of(&self, key: &[u8]) -> (Region, u64) {
+        self.wait_until(
+            "the region to have a leader",
+            Duration::from_secs(30),
+            |h| {
+                let r = h.rt.block_on(h.coordinator_client().get_region(key)).ok()?;
+                let leader = r.leader.map(|l| l.store_id).filter(|s| *s != 0)?;
+                Some((r.region?, leader))
+            },
+        )
+    }
+
+    /// The store leading region `region_id`, once one does.
+    pub fn leader_of(&self, region_id: u64) -> u64 {
+        self.wait_until("a leader", Duration::from_secs(30), |h| {
+            let r =
+                h.rt.block_on(h.coordinator_client().get_region_by_id(region_id))
+                    .ok()?;
+            r.leader.map(|l| l.store_id).filter(|s| *s != 0)
+        })
+    }
+
+    /// Splits the region holding `key` at `key` and waits until the new
+    /// region is routed with a leader.
+    pub fn split(&self, key: &str) {
+        self.wait_until("the split", Duration::from_secs(30), |h| {
+            h.rt.block_on(h.split_at(key.as_bytes())).then_some(())
+        });
+        self.wait_until(
+            "the split regions to have leaders",
+            Duration::from_secs(30),
+            |h| {
+                let r =
+                    h.rt.block_on(h.coordinator_client().get_region(key.as_bytes()))
+                        .ok()?;
+                (r.region?.start_key == key.as_bytes() && r.leader.is_some()).then_some(())
+            },
+        );
+    }
+
     /// Number of node slots.
     pub fn node_count(&self) -> usize {
         self.nodes.len()

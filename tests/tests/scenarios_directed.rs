@@ -25,32 +25,10 @@ fn region_1(h: &Harness) -> (nokv_proto::metapb::Region, u64) {
         .expect("region 1")
 }
 
-fn leader_of(h: &Harness, region_id: u64) -> u64 {
-    h.wait_until("a leader", Duration::from_secs(30), |h| {
-        let r =
-            h.rt.block_on(h.coordinator_client().get_region_by_id(region_id))
-                .ok()?;
-        r.leader.map(|l| l.store_id).filter(|s| *s != 0)
-    })
-}
-
-fn put(h: &Harness, k: &str, v: &str) {
-    let c = h.raw_client(Duration::from_secs(30));
-    h.rt.block_on(c.put(k.as_bytes(), v.as_bytes()))
-        .unwrap_or_else(|e| panic!("put {k}: {e}\n{}", h.dump()));
-}
-
-fn get(h: &Harness, k: &str) -> Option<String> {
-    let c = h.raw_client(Duration::from_secs(30));
-    h.rt.block_on(c.get(k.as_bytes()))
-        .unwrap_or_else(|e| panic!("get {k}: {e}\n{}", h.dump()))
-        .map(|v| String::from_utf8_lossy(&v).to_string())
-}
-
 #[test]
 fn one_partition() {
     let h = start(None);
-    put(&h, "k", "before");
+    h.put("k", "before");
     let (region, leader) = region_1(&h);
     let follower = region
         .peers
@@ -76,11 +54,11 @@ fn one_partition() {
         Duration::from_secs(30),
         |h| h.rt.block_on(c.put(b"k", b"majority")).ok(),
     );
-    let new_leader = leader_of(&h, 1);
+    let new_leader = h.leader_of(1);
     h.chaos.clear();
     // Whatever the minority write's fate, the majority's write came last.
     assert_eq!(
-        get(&h, "k").as_deref(),
+        h.get("k").as_deref(),
         Some("majority"),
         "minority write result: {minority_write:?}"
     );
@@ -88,13 +66,13 @@ fn one_partition() {
         majority.contains(&new_leader) || new_leader == leader,
         "leader {new_leader}"
     );
-    assert_eq!(get(&h, "k").as_deref(), Some("majority"));
+    assert_eq!(h.get("k").as_deref(), Some("majority"));
 }
 
 #[test]
 fn one_snapshot() {
     let h = start(Some(20));
-    put(&h, "k0", "v0");
+    h.put("k0", "v0");
     let (region, leader) = region_1(&h);
     let cut = region
         .peers
@@ -105,7 +83,7 @@ fn one_snapshot() {
     let others: Vec<u64> = h.store_ids().into_iter().filter(|s| *s != cut).collect();
     h.chaos.partition(&[cut], &others);
     for i in 1..200 {
-        put(&h, &format!("k{i}"), &format!("v{i}"));
+        h.put(&format!("k{i}"), &format!("v{i}"));
     }
     // The leader compacted past what the cut-off follower has.
     let (leader_truncated, cut_applied) = h.wait_until(
@@ -130,7 +108,7 @@ fn one_snapshot() {
             (c.1 >= l && c.2 >= leader_truncated).then_some(())
         },
     );
-    assert_eq!(get(&h, "k150").as_deref(), Some("v150"));
+    assert_eq!(h.get("k150").as_deref(), Some("v150"));
 }
 
 #[test]
@@ -143,18 +121,18 @@ fn transfer_leader() {
             Duration::from_secs(30),
             |h| {
                 h.rt.block_on(h.transfer_leader(1, p.store_id));
-                (leader_of(h, 1) == p.store_id).then_some(())
+                (h.leader_of(1) == p.store_id).then_some(())
             },
         );
-        put(&h, &format!("t{i}"), "v");
-        assert_eq!(get(&h, &format!("t{i}")).as_deref(), Some("v"));
+        h.put(&format!("t{i}"), "v");
+        assert_eq!(h.get(&format!("t{i}")).as_deref(), Some("v"));
     }
 }
 
 #[test]
 fn basic_conf_change() {
     let h = start(None);
-    put(&h, "a", "1");
+    h.put("a", "1");
     let (region, leader) = region_1(&h);
     let spare = h
         .store_ids()
@@ -189,7 +167,7 @@ fn basic_conf_change() {
         let (r, _) = region_1(h);
         (!r.peers.iter().any(|p| p.store_id == victim)).then_some(())
     });
-    put(&h, "b", "2");
+    h.put("b", "2");
     // The new replica has the data (its applied index follows the leader's)
     // and the removed store dropped the region.
     h.wait_until(
@@ -197,13 +175,13 @@ fn basic_conf_change() {
         Duration::from_secs(30),
         |h| {
             let logs = h.replica_logs(1);
-            let lead = logs.iter().find(|(s, _, _)| *s == leader_of(h, 1))?.1;
+            let lead = logs.iter().find(|(s, _, _)| *s == h.leader_of(1))?.1;
             let new = logs.iter().find(|(s, _, _)| *s == spare)?.1;
             (new >= lead && !logs.iter().any(|(s, _, _)| *s == victim)).then_some(())
         },
     );
-    assert_eq!(get(&h, "a").as_deref(), Some("1"));
-    assert_eq!(get(&h, "b").as_deref(), Some("2"));
+    assert_eq!(h.get("a").as_deref(), Some("1"));
+    assert_eq!(h.get("b").as_deref(), Some("2"));
 }
 
 #[test]
@@ -211,7 +189,7 @@ fn conf_change_remove_leader() {
     let h = start(None);
     for round in 0..2 {
         let (region, leader) = region_1(&h);
-        put(&h, &format!("r{round}"), "v");
+        h.put(&format!("r{round}"), "v");
         // Removing the leader's own replica is refused...
         assert!(
             !h.rt.block_on(h.change_peer(1, leader, false)),
@@ -226,14 +204,14 @@ fn conf_change_remove_leader() {
             .unwrap();
         h.wait_until("the transfer", Duration::from_secs(30), |h| {
             h.rt.block_on(h.transfer_leader(1, next));
-            (leader_of(h, 1) == next).then_some(())
+            (h.leader_of(1) == next).then_some(())
         });
         h.wait_until("the old leader's removal", Duration::from_secs(30), |h| {
             h.rt.block_on(h.change_peer(1, leader, false));
             let (r, _) = region_1(h);
             (!r.peers.iter().any(|p| p.store_id == leader)).then_some(())
         });
-        assert_eq!(get(&h, &format!("r{round}")).as_deref(), Some("v"));
+        assert_eq!(h.get(&format!("r{round}")).as_deref(), Some("v"));
         // The replica checker brings the region back to three voters.
         h.wait_until("three voters again", Duration::from_secs(30), |h| {
             let (r, l) = region_1(h);
@@ -252,7 +230,7 @@ fn conf_change_remove_leader() {
 fn one_split() {
     let h = start(None);
     for i in 0..100 {
-        put(&h, &format!("k{i:03}"), &format!("v{i}"));
+        h.put(&format!("k{i:03}"), &format!("v{i}"));
     }
     assert!(h.rt.block_on(h.split_at(b"k050")));
     h.wait_until("two regions with leaders", Duration::from_secs(30), |h| {
@@ -264,7 +242,7 @@ fn one_split() {
     let others: Vec<u64> = h.store_ids().into_iter().filter(|s| *s != leader).collect();
     h.chaos.partition(&[leader], &others);
     for i in (0..100).step_by(7) {
-        put(&h, &format!("k{i:03}"), &format!("w{i}"));
+        h.put(&format!("k{i:03}"), &format!("w{i}"));
     }
     h.chaos.clear();
     for i in 0..100 {
@@ -273,7 +251,7 @@ fn one_split() {
         } else {
             format!("v{i}")
         };
-        assert_eq!(get(&h, &format!("k{i:03}")), Some(want), "key k{i:03}");
+        assert_eq!(h.get(&format!("k{i:03}")), Some(want), "key k{i:03}");
     }
     let rs = h.regions();
     assert_eq!(rs.len(), 2);
@@ -300,10 +278,10 @@ fn lease_reads_skip_read_index_rounds_and_never_outlive_leadership() {
         },
         seed_from_env(),
     );
-    put(&h, "k", "old");
+    h.put("k", "old");
     let (before_lease, before_index) = (proposals("lease_read"), proposals("read_index"));
     for _ in 0..50 {
-        assert_eq!(get(&h, "k").as_deref(), Some("old"));
+        assert_eq!(h.get("k").as_deref(), Some("old"));
     }
     let lease = proposals("lease_read") - before_lease;
     let rounds = proposals("read_index") - before_index;
@@ -361,5 +339,5 @@ fn lease_reads_skip_read_index_rounds_and_never_outlive_leadership() {
         Err(status) => println!("the cut-off leader refused: {status}"),
     }
     h.chaos.clear();
-    assert_eq!(get(&h, "k").as_deref(), Some("new"));
+    assert_eq!(h.get("k").as_deref(), Some("new"));
 }

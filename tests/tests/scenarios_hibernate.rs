@@ -13,19 +13,6 @@ fn key(i: usize) -> String {
     format!("h{i:02}")
 }
 
-fn put(h: &Harness, k: &str, v: &str) {
-    let c = h.raw_client(Duration::from_secs(30));
-    h.rt.block_on(c.put(k.as_bytes(), v.as_bytes()))
-        .unwrap_or_else(|e| panic!("put {k}: {e} (seed {})\n{}", h.seed, h.dump()));
-}
-
-fn get(h: &Harness, k: &str) -> Option<String> {
-    let c = h.raw_client(Duration::from_secs(30));
-    h.rt.block_on(c.get(k.as_bytes()))
-        .unwrap_or_else(|e| panic!("get {k}: {e} (seed {})\n{}", h.seed, h.dump()))
-        .map(|v| String::from_utf8_lossy(&v).to_string())
-}
-
 /// (asleep, total) initialized replicas over every running store.
 fn sleepers(h: &Harness) -> (usize, usize) {
     let all = h.local_regions();
@@ -71,7 +58,7 @@ fn idle_regions_hibernate_wake_on_demand_and_survive_a_dead_leader() {
         });
     }
     for i in 0..REGIONS {
-        put(&h, &key(i), "v0");
+        h.put(&key(i), "v0");
     }
     h.wait_until(
         "every region to have a leader",
@@ -99,8 +86,8 @@ fn idle_regions_hibernate_wake_on_demand_and_survive_a_dead_leader() {
     );
 
     // A write wakes its own region only, and is served.
-    put(&h, &key(3), "v1");
-    assert_eq!(get(&h, &key(3)).as_deref(), Some("v1"));
+    h.put(&key(3), "v1");
+    assert_eq!(h.get(&key(3)).as_deref(), Some("v1"));
     let woken =
         h.rt.block_on(h.coordinator_client().get_region(key(3).as_bytes()));
     let woken_id = woken
@@ -134,10 +121,10 @@ fn idle_regions_hibernate_wake_on_demand_and_survive_a_dead_leader() {
     assert!(!led.is_empty(), "the victim leads a region");
     h.stop_node(victim);
     for i in 0..REGIONS {
-        put(&h, &key(i), "v2");
+        h.put(&key(i), "v2");
     }
     for i in 0..REGIONS {
-        assert_eq!(get(&h, &key(i)).as_deref(), Some("v2"), "key {}", key(i));
+        assert_eq!(h.get(&key(i)).as_deref(), Some("v2"), "key {}", key(i));
     }
     println!(
         "store {victim_store} led {} regions; all {REGIONS} served again without it",

@@ -28,48 +28,6 @@ fn start() -> Harness {
     h
 }
 
-fn put(h: &Harness, k: &str, v: &str) {
-    let c = h.raw_client(Duration::from_secs(30));
-    h.rt.block_on(c.put(k.as_bytes(), v.as_bytes()))
-        .unwrap_or_else(|e| panic!("put {k}: {e}\n{}", h.dump()));
-}
-
-fn get(h: &Harness, k: &str) -> Option<String> {
-    let c = h.raw_client(Duration::from_secs(30));
-    h.rt.block_on(c.get(k.as_bytes()))
-        .unwrap_or_else(|e| panic!("get {k}: {e}\n{}", h.dump()))
-        .map(|v| String::from_utf8_lossy(&v).to_string())
-}
-
-/// The region holding `key`, once it has a leader.
-fn region_of(h: &Harness, key: &[u8]) -> (Region, u64) {
-    h.wait_until(
-        "the region to have a leader",
-        Duration::from_secs(30),
-        |h| {
-            let r = h.rt.block_on(h.coordinator_client().get_region(key)).ok()?;
-            let leader = r.leader.map(|l| l.store_id).filter(|s| *s != 0)?;
-            Some((r.region?, leader))
-        },
-    )
-}
-
-fn split(h: &Harness, key: &str) {
-    h.wait_until("the split", Duration::from_secs(30), |h| {
-        h.rt.block_on(h.split_at(key.as_bytes())).then_some(())
-    });
-    h.wait_until(
-        "the split regions to have leaders",
-        Duration::from_secs(30),
-        |h| {
-            let r =
-                h.rt.block_on(h.coordinator_client().get_region(key.as_bytes()))
-                    .ok()?;
-            (r.region?.start_key == key.as_bytes() && r.leader.is_some()).then_some(())
-        },
-    );
-}
-
 /// Merges until it commits (a just-split region may still have a lagging
 /// replica, which the merge refuses).
 fn merge(h: &Harness, source: u64, target: u64) -> Region {
@@ -111,13 +69,13 @@ fn wait_gone_everywhere(h: &Harness, region_id: u64) {
 fn one_merge() {
     let h = start();
     for i in 0..60 {
-        put(&h, &format!("k{i:03}"), &format!("v{i}"));
+        h.put(&format!("k{i:03}"), &format!("v{i}"));
     }
-    split(&h, "k020");
-    split(&h, "k040");
-    let (left, _) = region_of(&h, b"k000");
-    let (middle, _) = region_of(&h, b"k020");
-    let (right, _) = region_of(&h, b"k040");
+    h.split("k020");
+    h.split("k040");
+    let (left, _) = h.region_of(b"k000");
+    let (middle, _) = h.region_of(b"k020");
+    let (right, _) = h.region_of(b"k040");
     assert_eq!(h.regions().len(), 3);
 
     // Not adjacent: refused, nothing changes.
@@ -150,17 +108,17 @@ fn one_merge() {
 
     for i in 0..60 {
         assert_eq!(
-            get(&h, &format!("k{i:03}")),
+            h.get(&format!("k{i:03}")),
             Some(format!("v{i}")),
             "key k{i:03} after the merges (seed {})",
             h.seed
         );
     }
     // The merged region takes writes over the whole range.
-    put(&h, "k010", "after");
-    put(&h, "k050", "after");
-    assert_eq!(get(&h, "k010").as_deref(), Some("after"));
-    assert_eq!(get(&h, "k050").as_deref(), Some("after"));
+    h.put("k010", "after");
+    h.put("k050", "after");
+    assert_eq!(h.get("k010").as_deref(), Some("after"));
+    assert_eq!(h.get("k050").as_deref(), Some("after"));
 }
 
 /// Acknowledged writes (key → value) and writes whose outcome is unknown.
@@ -173,9 +131,9 @@ struct Ledger {
 #[test]
 fn merge_survives_racing_writes_a_source_leader_restart_and_a_lagging_source_peer() {
     let mut h = start();
-    split(&h, "m");
-    let (target, _) = region_of(&h, b"a");
-    let (source, source_leader) = region_of(&h, b"m");
+    h.split("m");
+    let (target, _) = h.region_of(b"a");
+    let (source, source_leader) = h.region_of(b"m");
 
     // Writers on both sides run through the whole merge.
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -221,7 +179,7 @@ fn merge_survives_racing_writes_a_source_leader_restart_and_a_lagging_source_pee
         "the target's leadership on the third store",
         Duration::from_secs(30),
         |h| {
-            if region_of(h, b"a").1 == third {
+            if h.region_of(b"a").1 == third {
                 return Some(());
             }
             h.rt.block_on(h.transfer_leader(target.id, third));

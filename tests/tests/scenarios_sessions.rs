@@ -87,20 +87,6 @@ fn send(h: &Harness, pairs: &[(&str, &str)], session: u64, sequence: u64) -> Opt
     )
 }
 
-/// Writes `value` with the client SDK (a session of its own).
-fn put(h: &Harness, key: &str, value: &str) {
-    let c = h.raw_client(Duration::from_secs(30));
-    h.rt.block_on(c.put(key.as_bytes(), value.as_bytes()))
-        .unwrap_or_else(|e| panic!("put {key}: {e}\n{}", h.dump()));
-}
-
-fn get(h: &Harness, key: &str) -> Option<String> {
-    let c = h.raw_client(Duration::from_secs(30));
-    h.rt.block_on(c.get(key.as_bytes()))
-        .unwrap_or_else(|e| panic!("get {key}: {e}\n{}", h.dump()))
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
-}
-
 fn region_id_of(h: &Harness, key: &str) -> u64 {
     h.wait_until("the region of a key", Duration::from_secs(30), |h| {
         let r =
@@ -109,22 +95,6 @@ fn region_id_of(h: &Harness, key: &str) -> u64 {
         r.leader?;
         Some(r.region?.id)
     })
-}
-
-fn split(h: &Harness, key: &str) {
-    h.wait_until("the split", Duration::from_secs(30), |h| {
-        h.rt.block_on(h.split_at(key.as_bytes())).then_some(())
-    });
-    h.wait_until(
-        "the new region to be routed",
-        Duration::from_secs(30),
-        |h| {
-            let r =
-                h.rt.block_on(h.coordinator_client().get_region(key.as_bytes()))
-                    .ok()?;
-            (r.region?.start_key == key.as_bytes() && r.leader.is_some()).then_some(())
-        },
-    );
 }
 
 /// Snapshots installed by any node of this process's harness.
@@ -138,34 +108,26 @@ fn a_repeated_write_applies_once_across_restart_split_snapshot_and_merge() {
     // One write over two keys, then later writes by others.
     let s = open_session(&h);
     assert_eq!(send(&h, &[("b/1", "x"), ("b/7", "x")], s, 1), None);
-    put(&h, "b/1", "later");
-    put(&h, "b/7", "later");
+    h.put("b/1", "later");
+    h.put("b/7", "later");
     assert_eq!(send(&h, &[("b/1", "x"), ("b/7", "x")], s, 1), None);
-    assert_eq!(get(&h, "b/1").as_deref(), Some("later"), "repeat applied");
+    assert_eq!(h.get("b/1").as_deref(), Some("later"), "repeat applied");
 
     // Every node restarts: the tables come back from RocksDB.
     for i in 0..h.node_count() {
         h.restart_node(i);
     }
     assert_eq!(send(&h, &[("b/1", "x"), ("b/7", "x")], s, 1), None);
-    assert_eq!(get(&h, "b/1").as_deref(), Some("later"), "after a restart");
+    assert_eq!(h.get("b/1").as_deref(), Some("later"), "after a restart");
 
     // A split puts the two keys in two regions; the client resends each
     // region's piece with the same sequence, and neither side applies it.
-    split(&h, "b/5");
+    h.split("b/5");
     assert_ne!(region_id_of(&h, "b/1"), region_id_of(&h, "b/7"));
     assert_eq!(send(&h, &[("b/1", "x")], s, 1), None);
     assert_eq!(send(&h, &[("b/7", "x")], s, 1), None);
-    assert_eq!(
-        get(&h, "b/1").as_deref(),
-        Some("later"),
-        "left of the split"
-    );
-    assert_eq!(
-        get(&h, "b/7").as_deref(),
-        Some("later"),
-        "right of the split"
-    );
+    assert_eq!(h.get("b/1").as_deref(), Some("later"), "left of the split");
+    assert_eq!(h.get("b/7").as_deref(), Some("later"), "right of the split");
 
     // A replica misses a write and catches up by snapshot (the log moved
     // past it), then leads: the snapshot carried the session table.
@@ -184,9 +146,9 @@ fn a_repeated_write_applies_once_across_restart_split_snapshot_and_merge() {
     h.chaos.isolate_replica(right, lagging);
     let t = open_session(&h);
     assert_eq!(send(&h, &[("b/8", "y")], t, 1), None);
-    put(&h, "b/8", "later");
+    h.put("b/8", "later");
     for i in 0..120 {
-        put(&h, &format!("b/9/{i:03}"), "filler");
+        h.put(&format!("b/9/{i:03}"), "filler");
     }
     h.chaos.heal();
     h.wait_until(
@@ -206,15 +168,15 @@ fn a_repeated_write_applies_once_across_restart_split_snapshot_and_merge() {
         },
     );
     assert_eq!(send(&h, &[("b/8", "y")], t, 1), None);
-    assert_eq!(get(&h, "b/8").as_deref(), Some("later"), "after a snapshot");
+    assert_eq!(h.get("b/8").as_deref(), Some("later"), "after a snapshot");
 
     // One write on each side of a merge, then the merge: the merged region
     // knows both.
     let (u, v) = (open_session(&h), open_session(&h));
     assert_eq!(send(&h, &[("b/2", "z")], u, 1), None);
     assert_eq!(send(&h, &[("b/6", "z")], v, 1), None);
-    put(&h, "b/2", "later");
-    put(&h, "b/6", "later");
+    h.put("b/2", "later");
+    h.put("b/6", "later");
     let left = region_id_of(&h, "b/2");
     h.wait_until("the merge", Duration::from_secs(60), |h| {
         h.rt.block_on(h.merge(right, left)).ok()
@@ -224,11 +186,11 @@ fn a_repeated_write_applies_once_across_restart_split_snapshot_and_merge() {
     });
     assert_eq!(send(&h, &[("b/2", "z")], u, 1), None);
     assert_eq!(send(&h, &[("b/6", "z")], v, 1), None);
-    assert_eq!(get(&h, "b/2").as_deref(), Some("later"), "target side");
-    assert_eq!(get(&h, "b/6").as_deref(), Some("later"), "source side");
+    assert_eq!(h.get("b/2").as_deref(), Some("later"), "target side");
+    assert_eq!(h.get("b/6").as_deref(), Some("later"), "source side");
     // The sessions' next writes still apply.
     assert_eq!(send(&h, &[("b/6", "next")], v, 2), None);
-    assert_eq!(get(&h, "b/6").as_deref(), Some("next"));
+    assert_eq!(h.get("b/6").as_deref(), Some("next"));
 }
 
 #[test]
@@ -236,20 +198,20 @@ fn a_write_of_a_forgotten_session_is_refused_by_every_replica() {
     let h = start(Some(2));
     let old = open_session(&h);
     assert_eq!(send(&h, &[("k", "old")], old, 1), None);
-    put(&h, "k", "newer");
+    h.put("k", "newer");
     // Other sessions' writes move the region clock past the idle timeout.
     h.wait_until(
         "the region to forget the idle session",
         Duration::from_secs(30),
         |h| {
-            put(h, "clock", "tick");
+            h.put("clock", "tick");
             match send(h, &[("k", "old")], old, 1) {
                 Some(Kind::SessionExpired(_)) => Some(()),
                 _ => None,
             }
         },
     );
-    assert_eq!(get(&h, "k").as_deref(), Some("newer"));
+    assert_eq!(h.get("k").as_deref(), Some("newer"));
     let region = region_id_of(&h, "k");
     for store in h.store_ids() {
         h.wait_until("leadership on each store", Duration::from_secs(60), |h| {
@@ -266,7 +228,7 @@ fn a_write_of_a_forgotten_session_is_refused_by_every_replica() {
             ),
             "store {store} must refuse the forgotten session too"
         );
-        assert_eq!(get(&h, "k").as_deref(), Some("newer"));
+        assert_eq!(h.get("k").as_deref(), Some("newer"));
     }
     // Every replica holds the same sessions once it applied as far.
     h.wait_until(
