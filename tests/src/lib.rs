@@ -309,6 +309,18 @@ impl LocalCluster {
             .unwrap_or_else(|| panic!("no process at {address}"))
     }
 
+    /// The node process serving store `store_id`, by `nokv stores`.
+    pub fn node_of_store(&self, store_id: u64) -> Process {
+        let stores = json(&self.nokv_ok(&["stores", "-o", "json"]));
+        let address = stores
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["id"].as_u64() == Some(store_id)))
+            .and_then(|s| s["address"].as_str())
+            .unwrap_or_else(|| panic!("store {store_id} is not listed: {stores}"))
+            .to_string();
+        self.node_by_address(&address)
+    }
+
     /// kill -9 a process and wait until it is gone.
     pub fn kill9(&self, name: &str) {
         self.nokv_ok(&["cluster", "stop", "--kill", name]);

@@ -80,16 +80,7 @@ fn leader_crash_loses_no_acknowledged_write_and_restarted_node_catches_up() {
     let region = first_region(&c);
     let region_id = region["id"].as_u64().unwrap();
     let leader_store = region["leader_store_id"].as_u64().unwrap();
-    let stores = json(&c.nokv_ok(&["stores", "-o", "json"]));
-    let leader_addr = stores
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"].as_u64() == Some(leader_store))
-        .and_then(|s| s["address"].as_str())
-        .expect("leader store address")
-        .to_string();
-    let victim = c.node_by_address(&leader_addr);
+    let victim = c.node_of_store(leader_store);
 
     c.kill9(&victim.name);
     let killed_at = Instant::now();

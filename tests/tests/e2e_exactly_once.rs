@@ -213,15 +213,8 @@ fn a_region_leader(c: &LocalCluster, rng: &mut impl Rng) -> Option<String> {
     let regions = json(&c.nokv_ok(&["regions", "-o", "json"]));
     let regions = regions.as_array()?.clone();
     let r = &regions[rng.random_range(0..regions.len())];
-    let store = r["leader_store_id"].as_u64()?;
-    let stores = json(&c.nokv_ok(&["stores", "-o", "json"]));
-    let addr = stores
-        .as_array()?
-        .iter()
-        .find(|s| s["id"].as_u64() == Some(store))?["address"]
-        .as_str()?
-        .to_string();
-    Some(c.node_by_address(&addr).name)
+    let store = r["leader_store_id"].as_u64().filter(|s| *s != 0)?;
+    Some(c.node_of_store(store).name)
 }
 
 /// Sum of the session-duplicate counters of the running nodes.

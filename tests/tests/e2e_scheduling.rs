@@ -142,15 +142,6 @@ fn assert_keys(c: &LocalCluster, n: u32) {
 }
 
 /// The node process holding store `id`.
-fn node_of_store(c: &LocalCluster, id: u64) -> String {
-    let s = stores(c)
-        .into_iter()
-        .find(|s| s["id"] == id)
-        .expect("store listed");
-    c.node_by_address(s["address"].as_str().expect("address"))
-        .name
-}
-
 const FAST_SCHEDULING: &str = "coordinator_config:\n  schedule_interval_ms: 200\n";
 
 #[test]
@@ -178,7 +169,7 @@ fn replicas_on_a_down_store_are_replaced_on_the_remaining_stores() {
         .iter()
         .max_by_key(|(id, n)| (**n, **id))
         .expect("a store");
-    c.kill9(&node_of_store(&c, victim));
+    c.kill9(&c.node_of_store(victim).name);
     let killed = Instant::now();
     // Leaders report the dead store's replicas as down peers (after
     // max_peer_down_secs), before the store counts as Down.
@@ -415,7 +406,7 @@ fn operators_added_by_hand_are_listed_cancelled_and_time_out() {
 
     // A step that cannot finish: leadership to a killed store's replica.
     let dead = followers[1];
-    c.kill9(&node_of_store(&c, dead));
+    c.kill9(&c.node_of_store(dead).name);
     let op = operator(
         &c,
         &[

@@ -328,15 +328,7 @@ fn log_gc_keeps_the_log_bounded_and_a_lagging_follower_catches_up_by_snapshot() 
     let leader_store = json(&c.nokv_ok(&["regions", "-o", "json"]))[0]["leader_store_id"]
         .as_u64()
         .unwrap();
-    let stores = json(&c.nokv_ok(&["stores", "-o", "json"]));
-    let leader_addr = stores
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"].as_u64() == Some(leader_store))
-        .and_then(|s| s["address"].as_str())
-        .unwrap()
-        .to_string();
+    let leader_addr = c.node_of_store(leader_store).grpc;
     let follower = nodes
         .iter()
         .find(|p| p.grpc != leader_addr)
