@@ -12,6 +12,8 @@
 //! - [`execution`]: a store's execution diagnostics.
 //! - [`raw`]: the raw KV API.
 //! - [`txn`]: the transactional KV API.
+//! - [`kv`]: what the raw and transactional commands share (scan range
+//!   flags, printing values and pairs).
 //! - [`bench`]: the load generator.
 //! - [`top`]: the live terminal dashboard.
 //! - [`doctor`]: health checks with suggested commands.
@@ -30,6 +32,7 @@ mod control;
 mod doctor;
 mod execution;
 mod inspect;
+mod kv;
 mod output;
 mod raw;
 mod schedule;
@@ -144,20 +147,8 @@ enum Command {
     },
     /// List pairs in [START, END) at a fresh snapshot.
     Scan {
-        /// First key (inclusive); empty = beginning. With --reverse, the
-        /// exclusive upper bound; empty = end.
-        #[arg(long, default_value = "")]
-        start: String,
-        /// Last key (exclusive); empty = end. With --reverse, the inclusive
-        /// lower bound.
-        #[arg(long, default_value = "")]
-        end: String,
-        /// Most pairs to return.
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-        /// Descending order.
-        #[arg(long)]
-        reverse: bool,
+        #[command(flatten)]
+        range: kv::ScanRange,
     },
     /// A store's execution diagnostics: admissions, transitions, restart.
     Execution {
@@ -405,21 +396,8 @@ fn run(cli: Cli, sources: Sources) -> anyhow::Result<i32> {
             Command::Delete { key } => {
                 txn::write(&txn_client(coordinator()?), key, None, cli.output).await
             }
-            Command::Scan {
-                start,
-                end,
-                limit,
-                reverse,
-            } => {
-                txn::scan(
-                    &txn_client(coordinator()?),
-                    start,
-                    end,
-                    limit,
-                    reverse,
-                    cli.output,
-                )
-                .await
+            Command::Scan { range } => {
+                txn::scan(&txn_client(coordinator()?), range, cli.output).await
             }
             Command::Bench(args) => bench::run(
                 RawClient::with_coordinator(coordinator()?),

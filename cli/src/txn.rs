@@ -6,14 +6,8 @@
 use nokv_client::TxnClient;
 use serde::Serialize;
 
+use crate::kv::{self, ScanRange};
 use crate::output::{self, Format};
-use crate::raw::EXIT_NOT_FOUND;
-
-#[derive(Serialize)]
-struct Pair {
-    key: String,
-    value: String,
-}
 
 #[derive(Serialize)]
 struct Committed {
@@ -39,20 +33,8 @@ fn print_commit(format: Format, start_ts: u64, commit_ts: u64) -> anyhow::Result
 /// `nokv get KEY`; exit code 3 if absent.
 pub async fn get(client: &TxnClient, key: String, format: Format) -> anyhow::Result<i32> {
     let txn = client.begin().await?;
-    match txn.get(key.as_bytes()).await? {
-        Some(v) => {
-            let v = String::from_utf8_lossy(&v).to_string();
-            match format {
-                Format::Table => println!("{v}"),
-                _ => output::emit(format, &Pair { key, value: v }, || output::table(&[]))?,
-            }
-            Ok(0)
-        }
-        None => {
-            eprintln!("key not found: {key}");
-            Ok(EXIT_NOT_FOUND)
-        }
-    }
+    let value = txn.get(key.as_bytes()).await?;
+    kv::print_value(format, key, value)
 }
 
 /// `nokv put KEY VALUE` or `nokv delete KEY` (value `None`).
@@ -77,31 +59,16 @@ pub async fn write(
 }
 
 /// `nokv scan`.
-pub async fn scan(
-    client: &TxnClient,
-    start: String,
-    end: String,
-    limit: u32,
-    reverse: bool,
-    format: Format,
-) -> anyhow::Result<i32> {
+pub async fn scan(client: &TxnClient, range: ScanRange, format: Format) -> anyhow::Result<i32> {
     let txn = client.begin().await?;
     let pairs = txn
-        .scan(start.as_bytes(), end.as_bytes(), limit, reverse)
+        .scan(
+            range.start.as_bytes(),
+            range.end.as_bytes(),
+            range.limit,
+            range.reverse,
+        )
         .await?;
-    let rows: Vec<Pair> = pairs
-        .into_iter()
-        .map(|(k, v)| Pair {
-            key: output::key(&k, ""),
-            value: String::from_utf8_lossy(&v).to_string(),
-        })
-        .collect();
-    output::emit(format, &rows, || {
-        let mut t = output::table(&["KEY", "VALUE"]);
-        for r in &rows {
-            t.add_row(vec![r.key.clone(), r.value.clone()]);
-        }
-        t
-    })?;
+    kv::print_pairs(format, pairs)?;
     Ok(0)
 }

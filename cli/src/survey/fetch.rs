@@ -5,7 +5,7 @@
 //! survey.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nokv_client::coordinator::HasHeader;
 use nokv_client::CoordinatorClient;
@@ -18,7 +18,6 @@ use nokv_proto::metapb::StoreState;
 
 use super::assemble::{assemble_region, member, operator, store};
 use super::model::{Member, Operators, Region, Store, Survey};
-use super::now_ms;
 use crate::status_http::{self, RequestTotals};
 
 /// The longest a single store call of a survey may take. A survey runs
@@ -44,6 +43,14 @@ impl Scope {
         metrics: true,
         operators: true,
     };
+}
+
+/// Wall clock in unix ms.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Surveys the cluster.

@@ -23,15 +23,5 @@ mod fetch;
 pub(crate) mod fixture;
 mod model;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-pub use fetch::{collect, region, Scope};
+pub use fetch::{collect, now_ms, region, Scope};
 pub use model::{FlowRates, Operator, Operators, Peer, Region, Store, Survey};
-
-/// Wall clock in unix ms.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
