@@ -352,17 +352,27 @@ pub fn clock(ms: u64) -> String {
 }
 
 #[cfg(test)]
+impl State {
+    /// What the tests start from: polls every 2 s, a lag threshold of 100
+    /// entries, showing `view` of `survey` (`None`: nothing polled yet).
+    pub(crate) fn for_tests(survey: Option<Survey>, view: View) -> Self {
+        let mut s = State::new(Settings {
+            interval: Duration::from_secs(2),
+            lag_threshold: 100,
+        });
+        s.survey = survey;
+        s.view = view;
+        s
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::survey::fixture;
 
     fn state() -> State {
-        let mut s = State::new(Settings {
-            interval: Duration::from_secs(2),
-            lag_threshold: 100,
-        });
-        s.survey = Some(fixture::survey());
-        s
+        State::for_tests(Some(fixture::survey()), View::Overview)
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! time of the poll that saw it.
 
 use ratatui::layout::{Constraint, Rect};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
+use super::table::render_selectable;
 use crate::top::state::{clock, EventKind, State};
 use crate::top::theme;
 
@@ -48,28 +49,21 @@ pub fn render(state: &State, frame: &mut Frame, area: Rect) {
         ],
     )
     .header(header)
-    .row_highlight_style(theme::SELECTED)
     .block(block);
-    let mut ts = TableState::default().with_selected(Some(state.selected()));
-    frame.render_stateful_widget(table, area, &mut ts);
+    render_selectable(state, frame, area, table);
 }
 
 #[cfg(test)]
 mod tests {
     use crate::survey::fixture;
-    use crate::top::state::{Settings, State, View};
+    use crate::top::state::{State, View};
     use crate::top::update::{update, Message};
     use crate::top::view::testing::*;
     use nokv_proto::metapb::StoreState;
-    use std::time::Duration;
 
     #[test]
     fn events_from_successive_polls_are_listed_newest_first() {
-        let mut s = State::new(Settings {
-            interval: Duration::from_secs(2),
-            lag_threshold: 100,
-        });
-        s.view = View::Events;
+        let mut s = State::for_tests(None, View::Events);
         let a = fixture::survey();
         let mut b = a.clone();
         b.taken_at_ms += 1_000;
@@ -98,12 +92,7 @@ mod tests {
 
     #[test]
     fn no_events_is_said() {
-        let mut s = State::new(Settings {
-            interval: Duration::from_secs(2),
-            lag_threshold: 100,
-        });
-        s.survey = Some(fixture::survey());
-        s.view = View::Events;
+        let s = State::for_tests(Some(fixture::survey()), View::Events);
         assert!(screen(&draw(&s, 80, 24)).contains("no changes seen yet"));
     }
 }

@@ -6,11 +6,13 @@
 //! - [`regions`]: the region table and the selected region's peers.
 //! - [`operators`]: scheduling operators, or why there are none.
 //! - [`events`]: changes seen between polls.
+//! - `table.rs`: the selectable table the list views share.
 
 pub mod events;
 pub mod operators;
 pub mod overview;
 pub mod regions;
+mod table;
 
 use nokv_proto::metapb::StoreState;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -207,17 +209,11 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::*;
     use crate::survey::fixture;
-    use crate::top::state::{PollError, Settings, State, View};
+    use crate::top::state::{PollError, State, View};
     use crate::top::theme;
-    use std::time::Duration;
 
     fn state() -> State {
-        let mut s = State::new(Settings {
-            interval: Duration::from_secs(2),
-            lag_threshold: 100,
-        });
-        s.survey = Some(fixture::survey());
-        s
+        State::for_tests(Some(fixture::survey()), View::Overview)
     }
 
     #[test]

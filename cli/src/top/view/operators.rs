@@ -6,9 +6,10 @@
 
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState, Wrap};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
+use super::table::render_selectable;
 use crate::survey::{Operator, Operators};
 use crate::top::state::State;
 use crate::top::theme;
@@ -88,29 +89,21 @@ fn render_table(state: &State, ops: &[Operator], frame: &mut Frame, area: Rect, 
         ],
     )
     .header(header)
-    .row_highlight_style(theme::SELECTED)
     .block(block);
-    let mut ts = TableState::default().with_selected(Some(state.selected()));
-    frame.render_stateful_widget(table, area, &mut ts);
+    render_selectable(state, frame, area, table);
 }
 
 #[cfg(test)]
 mod tests {
     use crate::survey::{fixture, Operator, Operators};
-    use crate::top::state::{Settings, State, View};
+    use crate::top::state::{State, View};
     use crate::top::theme;
     use crate::top::view::testing::*;
-    use std::time::Duration;
 
     fn state(ops: Operators) -> State {
-        let mut s = State::new(Settings {
-            interval: Duration::from_secs(2),
-            lag_threshold: 100,
-        });
         let mut sv = fixture::survey();
         sv.operators = ops;
-        s.survey = Some(sv);
-        s.view = View::Operators;
+        let mut s = State::for_tests(Some(sv), View::Operators);
         s.now_ms = 10_000;
         s
     }

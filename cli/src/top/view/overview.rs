@@ -6,9 +6,10 @@
 use nokv_proto::metapb::StoreState;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table, TableState};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table};
 use ratatui::Frame;
 
+use super::table::render_selectable;
 use crate::output;
 use crate::survey::Survey;
 use crate::top::state::State;
@@ -122,10 +123,8 @@ fn render_stores(state: &State, s: &Survey, frame: &mut Frame, area: Rect) {
         ],
     )
     .header(header)
-    .row_highlight_style(theme::SELECTED)
     .block(Block::default().borders(Borders::TOP).title("Stores"));
-    let mut ts = TableState::default().with_selected(Some(state.selected()));
-    frame.render_stateful_widget(table, area, &mut ts);
+    render_selectable(state, frame, area, table);
 }
 
 fn avail_percent(available: u64, capacity: u64) -> String {
@@ -184,17 +183,13 @@ fn render_rates(state: &State, s: &Survey, frame: &mut Frame, area: Rect) {
 #[cfg(test)]
 mod tests {
     use crate::survey::fixture;
-    use crate::top::state::{Settings, State};
+    use crate::top::state::{State, View};
     use crate::top::theme;
     use crate::top::update::{update, Message};
     use crate::top::view::testing::*;
-    use std::time::Duration;
 
     fn state() -> State {
-        let mut s = State::new(Settings {
-            interval: Duration::from_secs(2),
-            lag_threshold: 100,
-        });
+        let mut s = State::for_tests(None, View::Overview);
         let mut a = fixture::survey();
         update(&mut s, Message::Data(Box::new(a.clone())));
         for _ in 0..3 {

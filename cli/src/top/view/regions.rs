@@ -6,11 +6,12 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use nokv_proto::metapb::PeerRole;
 
+use super::table::render_selectable;
 use crate::output;
 use crate::survey::{Peer, Region};
 use crate::top::state::State;
@@ -150,10 +151,8 @@ fn render_table(state: &State, regions: &[&Region], frame: &mut Frame, area: Rec
         ],
     )
     .header(header)
-    .row_highlight_style(theme::SELECTED)
     .block(Block::default().borders(Borders::TOP).title(title));
-    let mut ts = TableState::default().with_selected(Some(state.selected()));
-    frame.render_stateful_widget(table, area, &mut ts);
+    render_selectable(state, frame, area, table);
 }
 
 fn index(v: Option<u64>) -> String {
@@ -225,19 +224,12 @@ fn render_peers(state: &State, r: &Region, frame: &mut Frame, area: Rect) {
 #[cfg(test)]
 mod tests {
     use crate::survey::fixture;
-    use crate::top::state::{Settings, State, View};
+    use crate::top::state::{State, View};
     use crate::top::theme;
     use crate::top::view::testing::*;
-    use std::time::Duration;
 
     fn state() -> State {
-        let mut s = State::new(Settings {
-            interval: Duration::from_secs(2),
-            lag_threshold: 100,
-        });
-        s.survey = Some(fixture::survey());
-        s.view = View::Regions;
-        s
+        State::for_tests(Some(fixture::survey()), View::Regions)
     }
 
     #[test]
