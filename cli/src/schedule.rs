@@ -5,14 +5,11 @@
 
 use anyhow::{anyhow, bail};
 use clap::Subcommand;
-use nokv_client::coordinator::HasHeader;
 use nokv_client::CoordinatorClient;
 use nokv_proto::coordinatorpb::{
-    change_peer, operator_step::Step, AddOperatorRequest, AddOperatorResponse,
-    CancelOperatorRequest, CancelOperatorResponse, ChangePeer, DeleteStoreRequest,
-    DeleteStoreResponse, GetOperatorsRequest, GetOperatorsResponse, GetSchedulersRequest,
-    GetSchedulersResponse, MergeRegion, Operator, OperatorState, OperatorStep,
-    PauseSchedulerRequest, PauseSchedulerResponse, ResponseHeader, SplitRegion, TransferLeader,
+    change_peer, operator_step::Step, AddOperatorRequest, CancelOperatorRequest, ChangePeer,
+    DeleteStoreRequest, GetSchedulersRequest, MergeRegion, Operator, OperatorState, OperatorStep,
+    PauseSchedulerRequest, SplitRegion, TransferLeader,
 };
 use nokv_proto::metapb::{Peer, Region};
 use serde::Serialize;
@@ -150,23 +147,6 @@ fn parse_step(s: &str) -> Result<OperatorStep, String> {
     })
 }
 
-macro_rules! answer {
-    ($name:ident, $t:ty) => {
-        struct $name($t);
-        impl HasHeader for $name {
-            fn header(&self) -> Option<&ResponseHeader> {
-                self.0.header.as_ref()
-            }
-        }
-    };
-}
-answer!(Operators, GetOperatorsResponse);
-answer!(Added, AddOperatorResponse);
-answer!(Cancelled, CancelOperatorResponse);
-answer!(Schedulers, GetSchedulersResponse);
-answer!(Paused, PauseSchedulerResponse);
-answer!(Deleted, DeleteStoreResponse);
-
 /// One step of an operator as shown.
 #[derive(Debug, Serialize)]
 pub struct StepRow {
@@ -267,25 +247,6 @@ fn operator_row(o: &Operator) -> OperatorRow {
     }
 }
 
-async fn list_operators(
-    c: &CoordinatorClient,
-    region_id: u64,
-    history: bool,
-) -> anyhow::Result<Vec<Operator>> {
-    let Operators(resp) = c
-        .call(|mut g, t| async move {
-            let mut req = tonic::Request::new(GetOperatorsRequest {
-                header: None,
-                region_id,
-                include_history: history,
-            });
-            req.set_timeout(t);
-            g.get_operators(req).await.map(|r| r.map(Operators))
-        })
-        .await?;
-    Ok(resp.operators)
-}
-
 fn operators_table(rows: &[OperatorRow]) -> comfy_table::Table {
     let mut t = output::table(&[
         "ID", "REGION", "KIND", "SOURCE", "STATE", "STEP", "STEPS", "MESSAGE",
@@ -337,7 +298,8 @@ pub async fn operator(
 ) -> anyhow::Result<()> {
     match cmd {
         OperatorCmd::List { region, history } => {
-            let rows: Vec<OperatorRow> = list_operators(c, region.unwrap_or(0), history)
+            let rows: Vec<OperatorRow> = c
+                .get_operators(region.unwrap_or(0), history)
                 .await?
                 .iter()
                 .map(operator_row)
@@ -345,7 +307,8 @@ pub async fn operator(
             output::emit(format, &rows, || operators_table(&rows))
         }
         OperatorCmd::Show { id } => {
-            let op = list_operators(c, 0, true)
+            let op = c
+                .get_operators(0, true)
                 .await?
                 .into_iter()
                 .rfind(|o| o.id == id)
@@ -365,7 +328,7 @@ pub async fn operator(
             for s in &mut steps {
                 s.timeout_ms = (step_timeout * 1000.0) as u64;
             }
-            let Added(resp) = c
+            let resp = c
                 .call(|mut g, t| {
                     let steps = steps.clone();
                     async move {
@@ -375,7 +338,7 @@ pub async fn operator(
                             steps,
                         });
                         req.set_timeout(t);
-                        g.add_operator(req).await.map(|r| r.map(Added))
+                        g.add_operator(req).await
                     }
                 })
                 .await?;
@@ -391,10 +354,11 @@ pub async fn operator(
                     operator_id: id,
                 });
                 req.set_timeout(t);
-                g.cancel_operator(req).await.map(|r| r.map(Cancelled))
+                g.cancel_operator(req).await
             })
             .await?;
-            let op = list_operators(c, 0, true)
+            let op = c
+                .get_operators(0, true)
                 .await?
                 .into_iter()
                 .rfind(|o| o.id == id)
@@ -438,16 +402,16 @@ pub async fn scheduler(
                     pause,
                 });
                 req.set_timeout(t);
-                g.pause_scheduler(req).await.map(|r| r.map(Paused))
+                g.pause_scheduler(req).await
             }
         })
         .await?;
     }
-    let Schedulers(resp) = c
+    let resp = c
         .call(|mut g, t| async move {
             let mut req = tonic::Request::new(GetSchedulersRequest { header: None });
             req.set_timeout(t);
-            g.get_schedulers(req).await.map(|r| r.map(Schedulers))
+            g.get_schedulers(req).await
         })
         .await?;
     let rows: Vec<SchedulerRow> = resp
@@ -492,7 +456,7 @@ pub async fn store(c: &CoordinatorClient, cmd: StoreCmd, format: Format) -> anyh
             store_id: id,
         });
         req.set_timeout(t);
-        g.delete_store(req).await.map(|r| r.map(Deleted))
+        g.delete_store(req).await
     })
     .await?;
     let state = c

@@ -536,6 +536,27 @@ impl CoordinatorClient {
             .await?;
         Ok(r.regions)
     }
+
+    /// Scheduling operators in flight (`region_id` 0: of every region)
+    /// and, with `include_history`, the recently finished ones.
+    pub async fn get_operators(
+        &self,
+        region_id: u64,
+        include_history: bool,
+    ) -> Result<Vec<Operator>> {
+        let r = self
+            .call(|mut c, t| async move {
+                let mut req = tonic::Request::new(GetOperatorsRequest {
+                    header: None,
+                    region_id,
+                    include_history,
+                });
+                req.set_timeout(t);
+                c.get_operators(req).await
+            })
+            .await?;
+        Ok(r.operators)
+    }
 }
 
 #[cfg(test)]

@@ -7,13 +7,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nokv_client::coordinator::HasHeader;
 use nokv_client::CoordinatorClient;
 use nokv_proto::adminpb::admin_client::AdminClient;
 use nokv_proto::adminpb::{RegionStatus, RegionStatusRequest};
-use nokv_proto::coordinatorpb::{
-    GetOperatorsRequest, GetOperatorsResponse, RegionInfo, ResponseHeader,
-};
+use nokv_proto::coordinatorpb::RegionInfo;
 use nokv_proto::metapb::StoreState;
 
 use super::assemble::{assemble_region, member, operator, store};
@@ -250,31 +247,11 @@ async fn probe_store(
     }
 }
 
-/// `GetOperatorsResponse` seen through the client's header handling.
-struct OperatorsAnswer(GetOperatorsResponse);
-
-impl HasHeader for OperatorsAnswer {
-    fn header(&self) -> Option<&ResponseHeader> {
-        self.0.header.as_ref()
-    }
-}
-
+/// The operators, running and recently finished, or why they could not be
+/// listed.
 async fn operators(client: &CoordinatorClient) -> Operators {
-    let answer = client
-        .call(|mut c, t| async move {
-            let mut req = tonic::Request::new(GetOperatorsRequest {
-                header: None,
-                region_id: 0,
-                include_history: true,
-            });
-            req.set_timeout(t);
-            c.get_operators(req).await.map(|r| r.map(OperatorsAnswer))
-        })
-        .await;
-    match answer {
+    match client.get_operators(0, true).await {
         Err(e) => Operators::Unavailable(crate::describe(&anyhow::Error::new(e))),
-        Ok(OperatorsAnswer(resp)) => {
-            Operators::Listed(resp.operators.into_iter().map(operator).collect())
-        }
+        Ok(ops) => Operators::Listed(ops.into_iter().map(operator).collect()),
     }
 }
