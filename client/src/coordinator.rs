@@ -14,6 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::backoff::Backoff;
 use crate::{Error, Result};
+use nokv_proto::poison::MutexExt;
 
 /// Responses that carry a coordinator `ResponseHeader`.
 pub trait HasHeader {
@@ -125,7 +126,7 @@ impl CoordinatorClient {
     pub fn with_tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
         // A channel cached before this call would be plaintext.
-        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = LeaderCache::default();
+        *self.leader.lock_unpoisoned() = LeaderCache::default();
         self
     }
 
@@ -154,15 +155,11 @@ impl CoordinatorClient {
     }
 
     fn cached_leader(&self) -> Option<Channel> {
-        self.leader
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .channel
-            .clone()
+        self.leader.lock_unpoisoned().channel.clone()
     }
 
     fn set_leader(&self, addr: Option<String>) {
-        let mut l = self.leader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut l = self.leader.lock_unpoisoned();
         l.channel = addr
             .as_deref()
             .and_then(|a| self.channel_to(a, self.timeout).ok());

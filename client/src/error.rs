@@ -1,7 +1,8 @@
 //! Errors the client surfaces to applications, and how a store's answer
 //! becomes one: a transaction's [`KeyError`] is turned into an [`crate::Error`]
 //! here and nowhere else (`From<KeyError>`), including why a transaction
-//! was aborted ([`AbortReason`]), so no caller ever reads an error's text.
+//! was aborted ([`AbortReason`], from the store's typed
+//! `KeyError.abort_reason`), so no caller ever reads an error's text.
 
 use nokv_proto::errorpb::RegionError;
 use nokv_proto::kvrpcpb::KeyError;
@@ -124,17 +125,15 @@ impl AbortReason {
         self == AbortReason::RolledBack
     }
 
-    /// The reason of an abort the store gave only as text
-    /// (`KeyError.abort`, the store's `MvccError` display). This is the one
-    /// place the client reads an error's words, until the store's answer
-    /// carries the reason typed.
-    fn of_abort_text(text: &str) -> Self {
-        if text.contains("rolled back") {
-            AbortReason::RolledBack
-        } else if text.contains("already committed") {
-            AbortReason::AlreadyCommitted
-        } else {
-            AbortReason::Other
+    /// The reason the store typed into `KeyError.abort_reason`.
+    fn of_store(reason: nokv_proto::kvrpcpb::AbortReason) -> Self {
+        use nokv_proto::kvrpcpb::AbortReason as Store;
+        match reason {
+            Store::RolledBack => AbortReason::RolledBack,
+            Store::AlreadyCommitted => AbortReason::AlreadyCommitted,
+            Store::ReadBelowSafePoint | Store::InvalidCommitVersion | Store::AbortUnspecified => {
+                AbortReason::Other
+            }
         }
     }
 }
@@ -187,7 +186,7 @@ impl From<KeyError> for Error {
         if !e.abort.is_empty() {
             let reason = match e.txn_not_found {
                 Some(_) => AbortReason::TxnNotFound,
-                None => AbortReason::of_abort_text(&e.abort),
+                None => AbortReason::of_store(e.abort_reason()),
             };
             return aborted(reason, e.abort);
         }
@@ -265,6 +264,7 @@ mod tests {
     fn a_rolled_back_transaction_is_retryable_and_other_aborts_are_not() {
         let rolled = Error::from(KeyError {
             abort: "transaction 7 was rolled back".into(),
+            abort_reason: nokv_proto::kvrpcpb::AbortReason::RolledBack as i32,
             ..Default::default()
         });
         assert!(rolled.is_retryable());
@@ -276,6 +276,7 @@ mod tests {
 
         let committed = Error::from(KeyError {
             abort: "transaction 7 is already committed at 9".into(),
+            abort_reason: nokv_proto::kvrpcpb::AbortReason::AlreadyCommitted as i32,
             ..Default::default()
         });
         assert!(!committed.is_retryable());
@@ -283,8 +284,15 @@ mod tests {
 
         let safe_point = abort(Error::from(KeyError {
             abort: "read timestamp 3 is below the GC safe point 5".into(),
+            abort_reason: nokv_proto::kvrpcpb::AbortReason::ReadBelowSafePoint as i32,
             ..Default::default()
         }));
+        // The words alone decide nothing.
+        let words_only = abort(Error::from(KeyError {
+            abort: "transaction 7 was rolled back".into(),
+            ..Default::default()
+        }));
+        assert_eq!(words_only.reason, AbortReason::Other);
         assert_eq!(safe_point.reason, AbortReason::Other);
     }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use nokv_proto::metapb::{Peer, Region};
+use nokv_proto::poison::RwLockExt;
 
 /// A region and the peer believed to lead it.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,14 +55,14 @@ impl RegionCache {
 
     /// The cached route containing `key`.
     pub fn locate(&self, key: &[u8]) -> Option<RegionRoute> {
-        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let routes = self.routes.read_unpoisoned();
         let (_, r) = routes.range(..=key.to_vec()).next_back()?;
         r.contains(key).then(|| r.clone())
     }
 
     /// Inserts a route, evicting cached routes that overlap it.
     pub fn insert(&self, route: RegionRoute) {
-        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let mut routes = self.routes.write_unpoisoned();
         let start = route.region.start_key.clone();
         let end = route.region.end_key.clone();
         routes.retain(|_, r| {
@@ -74,13 +75,13 @@ impl RegionCache {
 
     /// Forgets a region (its epoch or placement changed).
     pub fn invalidate(&self, region_id: u64) {
-        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let mut routes = self.routes.write_unpoisoned();
         routes.retain(|_, r| r.region.id != region_id);
     }
 
     /// Records a new leader for a region.
     pub fn update_leader(&self, region_id: u64, leader: Peer) {
-        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let mut routes = self.routes.write_unpoisoned();
         for r in routes.values_mut() {
             if r.region.id == region_id {
                 r.leader = Some(leader);
@@ -91,7 +92,7 @@ impl RegionCache {
     /// Moves the believed leader to the next peer (the current one is
     /// unreachable or does not know the leader).
     pub fn rotate_leader(&self, region_id: u64) {
-        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let mut routes = self.routes.write_unpoisoned();
         for r in routes.values_mut() {
             if r.region.id != region_id || r.region.peers.is_empty() {
                 continue;

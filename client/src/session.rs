@@ -23,6 +23,7 @@ use nokv_proto::kvrpcpb::WriteSession;
 
 use crate::tso::TsoBatcher;
 use crate::Result;
+use nokv_proto::poison::MutexExt;
 
 /// How a [`crate::RawClient`] writes and retries.
 #[derive(Debug, Clone)]
@@ -79,7 +80,7 @@ impl SessionPool {
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Lane>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        self.idle.lock_unpoisoned()
     }
 
     /// A lane for one write: an idle one young enough, or a new session.

@@ -26,6 +26,7 @@ use crate::backoff::Backoff;
 use crate::region_cache::RegionRoute;
 use crate::session::{refused_for_certain, WriteTicket};
 use crate::{Error, Result};
+use nokv_proto::poison::MutexExt;
 
 /// Responses that may carry a region error.
 pub trait HasRegionError {
@@ -104,12 +105,7 @@ impl RawClient {
     }
 
     async fn store_channel(&self, store_id: u64) -> Result<Channel> {
-        let cached = self
-            .stores
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&store_id)
-            .cloned();
+        let cached = self.stores.lock_unpoisoned().get(&store_id).cloned();
         let addr = match cached {
             Some(a) => a,
             None => {
@@ -118,14 +114,11 @@ impl RawClient {
                     .store
                     .map(|s| s.address)
                     .ok_or_else(|| Error::StoreUnavailable(format!("store {store_id} unknown")))?;
-                self.stores
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(store_id, addr.clone());
+                self.stores.lock_unpoisoned().insert(store_id, addr.clone());
                 addr
             }
         };
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = self.channels.lock_unpoisoned();
         if let Some(ch) = channels.get(&addr) {
             return Ok(ch.clone());
         }
@@ -135,16 +128,8 @@ impl RawClient {
     }
 
     fn forget_store(&self, store_id: u64) {
-        if let Some(addr) = self
-            .stores
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&store_id)
-        {
-            self.channels
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&addr);
+        if let Some(addr) = self.stores.lock_unpoisoned().remove(&store_id) {
+            self.channels.lock_unpoisoned().remove(&addr);
         }
     }
 

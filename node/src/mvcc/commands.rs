@@ -239,6 +239,7 @@ pub fn commit(
                     "commit_version {} must be above start_version {}",
                     r.commit_version, r.start_version
                 ),
+                abort_reason: AbortReason::InvalidCommitVersion as i32,
                 ..Default::default()
             }),
             commit_version: 0,

@@ -3,8 +3,8 @@
 //! the store's problem.
 
 use nokv_proto::kvrpcpb::{
-    AlreadyExist, Assertion, AssertionFailed, CommitTsExpired, KeyError, LockInfo, TxnNotFound,
-    WriteConflict,
+    AbortReason, AlreadyExist, Assertion, AssertionFailed, CommitTsExpired, KeyError, LockInfo,
+    TxnNotFound, WriteConflict,
 };
 
 /// Result of an MVCC operation.
@@ -159,8 +159,13 @@ impl MvccError {
                 });
                 e.abort = self.to_string();
             }
-            MvccError::RolledBack { .. } | MvccError::Committed { .. } => {
-                e.abort = self.to_string()
+            MvccError::RolledBack { .. } => {
+                e.abort = self.to_string();
+                e.set_abort_reason(AbortReason::RolledBack);
+            }
+            MvccError::Committed { .. } => {
+                e.abort = self.to_string();
+                e.set_abort_reason(AbortReason::AlreadyCommitted);
             }
             MvccError::Engine(_) | MvccError::Corrupted(_) => return None,
         }

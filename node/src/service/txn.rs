@@ -62,6 +62,7 @@ impl KvService {
             abort: format!(
                 "read timestamp {ts} is below the GC safe point {sp}: the versions it needs may be collected"
             ),
+            abort_reason: AbortReason::ReadBelowSafePoint as i32,
             ..Default::default()
         })
     }
