@@ -8,13 +8,21 @@
 //! ([`InMemoryRaft::lead`], [`InMemoryRaft::follow`]); a new handle leads
 //! term 1 and is ready. [`InMemoryRaft::refuse_proposals`] makes every
 //! proposal fail, as a raft group that lost its quorum would.
+//!
+//! Dropping the stand-in stops its thread and waits for it, so the scratch
+//! RocksDB is closed before the test's process exits: a DB closed on a
+//! detached thread races RocksDB's own teardown at exit and can crash the
+//! process after the test has passed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
 
 use nokv_consensus::peer::ProposeError;
 use rocksdb::WriteBatch;
+
+use nokv_proto::raft_serverpb::RaftMessage;
 
 use super::{Leadership, LoopMsg, RaftHandle};
 use crate::state::{ClusterState, CF_STATE};
@@ -25,6 +33,8 @@ pub(crate) struct InMemoryRaft {
     /// The handle the code under test uses.
     pub(crate) handle: RaftHandle,
     refuse: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    apply: Option<JoinHandle<()>>,
 }
 
 impl InMemoryRaft {
@@ -42,10 +52,15 @@ impl InMemoryRaft {
             log_state: Arc::new(RwLock::new((0, 0))),
         };
         let refusing = refuse.clone();
-        std::thread::spawn(move || {
-            // Keeps the scratch directory until the last handle is gone.
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let apply = std::thread::spawn(move || {
+            // Keeps the scratch directory until the thread ends.
             let _dir = dir;
             while let Ok(msg) = rx.recv() {
+                if stopping.load(Ordering::Acquire) {
+                    break;
+                }
                 let LoopMsg::Propose(cmd, cb) = msg else {
                     continue;
                 };
@@ -61,7 +76,12 @@ impl InMemoryRaft {
                 cb(result);
             }
         });
-        let raft = InMemoryRaft { handle, refuse };
+        let raft = InMemoryRaft {
+            handle,
+            refuse,
+            stop,
+            apply: Some(apply),
+        };
         raft.lead(1);
         raft
     }
@@ -92,5 +112,16 @@ impl InMemoryRaft {
 
     fn set(&self, leadership: Leadership) {
         *self.handle.leadership.write_unpoisoned() = leadership;
+    }
+}
+
+impl Drop for InMemoryRaft {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Any message wakes the thread; it sees the flag and ends.
+        let _ = self.handle.tx.send(LoopMsg::Raft(RaftMessage::default()));
+        if let Some(apply) = self.apply.take() {
+            let _ = apply.join();
+        }
     }
 }

@@ -3,7 +3,9 @@
 //! notices a dead leader's store. The replica's own sleep state is
 //! `peer::hibernation`.
 
+use crate::raftstore::peer::Peer;
 use crate::raftstore::store::Raftstore;
+use nokv_proto::metapb::Peer as PeerMeta;
 use nokv_proto::metapb::{self};
 use nokv_proto::raft_serverpb::{HibernateSignal, RaftMessage};
 use tracing::debug;
@@ -16,16 +18,7 @@ impl Raftstore {
         };
         let (index, term) = p.last_log();
         for other in p.region.peers.iter().filter(|o| o.id != p.meta.id) {
-            let env = RaftMessage {
-                region_id,
-                from_peer: Some(p.meta),
-                to_peer: Some(*other),
-                region_epoch: p.region.epoch,
-                hibernate: HibernateSignal::HibernateRequest as i32,
-                hibernate_index: index,
-                hibernate_term: term,
-                ..Default::default()
-            };
+            let env = signal(p, *other, HibernateSignal::HibernateRequest, (index, term));
             self.transport.send(other.store_id, env);
         }
     }
@@ -48,16 +41,7 @@ impl Raftstore {
                     return;
                 }
                 p.hibernation.asleep = true;
-                let ack = RaftMessage {
-                    region_id: env.region_id,
-                    from_peer: Some(p.meta),
-                    to_peer: Some(from),
-                    region_epoch: p.region.epoch,
-                    hibernate: HibernateSignal::HibernateAck as i32,
-                    hibernate_index: index,
-                    hibernate_term: term,
-                    ..Default::default()
-                };
+                let ack = signal(p, from, HibernateSignal::HibernateAck, (index, term));
                 self.transport.send(from.store_id, ack);
             }
             HibernateSignal::HibernateAck => {
@@ -108,5 +92,20 @@ impl Raftstore {
             };
             self.transport.send(store, ping);
         }
+    }
+}
+
+/// A hibernation message from `p` to `to` about the log ending at
+/// `(index, term)`.
+fn signal(p: &Peer, to: PeerMeta, kind: HibernateSignal, (index, term): (u64, u64)) -> RaftMessage {
+    RaftMessage {
+        region_id: p.region.id,
+        from_peer: Some(p.meta),
+        to_peer: Some(to),
+        region_epoch: p.region.epoch,
+        hibernate: kind as i32,
+        hibernate_index: index,
+        hibernate_term: term,
+        ..Default::default()
     }
 }
